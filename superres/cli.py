@@ -1,0 +1,314 @@
+"""The ``superres`` command: argument parsing only.
+
+Each subcommand parses its options here and calls one function of the module that owns the
+feature (``evaluate``, ``data``, ``training``, ``inference``, ``demo`` ...). Modules are imported
+inside the handlers so that ``superres --help`` answers without importing torch.
+
+Errors the user can act on are raised as :class:`superres.errors.SuperresError` anywhere below; they
+are printed here as one line on stderr with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from superres import __version__
+from superres.errors import SuperresError
+
+SCALES = (2, 3, 4, 8)
+
+
+def _scale(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scale must be an integer, got {text!r}") from None
+    if value not in SCALES:
+        raise argparse.ArgumentTypeError(f"unsupported scale {value}; choose one of {', '.join(map(str, SCALES))}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- eval
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from superres.evaluate import evaluate, format_report
+
+    report = evaluate(
+        args.model,
+        Path(args.data),
+        scale=args.scale,
+        device=args.device,
+        tile=args.tile,
+        backend=args.backend,
+    )
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a model on a benchmark folder (HR/ + LR_bicubic/X{s}/) under the paper protocol",
+        description=(
+            "Score a model on a benchmark folder laid out as DIR/HR/*.png and DIR/LR_bicubic/X{s}/*.png "
+            "(the LR is made with MATLAB-exact bicubic from the top-left mod-cropped HR when LR_bicubic is "
+            "absent). PSNR/SSIM on Y of BT.601 (grayscale on intensity), shave = scale."
+        ),
+    )
+    p.add_argument("--model", default="bicubic", help="'bicubic', a shipped model name, or a model file (.safetensors)")
+    p.add_argument("--data", required=True, help="benchmark folder, e.g. ../shared/data/Set5")
+    p.add_argument("--scale", type=_scale, required=True, help="upscaling factor (2, 3, 4)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--device", default="cpu", help="torch device for models (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--tile", type=_non_negative_int, default=0, help="tile size in LR pixels (0: whole image)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for models")
+    p.set_defaults(func=_cmd_eval)
+
+
+# --------------------------------------------------------------------------- data
+def _cmd_data_patches(args: argparse.Namespace) -> int:
+    from superres.data.patches import make_patch_files
+
+    summary = make_patch_files(
+        [Path(s) for s in args.sources],
+        Path(args.out),
+        hr_size=args.hr_size,
+        scale=args.scale,
+        stride=args.stride,
+        max_patches=args.max_patches,
+        seed=args.seed,
+    )
+    print(
+        f"wrote {summary['count']} patch pairs ({summary['hr_shape']} HR, {summary['lr_shape']} LR) "
+        f"to {summary['hr_file']} and {summary['pair_file']}"
+    )
+    return 0
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from superres.data.stats import compute_stats, format_stats, plot_stats
+
+    stats = compute_stats([Path(s) for s in args.sources])
+    if args.plot:
+        plot_stats(stats, Path(args.plot))
+    if args.json:
+        _print_json(stats)
+    else:
+        print(format_stats(stats))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="prepare and inspect training data", description="Prepare and inspect training data.")
+    data_sub = p.add_subparsers(dest="data_command", metavar="{patches,stats}")
+    data_sub.required = True
+
+    pp = data_sub.add_parser(
+        "patches",
+        help="cut HR patches from image folders and write hr_images.npz and hr_lr_images.npz",
+        description=(
+            "Cut HR patches from image files or folders and write DIR/hr_images.npz (array 'hr', N x H x W x C) "
+            "and DIR/hr_lr_images.npz (arrays 'hr' and 'lr'); LR is made with MATLAB-exact bicubic."
+        ),
+    )
+    pp.add_argument("sources", nargs="+", metavar="SRC", help="image files or folders (searched recursively)")
+    pp.add_argument("--out", required=True, help="output folder")
+    pp.add_argument("--hr-size", type=_positive_int, default=128, help="HR patch side in pixels (default 128)")
+    pp.add_argument("--scale", type=_scale, default=4, help="downscaling factor for the LR patches (default 4)")
+    pp.add_argument("--stride", type=_positive_int, default=None, help="step between patches (default: hr-size)")
+    pp.add_argument("--max-patches", type=_positive_int, default=None, help="keep at most N patches (random choice)")
+    pp.add_argument("--seed", type=int, default=0, help="random seed for --max-patches (default 0)")
+    pp.set_defaults(func=_cmd_data_patches)
+
+    ps = data_sub.add_parser(
+        "stats",
+        help="count, sizes, channels, bit depth, per-channel mean/std of image folders",
+        description="Summarise image files or folders: count, size range, channels, bit depth, per-channel mean and std.",
+    )
+    ps.add_argument("sources", nargs="+", metavar="SRC", help="image files or folders (searched recursively)")
+    ps.add_argument("--plot", metavar="FILE.png", help="also write histograms and a size scatter plot")
+    ps.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    ps.set_defaults(func=_cmd_data_stats)
+
+
+# --------------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from superres.training import train_from_cli
+
+    run_dir = train_from_cli(args.config, args.overrides, resume=args.resume, out=args.out)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config (presets in configs/)",
+        description=(
+            "Train a model from a YAML config. Any config key can be overridden as key=value "
+            "(dotted for nested keys, e.g. train.iterations=2000 model.name=enhanced). "
+            "The run folder gets the resolved config, checkpoints, metrics.csv, curves.png and the model file."
+        ),
+    )
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="RUN_DIR",
+                   help="resume from the last checkpoint of RUN_DIR (default: the config's run folder)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.set_defaults(func=_cmd_train)
+
+
+# --------------------------------------------------------------------------- upscale
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    from superres.inference import upscale_files
+
+    written = upscale_files(
+        [Path(s) for s in args.inputs],
+        model=args.model,
+        out_dir=Path(args.out),
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        device=args.device,
+        half=args.half,
+        backend=args.backend,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(f"wrote {len(written)} image(s) to {args.out}")
+    return 0
+
+
+def _add_upscale(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upscale",
+        help="upscale images with a model (tiled, keeps bit depth, channels and alpha)",
+        description=(
+            "Upscale image files or folders. Large images are processed in overlapping tiles blended "
+            "together, so memory is bounded by the tile size. 16-bit in gives 16-bit out, gray gives gray, "
+            "alpha is kept (resized with bicubic)."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--model", default=None, help="shipped model name or model file (default: best shipped x4 model)")
+    p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
+    p.add_argument("--tile", type=_non_negative_int, default=256, help="tile size in input pixels (0: no tiling; default 256)")
+    p.add_argument("--tile-overlap", type=_non_negative_int, default=16, help="overlap between tiles in input pixels (default 16)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--half", action="store_true", help="run the model in half precision (GPU)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_upscale)
+
+
+# --------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from superres.demo import run_demo
+
+    run_demo(Path(args.out), seconds=args.seconds)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="build a patch set from sample photos, train baseline and enhanced briefly, compare with bicubic",
+        description=(
+            "The end-to-end tour in a few minutes on a CPU: patches from scikit-image's sample photos, "
+            "short training of `baseline` and `enhanced` at x4, scores against bicubic on held-out images, "
+            "metrics.json and a comparison figure."
+        ),
+    )
+    p.add_argument("--out", default="demo-out", help="output folder (default: ./demo-out)")
+    p.add_argument("--seconds", type=float, default=None, help="training time budget per model in seconds")
+    p.set_defaults(func=_cmd_demo)
+
+
+# --------------------------------------------------------------------------- models
+def _cmd_models(args: argparse.Namespace) -> int:
+    from superres.modelfile import list_models, format_models
+
+    entries = list_models()
+    if args.json:
+        _print_json(entries)
+    else:
+        print(format_models(entries))
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list shipped pretrained models and registered architectures",
+                       description="List the pretrained models shipped with superres and the architectures in the registry.")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=_cmd_models)
+
+
+_ADDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_eval,
+    _add_data,
+    _add_train,
+    _add_upscale,
+    _add_demo,
+    _add_models,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superres",
+        description="Single-image super-resolution: MATLAB-exact data, paper-protocol metrics, training, tiled upscaling.",
+    )
+    parser.add_argument("--version", action="version", version=f"superres {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in _ADDERS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SuperresError as exc:
+        print(f"superres: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("superres: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
