@@ -108,9 +108,14 @@ def _cmd_data_patches(args: argparse.Namespace) -> int:
         max_patches=args.max_patches,
         seed=args.seed,
     )
+    notes = []
+    if summary.get("stride_reduced"):
+        notes.append(f"stride reduced to {summary['stride']} to have {summary['count']} patches")
+    if summary.get("skipped"):
+        notes.append(f"{summary['skipped']} image(s) smaller than {args.hr_size}x{args.hr_size} skipped")
     print(
         f"wrote {summary['count']} patch pairs ({summary['hr_shape']} HR, {summary['lr_shape']} LR) "
-        f"to {summary['hr_file']} and {summary['pair_file']}"
+        f"to {summary['hr_file']} and {summary['pair_file']}" + (f" ({'; '.join(notes)})" if notes else "")
     )
     return 0
 
@@ -147,8 +152,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     pp.add_argument("--out", required=True, help="output folder")
     pp.add_argument("--hr-size", type=_positive_int, default=128, help="HR patch side in pixels (default 128)")
     pp.add_argument("--scale", type=_scale, default=4, help="downscaling factor for the LR patches (default 4)")
-    pp.add_argument("--stride", type=_positive_int, default=None, help="step between patches (default: hr-size)")
-    pp.add_argument("--max-patches", type=_positive_int, default=None, help="keep at most N patches (random choice)")
+    pp.add_argument("--stride", type=_positive_int, default=None,
+                    help="step between patches (default: hr-size, reduced automatically if --max-patches needs more patches)")
+    pp.add_argument("--max-patches", type=_positive_int, default=None,
+                    help="write exactly N patches, a random choice from the grid; without --stride the stride is reduced "
+                         "to the largest step giving at least N (reported); with a --stride too coarse it is an error")
     pp.add_argument("--seed", type=int, default=0, help="random seed for --max-patches (default 0)")
     pp.set_defaults(func=_cmd_data_patches)
 

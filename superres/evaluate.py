@@ -1,0 +1,240 @@
+"""Scoring a model (or plain bicubic) on a benchmark folder under the paper protocol (`superres eval`).
+
+A benchmark folder is laid out as the standard test sets are distributed (EDSR/BasicSR convention)::
+
+    DIR/HR/<name>.png                 ground truth, uncropped
+    DIR/LR_bicubic/X{s}/<name>.png    MATLAB-bicubic LR input (``<name>x{s}.png`` is accepted too)
+
+For every HR image: ``HR_crop = modcrop(HR, s)`` (top-left crop to a multiple of ``s``, the crop the
+LR files were made from), ``SR = model(LR)``, then :func:`superres.metrics.score` (PSNR/SSIM on Y of
+BT.601 or gray intensity, ``s`` pixels shaved). The set's figures are the means over images. When
+``LR_bicubic/X{s}`` is absent the LR is made here with MATLAB-exact ``imresize(HR_crop, 1/s)``, which
+reproduces the official files (see ``superres.resize``), and the report says so.
+
+``model="bicubic"`` is the reference every paper prints first: ``imresize(LR, s)`` on the integer
+LR, rounded after each pass, as MATLAB does on uint8, which is how the published bicubic rows were
+made. Any other model's float output is rounded to the HR's bit depth before scoring, as saving the
+SR image to PNG would, so the figures are those of the files a user would get.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from superres.errors import SuperresError
+from superres.io import list_images, read_array, to_float, to_integer
+from superres.metrics import PSNR_CAP_DB, mean_psnr, score
+from superres.resize import imresize, modcrop
+
+__all__ = ["SUPPORTED_SCALES", "PROTOCOL", "evaluate", "format_report"]
+
+#: Scales a benchmark can be scored at (8 only makes sense where a model supports it).
+SUPPORTED_SCALES = (2, 3, 4, 8)
+
+#: One line describing the scoring, copied into every report so that saved JSON explains itself.
+PROTOCOL = (
+    "PSNR/SSIM on Y of BT.601 studio swing (grayscale: intensity), HR top-left mod-cropped to a "
+    "multiple of the scale, scale pixels shaved from every border; SSIM 11x11 Gaussian sigma 1.5, "
+    f"valid region; per-image PSNR capped at {PSNR_CAP_DB:g} dB; means over images"
+)
+
+#: LR samples (as read) and the HR bit depth (8, 16; 32 = float) -> SR samples.
+_Upscaler = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _size(a: np.ndarray) -> str:
+    """``WxH``, the way image sizes are usually written."""
+    return f"{a.shape[1]}x{a.shape[0]}"
+
+
+def _bicubic(scale: int) -> _Upscaler:
+    """MATLAB's ``imresize(LR, s, 'bicubic')`` on the integer LR (rounded after each pass)."""
+
+    def run(lr: np.ndarray, bit_depth: int) -> np.ndarray:
+        return imresize(lr, scale)  # integer in, integer out: rounded per pass like MATLAB
+
+    return run
+
+
+def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str) -> _Upscaler:
+    """A loaded model as an upscaler of file samples: LR as read in, SR rounded to the HR's bit depth out."""
+    if backend != "torch":
+        raise SuperresError(f"--backend {backend}: eval supports the torch backend only")
+    from superres.inference import upscale
+    from superres.modelfile import load_model
+
+    net = load_model(model, device=device)
+    model_scale = getattr(net, "scale", None)
+    if model_scale is not None and int(model_scale) != scale:
+        raise SuperresError(f"--model {model}: the model upscales x{model_scale}, not x{scale}")
+
+    def run(lr: np.ndarray, bit_depth: int) -> np.ndarray:
+        sr = np.asarray(upscale(net, to_float(lr), tile=tile, device=device))
+        if sr.ndim == 2:
+            sr = sr[:, :, None]
+        # Rounded to the HR's bit depth exactly as write_image stores it: the scores are those of
+        # the SR files a user would save.
+        return to_integer(sr, bit_depth)
+
+    return run
+
+
+def _find_lr(lr_index: dict[str, Path], stem: str, scale: int) -> Path | None:
+    return lr_index.get(stem) or lr_index.get(f"{stem}x{scale}")
+
+
+def evaluate(
+    model: str,
+    data: Path,
+    *,
+    scale: int,
+    device: str = "cpu",
+    tile: int = 0,
+    backend: str = "torch",
+) -> dict[str, Any]:
+    """Score ``model`` ("bicubic", a shipped model name or a model file) on the benchmark folder ``data``.
+
+    Returns a JSON-serialisable report::
+
+        {"dataset": <folder name>, "scale": s, "model": <model>, "psnr_y": mean, "ssim_y": mean,
+         "count": n, "images": [{"name", "psnr_y", "ssim_y", "size": [w, h]}, ...],
+         "lr_source": ..., "protocol": ..., "psnr_cap_db": 100.0, "seconds": ...}
+
+    ``size`` is that of the mod-cropped HR. PSNR values above ``psnr_cap_db`` (identical images give
+    inf) are reported as the cap, also per image, so the JSON stays valid and the mean finite.
+
+    Raises :class:`SuperresError` naming the path for a missing folder, no HR images, a missing or
+    unreadable LR, an LR whose size is not the mod-cropped HR's divided by the scale, or an
+    unsupported scale.
+    """
+    t0 = time.perf_counter()
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SUPPORTED_SCALES:
+        raise SuperresError(
+            f"--scale {scale}: unsupported scale; choose one of {', '.join(map(str, SUPPORTED_SCALES))}"
+        )
+    s = int(scale)
+    data = Path(data)
+    if not data.is_dir():
+        raise SuperresError(f"{data}: benchmark folder not found")
+    hr_dir = data / "HR"
+    if not hr_dir.is_dir():
+        raise SuperresError(f"{hr_dir}: HR folder not found (expected DIR/HR/*.png and DIR/LR_bicubic/X{s}/*.png)")
+    hr_paths = _list_or_fail(hr_dir)
+    lr_dir = data / "LR_bicubic" / f"X{s}"
+    lr_index: dict[str, Path] | None = None
+    if lr_dir.is_dir():
+        lr_index = {p.stem: p for p in _list_or_fail(lr_dir)}
+        lr_source = str(Path("LR_bicubic") / f"X{s}")
+    else:
+        lr_source = f"generated: MATLAB-bicubic imresize(HR_crop, 1/{s}) (no LR_bicubic/X{s} folder)"
+
+    upscaler = _bicubic(s) if model == "bicubic" else _model_upscaler(model, s, device, tile, backend)
+
+    images: list[dict[str, Any]] = []
+    for hr_path in hr_paths:
+        hr = read_array(hr_path)
+        hr_crop = _named(hr_path, lambda: modcrop(hr, s))
+        want = (hr_crop.shape[0] // s, hr_crop.shape[1] // s)
+        if lr_index is None:
+            lr_name = str(hr_path)
+            lr = _named(hr_path, lambda: imresize(hr_crop, 1.0 / s))
+        else:
+            lr_path = _find_lr(lr_index, hr_path.stem, s)
+            if lr_path is None:
+                raise SuperresError(
+                    f"{lr_dir}: no LR image for {hr_path.name} (looked for {hr_path.stem}.* and {hr_path.stem}x{s}.*)"
+                )
+            lr_name = str(lr_path)
+            lr = read_array(lr_path)
+        pair = f"{lr_name} / {hr_path}"
+        if lr.shape[:2] != want:
+            raise SuperresError(
+                f"{pair}: LR is {_size(lr)} but the HR ({_size(hr)}, mod-cropped to {_size(hr_crop)}) "
+                f"needs an LR of {want[1]}x{want[0]} at x{s}"
+            )
+        if lr.shape[2:] != hr_crop.shape[2:]:
+            raise SuperresError(f"{pair}: LR has {_channels(lr)} channel(s) but HR has {_channels(hr_crop)}")
+        sr = upscaler(lr, _bit_depth(hr_crop))
+        if sr.shape != hr_crop.shape:
+            raise SuperresError(
+                f"{pair}: --model {model} produced {sr.shape} from an LR of {lr.shape}; expected {hr_crop.shape}"
+            )
+        sc = _named(hr_path, lambda: score(sr, hr_crop, s))
+        images.append(
+            {
+                "name": hr_path.stem,
+                "psnr_y": min(sc["psnr_y"], PSNR_CAP_DB),
+                "ssim_y": sc["ssim_y"],
+                "size": [int(hr_crop.shape[1]), int(hr_crop.shape[0])],
+            }
+        )
+
+    return {
+        "dataset": data.resolve().name,
+        "scale": s,
+        "model": model,
+        "psnr_y": mean_psnr(im["psnr_y"] for im in images),
+        "ssim_y": float(np.mean([im["ssim_y"] for im in images])),
+        "count": len(images),
+        "images": images,
+        "lr_source": lr_source,
+        "protocol": PROTOCOL,
+        "psnr_cap_db": PSNR_CAP_DB,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _bit_depth(a: np.ndarray) -> int:
+    """The bit depth a file of these samples has: 8, 16, or 32 for float (TIFF) samples."""
+    return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(a.dtype, 32)
+
+
+def _channels(a: np.ndarray) -> int:
+    return 1 if a.ndim == 2 else int(a.shape[2])
+
+
+def _list_or_fail(folder: Path) -> list[Path]:
+    """The images in ``folder`` (list_images raises a SuperresError naming it when there are none)."""
+    paths = list_images([folder])
+    if not paths:  # list_images promises an error instead; keep the guarantee local too
+        raise SuperresError(f"{folder}: no images found")
+    return paths
+
+
+def _named(path: Path, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` and prefix any SuperresError with the image it concerns (resize/metrics don't know it)."""
+    try:
+        return fn()
+    except SuperresError as exc:
+        raise SuperresError(f"{path}: {exc}") from None
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A readable table: one row per image, then the means, then how the LR was obtained."""
+    rows = [(im["name"], im["psnr_y"], im["ssim_y"]) for im in report["images"]]
+    width = max([len("image"), len("mean")] + [len(r[0]) for r in rows])
+
+    def fmt_psnr(v: float) -> str:
+        return "inf" if math.isinf(v) else f"{v:.3f}"
+
+    lines = [
+        f"{report['model']} on {report['dataset']}, x{report['scale']}",
+        f"{'image':<{width}}  {'PSNR-Y (dB)':>11}  {'SSIM-Y':>7}",
+        "-" * (width + 22),
+    ]
+    lines += [f"{name:<{width}}  {fmt_psnr(p):>11}  {sv:>7.4f}" for name, p, sv in rows]
+    lines.append("-" * (width + 22))
+    lines.append(f"{'mean':<{width}}  {fmt_psnr(report['psnr_y']):>11}  {report['ssim_y']:>7.4f}")
+    count = report.get("count", len(rows))
+    extra = f"{count} image{'s' if count != 1 else ''}; LR: {report.get('lr_source', '?')}"
+    if "seconds" in report:
+        extra += f"; {report['seconds']:.1f} s"
+    lines.append(extra)
+    if "protocol" in report:
+        lines.append(f"protocol: {report['protocol']}")
+    return "\n".join(lines)
