@@ -1,0 +1,487 @@
+"""Typed training configs: strict YAML loading, ``key=value`` overrides, YAML round trip.
+
+A config is a tree of dataclasses (:class:`Config` at the root). It is read from YAML, overridden
+from the command line, validated, and written back to the run folder as ``config.yaml``, which
+loads again to an equal object. Strictness is the point: a typo such as ``train.iteratons`` would
+otherwise silently train with the default, so every unknown key anywhere is an error that names the
+full dotted key, the file, and the closest valid key; a value of the wrong type names the key, the
+expected type and the value.
+
+Two sub-trees are free-form on purpose, because their keys belong to other modules that validate
+them: ``model.options`` (keyword arguments of the architecture's builder, checked by
+:func:`superres.models.build`) and the ``loss`` list (terms checked by
+:func:`superres.losses.build_loss`).
+
+Paths (``data.train``, ``data.val``, ``out``) are kept as written; relative paths are resolved
+against the current working directory when training starts (:func:`resolve_paths`), so the presets
+in ``configs/`` are meant to be run from the repository root.
+
+One YAML gotcha is handled here: PyYAML reads ``1e-3`` (no dot) as a *string*; fields typed
+``float`` accept such strings when they spell a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+import yaml
+
+from superres.errors import SuperresError
+
+SCALES = (2, 3, 4, 8)
+
+
+# --------------------------------------------------------------------------- schema
+@dataclass
+class ModelConfig:
+    """Which architecture to build: ``superres.models.build(name, scale=, in_channels=, **options)``."""
+
+    name: str = "enhanced"
+    scale: int = 4
+    in_channels: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Training and validation data.
+
+    ``train`` lists image files/folders (random HR crops, LR made on the fly with MATLAB bicubic)
+    or names exactly one ``.npz`` patch file (``superres data patches``). ``val`` is a benchmark
+    folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training.
+    """
+
+    train: list[str] = field(default_factory=list)
+    patch_size: int = 128
+    batch_size: int = 16
+    augment: bool = True
+    in_memory: bool = True
+    val: Union[str, None] = None
+    val_limit: Union[int, None] = None
+    workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """Adam or AdamW. ``fused: auto`` uses the fused kernel on CUDA and the default elsewhere."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1.0e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    fused: Union[Literal["auto"], bool] = "auto"
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning rate as a pure function of the iteration: linear warm-up, then cosine/multistep/constant.
+
+    ``cosine`` decays from ``optim.lr`` to ``min_lr`` at the last iteration; ``multistep``
+    multiplies by ``gamma`` at each iteration in ``milestones``.
+    """
+
+    name: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup: int = 0
+    min_lr: float = 1.0e-6
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """The loop: length, precision, devices, and how often to validate, save and log.
+
+    ``max_seconds`` stops by wall time (accumulated across resumes), then validates, saves and
+    exports like a normal end; the schedule then follows whichever of iterations and time runs out
+    first (:mod:`superres.training.optim`). ``ema`` is the EMA decay (e.g. 0.999) or null. ``amp`` and
+    ``channels_last`` apply on CUDA only and are ignored on the CPU. ``deterministic`` asks torch for
+    deterministic kernels; on the CPU a seeded run is bit-reproducible either way.
+    """
+
+    iterations: int = 10000
+    max_seconds: Union[float, None] = None
+    grad_clip: Union[float, None] = None
+    ema: Union[float, None] = None
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: Union[Literal["auto"], bool] = "auto"
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    val_every: int = 500
+    save_every: int = 500
+    log_every: int = 20
+    deterministic: bool = True
+
+
+@dataclass
+class Config:
+    """A whole training run. ``out`` is the run folder (default ``runs/<name>``); ``name`` defaults to
+    the config file's stem (``run`` for configs made in Python)."""
+
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "l1", "weight": 1.0}])
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: Union[str, None] = None
+
+
+# --------------------------------------------------------------------------- public API
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides, validate, and return a :class:`Config`.
+
+    A missing ``name`` defaults to the file's stem (``configs/enhanced_x4.yaml`` -> ``enhanced_x4``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SuperresError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SuperresError(f"{path}: not valid YAML ({_one_line(exc)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SuperresError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides, source=str(path))
+    raw.setdefault("name", path.stem)
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Config:
+    """Validate a plain mapping (as read from YAML) into a :class:`Config`; errors name ``source``."""
+    if not isinstance(raw, Mapping):
+        raise SuperresError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    config = _build(Config, raw, "", source)
+    _check_values(config, source)
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain dicts/lists/scalars (what ``config.yaml`` and model metadata hold)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Config) -> str:
+    """The config as YAML text, in schema order; :func:`config_from_dict` of it gives ``config`` back."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False, width=100)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write ``dump_config(config)`` to ``path`` atomically."""
+    from superres.io import atomic_write
+
+    with atomic_write(Path(path)) as tmp:
+        Path(tmp).write_text(dump_config(config), encoding="utf-8")
+
+
+def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
+    """A copy with ``data.train``, ``data.val`` and ``out`` made absolute against ``base`` (default: cwd).
+
+    The run folder's ``config.yaml`` stores resolved paths so that it can be reused from anywhere.
+    """
+    base_path = Path.cwd() if base is None else Path(base)
+
+    def absolute(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base_path / q).resolve())
+
+    data = dataclasses.replace(
+        config.data,
+        train=[absolute(p) for p in config.data.train],
+        val=None if config.data.val is None else absolute(config.data.val),
+    )
+    out = None if config.out is None else absolute(config.out)
+    return dataclasses.replace(config, data=data, out=out)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and the value parsed as a YAML scalar or list."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SuperresError(f"override {text!r}: expected key=value (e.g. train.iterations=2000)")
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise SuperresError(f"override {text!r}: empty part in key {key!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise SuperresError(f"override {text!r}: value is not valid YAML ({_one_line(exc)})") from None
+    return parts, parsed
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], *, source: str = "config") -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with each ``key=value`` override applied, in order.
+
+    Keys are checked against the schema here (not only against ``raw``): an override may set a key
+    that the file leaves at its default, but an unknown key is an error naming the override. Inside
+    the free-form ``model.options`` any key may be set; inside ``loss`` an item is addressed by its
+    index (``loss.0.weight=0.5``).
+    """
+    result = _deep_copy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _check_override_path(parts, text, source)
+        node: Any = result
+        for depth, part in enumerate(parts[:-1]):
+            nxt = _get_child(node, part, text, parts[: depth + 1])
+            if nxt is None:
+                nxt = _default_at(parts[: depth + 1])
+                _set_child(node, part, nxt, text, parts[: depth + 1])
+            node = nxt
+        _set_child(node, parts[-1], value, text, parts)
+    return result
+
+
+# --------------------------------------------------------------------------- building and type checks
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return "any value"
+    if tp is type(None):
+        return "null"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return f"a list of {_type_name(item)}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (lists/dicts copied, ints widened)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return _deep_copy(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise _type_error(key, tp, value, source)
+        return _build(tp, value, key, source)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key, source)
+            except SuperresError:
+                continue
+        raise _type_error(key, tp, value, source)
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if value == choice and type(value) is type(choice):
+                return value
+        raise _type_error(key, tp, value, source)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str:
+            value = [value]  # `train: some/folder` means a list of one
+        if not isinstance(value, list):
+            raise _type_error(key, tp, value, source)
+        return [_convert(item_tp, v, f"{key}.{i}", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _type_error(key, tp, value, source)
+        return _deep_copy(dict(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(key, tp, value, source)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _type_error(key, tp, value, source)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+            return float(value)
+        raise _type_error(key, tp, value, source)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(key, tp, value, source)
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a schema bug, not a user error
+
+
+def _type_error(key: str, tp: Any, value: Any, source: str) -> SuperresError:
+    return SuperresError(
+        f"{source}: '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+    )
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if not isinstance(key, str) or key not in hints:
+            full = f"{prefix}.{key}" if prefix else str(key)
+            raise SuperresError(f"{source}: unknown key '{full}'{_suggest(prefix, str(key), names)}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            full = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _convert(hints[name], raw[name], full, source)
+    return cls(**kwargs)
+
+
+def _suggest(prefix: str, key: str, siblings: Sequence[str]) -> str:
+    """' (did you mean 'a.b'?)' for the closest sibling key, else the list of valid keys there.
+
+    Only the last part is compared: on full dotted keys the shared prefix would make anything look close.
+    """
+    full = [f"{prefix}.{n}" if prefix else n for n in siblings]
+    close = difflib.get_close_matches(key, list(siblings), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{full[list(siblings).index(close[0])]}'?)"
+    return " (valid keys: " + ", ".join(full) + ")"
+
+
+def _check_override_path(parts: list[str], text: str, source: str) -> None:
+    """Walk the schema along ``parts``; free-form sub-trees (dict/Any/list items) accept anything."""
+    tp: Any = Config
+    for i, part in enumerate(parts):
+        so_far = ".".join(parts[: i + 1])
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                suggestion = _suggest(".".join(parts[:i]), part, [f.name for f in dataclasses.fields(tp)])
+                raise SuperresError(f"{source}: override {text!r}: unknown key '{so_far}'{suggestion}")
+            tp = hints[part]
+        elif typing.get_origin(tp) is list:
+            if not part.isdigit():
+                raise SuperresError(f"{source}: override {text!r}: '{'.'.join(parts[:i])}' is a list; "
+                                    f"address an item by index (e.g. {'.'.join(parts[:i])}.0)")
+            (tp,) = typing.get_args(tp)
+        else:
+            return  # inside a free-form mapping: the owning module validates its keys
+
+
+def _default_at(parts: list[str]) -> Any:
+    """The schema default at a key path as plain data (so ``loss.0.weight=2`` edits the default loss)."""
+    node: Any = config_to_dict(Config())
+    for part in parts:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return {}
+    return _deep_copy(node) if isinstance(node, (dict, list)) else {}
+
+
+def _get_child(node: Any, part: str, text: str, path: list[str]) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list):
+        index = int(part)
+        if index >= len(node):
+            raise SuperresError(f"override {text!r}: '{'.'.join(path)}' is past the end of a list of {len(node)}")
+        return node[index]
+    raise SuperresError(f"override {text!r}: '{'.'.join(path[:-1])}' is not a mapping")
+
+
+def _set_child(node: Any, part: str, value: Any, text: str, path: list[str]) -> None:
+    if isinstance(node, dict):
+        node[part] = value
+    elif isinstance(node, list):
+        index = int(part)
+        if index > len(node):
+            raise SuperresError(f"override {text!r}: '{'.'.join(path)}' is past the end of a list of {len(node)}")
+        if index == len(node):
+            node.append(value)
+        else:
+            node[index] = value
+    else:
+        raise SuperresError(f"override {text!r}: '{'.'.join(path[:-1])}' is not a mapping")
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+# --------------------------------------------------------------------------- value checks
+def _check_values(c: Config, source: str) -> None:
+    """Range and consistency checks that types alone cannot express; each names its key."""
+
+    def bad(key: str, problem: str) -> None:
+        raise SuperresError(f"{source}: '{key}' {problem}")
+
+    if not c.name:
+        bad("name", "must not be empty")
+    if c.model.scale not in SCALES:
+        bad("model.scale", f"must be one of {', '.join(map(str, SCALES))}, got {c.model.scale}")
+    if c.model.in_channels < 1:
+        bad("model.in_channels", f"must be >= 1, got {c.model.in_channels}")
+    if not c.data.train:
+        bad("data.train", "is missing: list the training image folders/files or one .npz patch file")
+    if c.data.patch_size < c.model.scale or c.data.patch_size % c.model.scale:
+        bad("data.patch_size", f"must be a positive multiple of model.scale={c.model.scale}, got {c.data.patch_size}")
+    if c.data.batch_size < 1:
+        bad("data.batch_size", f"must be >= 1, got {c.data.batch_size}")
+    if c.data.val_limit is not None and c.data.val_limit < 1:
+        bad("data.val_limit", f"must be >= 1 or null, got {c.data.val_limit}")
+    if c.data.workers < 0:
+        bad("data.workers", f"must be >= 0, got {c.data.workers}")
+    if not c.loss:
+        bad("loss", "must list at least one term, e.g. [{type: l1, weight: 1.0}]")
+    for i, term in enumerate(c.loss):
+        if not isinstance(term.get("type"), str):
+            bad(f"loss.{i}", f"needs a 'type' (l1, mse, charbonnier, perceptual, ...), got {term!r}")
+    if not c.optim.lr > 0:
+        bad("optim.lr", f"must be > 0, got {c.optim.lr}")
+    if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
+        bad("optim.betas", f"must be two numbers in [0, 1), got {c.optim.betas}")
+    if c.optim.weight_decay < 0:
+        bad("optim.weight_decay", f"must be >= 0, got {c.optim.weight_decay}")
+    if c.schedule.warmup < 0:
+        bad("schedule.warmup", f"must be >= 0, got {c.schedule.warmup}")
+    if c.schedule.min_lr < 0:
+        bad("schedule.min_lr", f"must be >= 0, got {c.schedule.min_lr}")
+    if c.schedule.milestones != sorted(c.schedule.milestones) or any(m < 1 for m in c.schedule.milestones):
+        bad("schedule.milestones", f"must be increasing iterations >= 1, got {c.schedule.milestones}")
+    if not c.schedule.gamma > 0:
+        bad("schedule.gamma", f"must be > 0, got {c.schedule.gamma}")
+    t = c.train
+    if t.iterations < 1:
+        bad("train.iterations", f"must be >= 1, got {t.iterations}")
+    if t.max_seconds is not None and not t.max_seconds > 0:
+        bad("train.max_seconds", f"must be > 0 or null, got {t.max_seconds}")
+    if t.grad_clip is not None and not t.grad_clip > 0:
+        bad("train.grad_clip", f"must be > 0 or null, got {t.grad_clip}")
+    if t.ema is not None and not 0 < t.ema < 1:
+        bad("train.ema", f"must be a decay in (0, 1) (e.g. 0.999) or null, got {t.ema}")
+    for key in ("val_every", "save_every", "log_every"):
+        if getattr(t, key) < 1:
+            bad(f"train.{key}", f"must be >= 1, got {getattr(t, key)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device):
+        bad("train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")

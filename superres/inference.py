@@ -1,0 +1,528 @@
+"""Tiled, blended, memory-bounded upscaling that keeps bit depth, channels and alpha.
+
+Three layers, each usable on its own:
+
+* :func:`upscale_tensor` runs a model over an ``N x C x H x W`` tensor tile by tile;
+* :func:`upscale` upscales one image (a :class:`superres.io.Image` or a float array) and handles
+  the mismatch between the image's channels and the model's;
+* :func:`upscale_files` is ``superres upscale``: files and folders in, files of the same format,
+  bit depth, channel layout and alpha out.
+
+Tiling and blending
+-------------------
+The LR input is cut into a grid of *core* regions of about ``tile`` x ``tile`` pixels (the cores
+split each axis evenly, so no sliver tile is left at the far edge; edge tiles may be smaller than
+``tile``). Each core is run through the model together with ``tile_overlap`` pixels of *context*
+on every side that is not an image border, and the outputs are summed into a float32 canvas with
+per-pixel weights.
+
+The weights form an exact partition of unity, so no weight canvas (and no division) is needed: along
+each axis the weight of tile ``i`` is ``r(q - p_i) - r(q - p_{i+1})``, where ``p_i`` are the core
+boundaries (in output pixels) and ``r`` is a raised-cosine step that rises from 0 to 1 over
+``[-h, +h]`` (``r(-inf) = 0``, ``r(+inf) = 1``; the outermost boundaries are at -/+ infinity). The
+sum over tiles telescopes to exactly 1 for any ramp width, and the 2-D weight is the product of the
+two 1-D weights, which also sums to 1 over the grid. The ramp half-width is ``h = tile_overlap // 2``
+input pixels, so neighbouring tiles are cross-faded over ``tile_overlap`` pixels centred on their
+common core boundary, and every output pixel that receives weight from a tile lies at least
+``tile_overlap - h = ceil(tile_overlap / 2)`` input pixels inside that tile's input.
+
+Consequences:
+
+* For a fully convolutional model whose receptive-field radius ``R`` (in input pixels) is at most
+  ``ceil(tile_overlap / 2)``, every tile computes exactly the untiled values wherever it has
+  weight, so the tiled result equals the untiled one up to float rounding (tested to 1e-4; measured
+  on an H100: 4e-8 in float32, 5e-5 with cuDNN's default TF32 convolutions, which round
+  differently for different tile shapes).
+* For models with a larger receptive field (deep residual networks, attention), tiles disagree
+  slightly near their borders; the cosine cross-fade turns what would be a visible step (a seam)
+  with hard cropping into a smooth transition.
+
+Hard cropping to the cores (``h = 0``) would give exactness up to ``R <= tile_overlap`` but leaves
+those steps for larger ``R``; we chose seamless output for every model over a factor of two in
+the exactness bound, which is bought back by passing a larger ``tile_overlap``.
+
+Memory: the output canvas lives on the device of the input tensor (:func:`upscale` always passes a
+CPU tensor) and only one tile (``(tile + 2 * tile_overlap)^2`` input pixels, times the batch) is on
+the model's device at a time, so device memory is bounded by the tile size, not by the image size.
+
+Channels
+--------
+:func:`upscale` matches the image to the model: equal channel counts run directly; a 1-channel
+model (FSRCNN/ESPCN style, trained on luma) on an RGB image runs on Y of BT.601 studio swing (the
+coefficients of :mod:`superres.metrics`, as ``Y / 255`` in ``[16/255, 235/255]``, which is what
+MATLAB's ``rgb2ycbcr`` gives for double images and what those models are trained on) while Cb and
+Cr are upscaled with MATLAB bicubic, then converted back to RGB; a 3-channel model on a gray image
+runs on the gray value replicated to RGB and the result is averaged back to one channel. Any other
+combination is an error naming both counts. Alpha is never fed to the model: it is upscaled with
+bicubic on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from superres.errors import SuperresError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from superres.io import Image
+
+__all__ = [
+    "upscale_tensor",
+    "upscale",
+    "upscale_files",
+    "resolve_device",
+    "tile_grid",
+    "axis_weights",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+]
+
+#: BT.601 studio-swing chroma rows for R, G, B in [0, 1] (ITU-R BT.601, as MATLAB ``rgb2ycbcr``):
+#: Cb = 128 + row . RGB, Cr = 128 + row . RGB, both in 16..240. The luma row is taken from
+#: :mod:`superres.metrics` so that the Y a model sees is the Y it is scored on.
+CB_COEFFS = (-37.797, -74.203, 112.0)
+CR_COEFFS = (112.0, -93.786, -18.214)
+CHROMA_OFFSET = 128.0
+
+#: Images with more tiles than this get a second (per-tile) progress bar in :func:`upscale_files`.
+_TILE_BAR_MIN_TILES = 4
+
+
+# --------------------------------------------------------------------------- device handling
+def resolve_device(device: "str | torch.device") -> "torch.device":
+    """Parse and validate a device option, with a message the user can act on.
+
+    ``torch.device("cuda")`` is accepted by torch even on machines without CUDA and only fails at
+    the first allocation with a long traceback, so availability and the device index are checked
+    here, before any work is done.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise SuperresError(f"--device {device}: not a torch device ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SuperresError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise SuperresError(f"--device {device}: only {count} CUDA device(s) present (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise SuperresError(f"--device {device}: the MPS backend is not available on this machine (use --device cpu)")
+    elif dev.type != "cpu":
+        raise SuperresError(f"--device {device}: unsupported device type {dev.type!r}; use cpu, cuda or mps")
+    return dev
+
+
+def _model_device(model: "nn.Module", fallback: "torch.device") -> "torch.device":
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return fallback
+
+
+def _check_half(half: bool, device: "torch.device") -> None:
+    """Half precision is offered on CUDA only.
+
+    On CPU, float16 convolutions are either unsupported or far slower than float32 and bfloat16
+    changes the results by more than the differences SR models are compared on, so ``--half`` on
+    CPU is refused with an error rather than silently ignored (a warning would be easy to miss when
+    the run is slow or the output differs).
+    """
+    if half and device.type != "cuda":
+        raise SuperresError(f"--half: half precision needs a CUDA device, not {device}; drop --half or use --device cuda")
+
+
+# --------------------------------------------------------------------------- tiling geometry
+def tile_grid(length: int, tile: int) -> list[int]:
+    """Core boundaries ``[0, b1, ..., length]`` splitting ``length`` pixels into ``ceil(length / tile)``
+    nearly equal cores of at most ``tile`` pixels (``tile <= 0``: one core).
+
+    Splitting evenly instead of cutting ``tile``-sized cores and a remainder keeps every core at least
+    about ``tile / 2`` wide, so the cross-fade ramps of a core's two sides never meet in a tiny tile.
+    """
+    if length <= 0:
+        raise ValueError(f"length must be positive, got {length}")
+    if tile <= 0 or tile >= length:
+        return [0, length]
+    n = math.ceil(length / tile)
+    return [(k * length) // n for k in range(n + 1)]
+
+
+def _ramp(t: np.ndarray, half_width: float) -> np.ndarray:
+    """Raised-cosine step: 0 for ``t <= -w``, 1 for ``t >= w``, ``r(t) + r(-t) = 1`` (``w = 0``: a hard step)."""
+    if half_width <= 0:
+        return (t > 0).astype(np.float64)
+    u = np.clip((t + half_width) / (2.0 * half_width), 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * u)
+
+
+def axis_weights(bounds: Sequence[int], scale: int, half_width: int, index: int, start: int, stop: int) -> np.ndarray:
+    """The 1-D blending weight of core ``index`` over output pixels ``start*scale .. stop*scale``.
+
+    ``bounds`` are the core boundaries in input pixels, ``[start, stop)`` the tile's input span
+    (core plus context) and ``half_width`` the ramp half-width in input pixels. Output pixel ``q``
+    has its centre at ``q + 0.5``; the weight is ``r(c - p_i) - r(c - p_{i+1})`` with ``p`` in output
+    pixels and the outermost boundaries at infinity (see the module docstring).
+    """
+    centres = np.arange(start * scale, stop * scale, dtype=np.float64) + 0.5
+    w = half_width * scale
+    rise = np.ones_like(centres) if index == 0 else _ramp(centres - bounds[index] * scale, w)
+    fall = np.zeros_like(centres) if index + 1 == len(bounds) - 1 else _ramp(centres - bounds[index + 1] * scale, w)
+    return rise - fall
+
+
+def _model_scale(model: "nn.Module", in_shape: Sequence[int], out_shape: Sequence[int]) -> int:
+    """The model's integer scale, checked against the shapes of one forward pass."""
+    h, w = in_shape[-2:]
+    oh, ow = out_shape[-2:]
+    if oh % h or ow % w or oh // h != ow // w:
+        raise SuperresError(f"the model maps {h}x{w} to {oh}x{ow}: not an integer upscaling")
+    scale = oh // h
+    declared = getattr(model, "scale", None)
+    if declared is not None and int(declared) != scale:
+        raise SuperresError(f"the model declares scale {declared} but upscales by {scale}")
+    return scale
+
+
+# --------------------------------------------------------------------------- tensors
+def upscale_tensor(
+    model: "nn.Module",
+    x: "torch.Tensor",
+    *,
+    tile: int = 0,
+    tile_overlap: int = 16,
+    half: bool = False,
+    progress: bool = False,
+) -> "torch.Tensor":
+    """Run ``model`` on ``x`` (``N x C x H x W`` float) in overlapping tiles and blend the outputs.
+
+    ``tile`` is the core size in input pixels (``0`` or ``>= max(H, W)``: the whole image in one
+    pass) and ``tile_overlap`` the context added on each inner side of a tile; neighbouring tiles
+    are cross-faded over ``tile_overlap`` pixels around their boundary (module docstring). The model
+    runs on the device of its parameters under ``torch.inference_mode``; each tile is copied there,
+    run, and its weighted output added to a float32 canvas on ``x``'s device, so only one tile is on
+    the model's device at a time. ``half=True`` runs the model under float16 autocast (CUDA only; the
+    weights stay float32 and the model is not modified). Returns the float32 result on ``x``'s
+    device, not clamped (callers that need ``[0, 1]`` clamp).
+    """
+    import torch
+
+    if x.ndim != 4:
+        raise ValueError(f"upscale_tensor expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
+    if tile < 0 or tile_overlap < 0:
+        raise SuperresError(f"--tile {tile} / --tile-overlap {tile_overlap}: must be >= 0")
+    device = _model_device(model, x.device)
+    _check_half(half, device)
+    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if half else nullcontext()
+
+    def run(part: "torch.Tensor") -> "torch.Tensor":
+        with autocast:
+            return model(part.to(device=device, dtype=torch.float32, non_blocking=True)).float()
+
+    n, _, height, width = x.shape
+    ys, xs = tile_grid(height, tile), tile_grid(width, tile)
+    if len(ys) == 2 and len(xs) == 2:  # one tile: no canvas, no weights
+        with torch.inference_mode():
+            out = run(x)
+        _model_scale(model, x.shape, out.shape)
+        return out.to(x.device)
+
+    half_width = tile_overlap // 2
+    tiles = [(i, j) for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False, file=sys.stderr)
+    canvas: torch.Tensor | None = None
+    scale = 0
+    with torch.inference_mode():
+        for i, j in tiles:
+            y0, y1 = max(0, ys[i] - tile_overlap), min(height, ys[i + 1] + tile_overlap)
+            x0, x1 = max(0, xs[j] - tile_overlap), min(width, xs[j + 1] + tile_overlap)
+            out = run(x[:, :, y0:y1, x0:x1])
+            if canvas is None:
+                scale = _model_scale(model, (y1 - y0, x1 - x0), out.shape)
+                canvas = torch.zeros((n, out.shape[1], height * scale, width * scale), dtype=torch.float32, device=x.device)
+            elif out.shape[-2:] != ((y1 - y0) * scale, (x1 - x0) * scale):
+                raise SuperresError(f"the model's output size changed between tiles: {tuple(out.shape)}")
+            wy = axis_weights(ys, scale, half_width, i, y0, y1)
+            wx = axis_weights(xs, scale, half_width, j, x0, x1)
+            # Only the rows/columns with non-zero weight are touched (the core plus the ramps).
+            ry = np.nonzero(wy)[0]
+            rx = np.nonzero(wx)[0]
+            ya, yb, xa, xb = int(ry[0]), int(ry[-1]) + 1, int(rx[0]), int(rx[-1]) + 1
+            weight = torch.from_numpy(np.outer(wy[ya:yb], wx[xa:xb]).astype(np.float32)).to(out.device)
+            contribution = (out[:, :, ya:yb, xa:xb] * weight).to(x.device)
+            canvas[:, :, y0 * scale + ya : y0 * scale + yb, x0 * scale + xa : x0 * scale + xb] += contribution
+            del out, contribution
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    assert canvas is not None
+    return canvas
+
+
+# --------------------------------------------------------------------------- colour
+def _ycbcr_matrix() -> tuple[np.ndarray, np.ndarray]:
+    """Forward BT.601 studio-swing matrix (3x3, RGB in [0, 1] -> YCbCr in 0..255) and offsets."""
+    from superres.metrics import Y_COEFFS, Y_OFFSET
+
+    matrix = np.array([Y_COEFFS, CB_COEFFS, CR_COEFFS], dtype=np.float64)
+    offset = np.array([Y_OFFSET, CHROMA_OFFSET, CHROMA_OFFSET], dtype=np.float64)
+    return matrix, offset
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` RGB in [0, 1] -> YCbCr of BT.601 studio swing divided by 255 (float64).
+
+    Y is then in ``[16/255, 235/255]``, which is what MATLAB's ``rgb2ycbcr`` returns for double
+    images and the input range of Y-channel models such as FSRCNN and ESPCN.
+    """
+    matrix, offset = _ycbcr_matrix()
+    return (rgb.astype(np.float64) @ matrix.T + offset) / 255.0
+
+
+def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rgb_to_ycbcr` (the matrix inverse, computed, not a rounded table)."""
+    matrix, offset = _ycbcr_matrix()
+    return (ycc.astype(np.float64) * 255.0 - offset) @ np.linalg.inv(matrix).T
+
+
+# --------------------------------------------------------------------------- images
+def _as_model(model: "nn.Module | str | os.PathLike[str]", device: "torch.device") -> "nn.Module":
+    if isinstance(model, (str, os.PathLike)):
+        from superres.modelfile import load_model
+
+        return load_model(str(model), device=str(device))
+    model.eval()
+    return model
+
+
+def _model_channels(model: "nn.Module") -> int:
+    channels = getattr(model, "in_channels", None)
+    if channels is None:
+        raise SuperresError(f"the model ({type(model).__name__}) has no in_channels attribute; load it with superres.load_model")
+    return int(channels)
+
+
+def _model_scale_attr(model: "nn.Module") -> int:
+    scale = getattr(model, "scale", None)
+    if scale is None:
+        raise SuperresError(f"the model ({type(model).__name__}) has no scale attribute; load it with superres.load_model")
+    return int(scale)
+
+
+def _run_hwc(model: "nn.Module", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool) -> np.ndarray:
+    """float ``H x W x C`` -> model -> float32 ``H*s x W*s x C'`` (not clamped), through CPU tensors."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1), dtype=np.float32))[None]
+    y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress)
+    return y[0].permute(1, 2, 0).cpu().numpy()
+
+
+def _upscale_data(
+    model: "nn.Module", data: np.ndarray, *, tile: int, tile_overlap: int, half: bool, progress: bool, what: str
+) -> np.ndarray:
+    """Upscale float ``H x W x C`` data in [0, 1], matching the image's channels to the model's."""
+    from superres.resize import imresize
+
+    channels = data.shape[2]
+    model_channels = _model_channels(model)
+    scale = _model_scale_attr(model)
+    if channels == model_channels:
+        out = _run_hwc(model, data, tile, tile_overlap, half, progress)
+    elif model_channels == 1 and channels == 3:
+        ycc = rgb_to_ycbcr(data)
+        y = _run_hwc(model, ycc[:, :, :1], tile, tile_overlap, half, progress)
+        chroma = np.asarray(imresize(ycc[:, :, 1:], scale=scale), dtype=np.float64)
+        out = ycbcr_to_rgb(np.concatenate([y.astype(np.float64), chroma], axis=2))
+    elif model_channels == 3 and channels == 1:
+        rgb = np.repeat(data, 3, axis=2)
+        out = _run_hwc(model, rgb, tile, tile_overlap, half, progress).mean(axis=2, keepdims=True)
+    else:
+        raise SuperresError(
+            f"{what}: the image has {channels} channel(s) but the model takes {model_channels}; "
+            "use a model trained for this channel count"
+        )
+    out = np.asarray(out, dtype=np.float32)
+    expected = (data.shape[0] * scale, data.shape[1] * scale)
+    if out.shape[:2] != expected:
+        raise SuperresError(f"{what}: the model returned {out.shape[:2]}, expected {expected} at scale {scale}")
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def upscale(
+    model: "nn.Module | str | os.PathLike[str]",
+    image: Any,
+    *,
+    tile: int = 256,
+    tile_overlap: int = 16,
+    device: "str | torch.device" = "cpu",
+    half: bool = False,
+    progress: bool = False,
+) -> Any:
+    """Upscale one image with ``model`` (a module, or a shipped model name / model file path).
+
+    ``image`` is a :class:`superres.io.Image` (the result is an ``Image`` with the same bit depth and
+    channel layout, alpha upscaled separately with MATLAB bicubic and clipped to [0, 1], ``path``
+    None) or a float numpy array ``H x W`` / ``H x W x C`` in [0, 1] (the result is a float32 array of
+    the same layout). Values are clamped to [0, 1]. A module passed in is moved to ``device``; see
+    the module docstring for tiling and the channel rules.
+    """
+    import torch
+
+    from superres.io import Image
+
+    dev = resolve_device(device)
+    _check_half(half, dev)
+    net = _as_model(model, dev)
+    if isinstance(model, torch.nn.Module):
+        net = net.to(dev)
+
+    if isinstance(image, Image):
+        what = str(image.path) if image.path is not None else "image"
+        data = np.asarray(image.data, dtype=np.float32)
+        if data.ndim == 2:
+            data = data[:, :, None]
+        out = _upscale_data(net, data, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what=what)
+        alpha = None
+        if image.alpha is not None:
+            from superres.resize import imresize
+
+            scale = _model_scale_attr(net)
+            alpha_in = np.asarray(image.alpha, dtype=np.float32)
+            alpha = np.asarray(imresize(alpha_in, scale=scale), dtype=np.float32).reshape(out.shape[0], out.shape[1], 1)
+            alpha = np.clip(alpha, 0.0, 1.0, out=alpha)
+        return Image(data=out, alpha=alpha, bit_depth=image.bit_depth, path=None)
+
+    if isinstance(image, np.ndarray):
+        if not np.issubdtype(image.dtype, np.floating):
+            raise SuperresError(
+                f"upscale: expected a float array in [0, 1], got {image.dtype}; divide integer images by "
+                "their maximum (255 or 65535) or pass a superres.io.Image"
+            )
+        if image.ndim not in (2, 3):
+            raise SuperresError(f"upscale: expected an H x W or H x W x C array, got shape {image.shape}")
+        data = image.astype(np.float32, copy=False)
+        out = _upscale_data(
+            net, data if data.ndim == 3 else data[:, :, None],
+            tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what="array",
+        )
+        return out[:, :, 0] if image.ndim == 2 else out
+
+    raise SuperresError(f"upscale: expected a superres.io.Image or a numpy array, got {type(image).__name__}")
+
+
+# --------------------------------------------------------------------------- files
+def default_model_name() -> str:
+    """The best shipped x4 model (highest recorded PSNR-Y, see :func:`superres.modelfile.list_models`),
+    or an error when none is shipped."""
+    from superres.modelfile import list_models
+
+    shipped = [e for e in list_models() if e.get("shipped") and e.get("scale") == 4]
+    if not shipped:
+        raise SuperresError("no pretrained model is shipped yet; pass --model PATH")
+    # Models without a recorded score rank last; ties keep list_models' (sorted by name) order.
+    best = max(shipped, key=lambda e: e["psnr_y"] if isinstance(e.get("psnr_y"), (int, float)) else float("-inf"))
+    return str(best["name"])
+
+
+def _plan_outputs(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs: files keep their name, folders keep their inner layout.
+
+    Refuses, before anything is written, to write two results to one path or over a source file.
+    """
+    from superres.io import list_images
+
+    pairs: list[tuple[Path, Path]] = []
+    for source in inputs:
+        source = Path(source)
+        if source.is_dir():
+            for path in list_images([source]):
+                pairs.append((path, out_dir / path.relative_to(source)))
+        else:
+            for path in list_images([source]):
+                pairs.append((path, out_dir / path.name))
+    seen: dict[Path, Path] = {}
+    sources = {p.resolve() for p, _ in pairs}
+    for src, dst in pairs:
+        key = dst.resolve()
+        if key in seen:
+            raise SuperresError(f"{src} and {seen[key]} would both be written to {dst}; upscale them into different --out folders")
+        if key in sources:
+            raise SuperresError(f"{dst}: the output would overwrite an input image; choose another --out folder")
+        seen[key] = src
+    return pairs
+
+
+def upscale_files(
+    inputs: Sequence[Path],
+    *,
+    model: str | None,
+    out_dir: Path,
+    tile: int = 256,
+    tile_overlap: int = 16,
+    device: str = "cpu",
+    half: bool = False,
+    backend: str = "torch",
+    progress: bool = True,
+) -> list[Path]:
+    """``superres upscale``: upscale image files and folders into ``out_dir``; returns the paths written.
+
+    Each result keeps its file name and format (folders keep their inner layout), bit depth, channel
+    layout and alpha. ``model=None`` picks the best shipped x4 model. Every option is checked and
+    every output path planned before the first image is processed; each file is written atomically,
+    so an unreadable input (reported as ``SuperresError`` naming it) stops the run without leaving a
+    half-written file.
+    """
+    from superres.io import read_image, write_image
+
+    if backend == "onnx":
+        raise SuperresError("--backend onnx: the onnx backend needs the ONNX export, which is not available yet; use --backend torch")
+    if backend != "torch":
+        raise SuperresError(f"--backend {backend}: unknown backend; use torch")
+    dev = resolve_device(device)
+    _check_half(half, dev)
+    pairs = _plan_outputs(inputs, Path(out_dir))
+    from superres.modelfile import load_model
+
+    net = load_model(model if model is not None else default_model_name(), device=str(dev))
+
+    from tqdm import tqdm
+
+    written: list[Path] = []
+    bar = tqdm(pairs, desc="upscale", unit="image", disable=not progress, file=sys.stderr)
+    for src, dst in bar:
+        try:
+            image = read_image(src)
+        except SuperresError:
+            raise
+        except Exception as exc:  # a decoder error deep in Pillow/tifffile: name the file
+            raise SuperresError(f"{src}: cannot read the image ({type(exc).__name__}: {exc})") from None
+        h, w = image.data.shape[:2]
+        many_tiles = (len(tile_grid(h, tile)) - 1) * (len(tile_grid(w, tile)) - 1) > _TILE_BAR_MIN_TILES
+        result = upscale(
+            net, image, tile=tile, tile_overlap=tile_overlap, device=dev, half=half, progress=progress and many_tiles
+        )
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_image(dst, result)
+        written.append(dst)
+    bar.close()
+    return written

@@ -1,0 +1,241 @@
+"""Model files: weights in safetensors, everything needed to rebuild the model in JSON metadata.
+
+A model file is a ``.safetensors`` file (tensors only: loading it can never run code, unlike a
+pickled module) whose string metadata has one key, ``"superres"``, holding JSON::
+
+    {"format": 1, "arch": "enhanced", "args": {"scale": 4, "in_channels": 3, "channels": 48, ...},
+     "scale": 4, "in_channels": 3, "value_range": [0, 1], "params": 375456,
+     ... training metadata: "data", "config", "iterations", "wall_time_s", "scores" ...}
+
+``args`` are the constructor keyword arguments, so :func:`load_model` rebuilds the exact model with
+``superres.models.build(arch, **args)`` and loads the weights with ``strict=True``. ``scores`` (by
+convention ``{"Set5": {"psnr_y": ..., "ssim_y": ...}, ...}``) is what ``superres models`` shows.
+
+Shipped models are ``superres/weights/<name>.safetensors``; :func:`load_model` takes such a name or a
+path to any model file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from superres.errors import SuperresError
+
+FORMAT_VERSION = 1
+METADATA_KEY = "superres"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+_CORE_KEYS = ("format", "arch", "args", "scale", "in_channels", "value_range", "params")
+
+
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    args: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and metadata to ``path`` (a ``.safetensors`` file), atomically.
+
+    ``args`` are the keyword arguments ``model`` was built with (``scale`` and ``in_channels`` are
+    taken from the model when absent, and must agree with it when present). ``metadata`` (training
+    data, config, iterations, wall time, validation scores ...) must be JSON-serialisable and is
+    merged into the top level; it may not override the core keys. Returns the path.
+    """
+    from safetensors.torch import save_file
+
+    from superres.io import atomic_write
+
+    path = Path(path)
+    args = dict(args)
+    for key in ("scale", "in_channels"):
+        actual = getattr(model, key, None)
+        if actual is None:
+            raise SuperresError(f"{path}: the model ({type(model).__name__}) has no {key} attribute")
+        if args.setdefault(key, int(actual)) != actual:
+            raise SuperresError(f"{path}: args[{key!r}] = {args[key]!r} but the model has {key} = {actual}")
+    extra = dict(metadata or {})
+    clash = [k for k in extra if k in _CORE_KEYS]
+    if clash:
+        raise SuperresError(f"{path}: metadata may not set the reserved key {clash[0]!r}")
+    params = sum(p.numel() for p in model.parameters())
+    header = {
+        "format": FORMAT_VERSION,
+        "arch": arch,
+        "args": args,
+        "scale": int(args["scale"]),
+        "in_channels": int(args["in_channels"]),
+        "value_range": [0, 1],
+        "params": params,
+        **extra,
+    }
+    try:
+        text = json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SuperresError(f"{path}: model metadata is not JSON-serialisable ({exc})") from exc
+    # safetensors wants contiguous, unshared CPU tensors; clone() also breaks any storage sharing.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``"superres"`` metadata of a model file (no tensors are read)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise SuperresError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as exc:  # safetensors raises its own error types for non-safetensors files
+        raise SuperresError(f"{path}: not a superres model file (not safetensors: {exc})") from exc
+    if raw is None:
+        raise SuperresError(f"{path}: not a superres model file (no {METADATA_KEY!r} metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SuperresError(f"{path}: corrupt superres metadata ({exc})") from exc
+    if not isinstance(meta, dict) or "arch" not in meta or "args" not in meta:
+        raise SuperresError(f"{path}: not a superres model file (metadata lacks arch/args)")
+    fmt = meta.get("format")
+    if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+        raise SuperresError(f"{path}: model file format {fmt!r} is newer than this superres reads ({FORMAT_VERSION})")
+    return meta
+
+
+def shipped_names() -> list[str]:
+    """Names of the models shipped in ``superres/weights/``, sorted."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+
+
+def _resolve(name_or_path: str | Path) -> Path:
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    looks_like_path = path.suffix == ".safetensors" or "/" in text or "\\" in text or path.is_file()
+    if looks_like_path:
+        if not path.is_file():
+            raise SuperresError(f"{path}: model file not found")
+        return path
+    shipped = WEIGHTS_DIR / f"{text}.safetensors"
+    if shipped.is_file():
+        return shipped
+    available = shipped_names()
+    listing = ", ".join(available) if available else "none shipped yet"
+    raise SuperresError(f"unknown model {text!r}: not a file and not a shipped model (available: {listing})")
+
+
+def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a model file (path) or a shipped model (name), in eval mode on ``device``.
+
+    The model is rebuilt from the file's ``arch``/``args`` and loaded with ``strict=True``; its
+    metadata is attached as ``model.superres_meta``.
+    """
+    from safetensors.torch import load_file
+
+    from superres.models import build
+
+    path = _resolve(name_or_path)
+    meta = read_metadata(path)
+    try:
+        model = build(meta["arch"], **meta["args"])
+    except SuperresError as exc:
+        raise SuperresError(f"{path}: {exc}") from exc
+    except TypeError as exc:  # args not a mapping, scale missing ...
+        raise SuperresError(f"{path}: invalid model arguments {meta['args']!r} ({exc})") from exc
+    try:
+        state = load_file(str(path), device="cpu")
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise SuperresError(f"{path}: weights do not match {meta['arch']} {meta['args']} ({exc})") from exc
+    model.superres_meta = meta
+    return model.to(device).eval()
+
+
+def _headline_psnr(scores: Any) -> float | None:
+    """One PSNR-Y to rank/show a shipped model by: Set5's if recorded, else the first set's."""
+    if not isinstance(scores, dict) or not scores:
+        return None
+    first = scores.get("Set5", next(iter(scores.values())))
+    value = first.get("psnr_y") if isinstance(first, dict) else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Shipped models (from their metadata) followed by the registered architectures.
+
+    Shipped entries: ``name, kind="shipped", shipped=True, path, arch, scale, in_channels, params,
+    scores, psnr_y`` (Set5 PSNR-Y when recorded). Architecture entries: ``name, kind="architecture",
+    shipped=False, arch, params`` (parameters of the default x4 RGB model).
+    """
+    from superres.models import build, names
+
+    entries: list[dict[str, Any]] = []
+    for name in shipped_names():
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        meta = read_metadata(path)
+        scores = meta.get("scores", {})
+        entries.append({
+            "name": name,
+            "kind": "shipped",
+            "shipped": True,
+            "path": str(path),
+            "arch": meta["arch"],
+            "scale": meta.get("scale"),
+            "in_channels": meta.get("in_channels"),
+            "params": meta.get("params"),
+            "scores": scores,
+            "psnr_y": _headline_psnr(scores),
+        })
+    for arch in names():
+        model = build(arch, scale=4, in_channels=3)
+        entries.append({
+            "name": arch,
+            "kind": "architecture",
+            "shipped": False,
+            "arch": arch,
+            "params": sum(p.numel() for p in model.parameters()),
+        })
+    return entries
+
+
+def format_models(entries: list[dict[str, Any]]) -> str:
+    """The ``superres models`` listing: a table of shipped models, then the architectures."""
+    shipped = [e for e in entries if e.get("shipped")]
+    archs = [e for e in entries if not e.get("shipped")]
+    lines: list[str] = []
+    if shipped:
+        rows = [("name", "arch", "scale", "channels", "params", "scores (PSNR-Y / SSIM-Y)")]
+        for e in shipped:
+            scores = e.get("scores") or {}
+            text = "; ".join(
+                f"{s} {v.get('psnr_y', float('nan')):.2f}/{v.get('ssim_y', float('nan')):.4f}"
+                for s, v in scores.items()
+                if isinstance(v, dict)
+            )
+            rows.append((e["name"], e["arch"], f"x{e.get('scale')}", str(e.get("in_channels", "")),
+                         f"{e.get('params', 0):,}", text or "-"))
+        lines.append("Shipped models:")
+        lines += _table(rows)
+    else:
+        lines.append("Shipped models: none yet (train one with `superres train`).")
+    lines.append("")
+    lines.append("Architectures (superres train ... model.name=NAME):")
+    rows = [("name", "params (x4, RGB)")] + [(e["name"], f"{e.get('params', 0):,}") for e in archs]
+    lines += _table(rows)
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

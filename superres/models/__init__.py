@@ -1,0 +1,15 @@
+"""Super-resolution architectures and the registry that names them.
+
+``build(name, scale=..., in_channels=..., **options)`` makes a model; ``names()`` lists them;
+``REGISTRY`` is the explicit name -> builder dict (see :mod:`superres.models.registry`).
+Model files (save/load with metadata) live in :mod:`superres.modelfile`; parameter/FLOP counting in
+:mod:`superres.models.complexity`.
+"""
+
+from __future__ import annotations
+
+from superres.models.baseline import Baseline
+from superres.models.enhanced import Enhanced
+from superres.models.registry import DISCRIMINATORS, REGISTRY, build, names, options
+
+__all__ = ["DISCRIMINATORS", "REGISTRY", "build", "names", "options", "Baseline", "Enhanced"]

@@ -1,0 +1,69 @@
+"""``baseline``: the project's original, deliberately small reference model.
+
+Layers (defaults: 64 features, 4 residual blocks, pixelshuffle upsampler)::
+
+    head   3x3 conv, in_channels -> 64                          (LR)
+    body   4 x [3x3 conv -> ReLU -> 3x3 conv] + identity         (LR)
+    up     feature upsampler: x2 = one stage, x3 = one stage, x4 = two x2 stages
+           (pixelshuffle: 3x3 conv 64 -> 64*f^2, PixelShuffle(f))
+    tail   3x3 conv, 64 -> in_channels                          (HR)
+
+It learns the whole image (no global skip), so it has to reproduce the low frequencies itself; the
+``enhanced`` model adds its output to a bicubic upscale instead. The stages after the first
+upsampling run at 2x/4x resolution, which is where most of its FLOPs go.
+
+Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
+
+    baseline: 594,371 parameters, 2.174 GFLOPs
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from superres.models.blocks import (
+    ResidualBlock,
+    UpsamplerKind,
+    check_channels,
+    check_scale,
+    check_upsampler,
+    conv3x3,
+    make_upsampler,
+)
+
+
+class Baseline(nn.Module):
+    """Conv head, ``num_blocks`` residual blocks, staged upsampler, conv tail; output not clamped.
+
+    Args:
+        scale: upscaling factor, 2, 3 or 4.
+        in_channels: image channels (1 gray, 3 RGB, N bands); the output has the same number.
+        channels: feature width.
+        num_blocks: residual blocks in the body.
+        upsampler: ``"pixelshuffle"``, ``"deconv"``, ``"nearest"`` or ``"bicubic"``
+            (see :mod:`superres.models.blocks`), used in feature mode.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        in_channels: int = 3,
+        channels: int = 64,
+        num_blocks: int = 4,
+        upsampler: UpsamplerKind = "pixelshuffle",
+    ) -> None:
+        super().__init__()
+        self.scale = check_scale(scale)
+        self.in_channels = check_channels(in_channels)
+        check_upsampler(upsampler)
+        if channels < 1 or num_blocks < 0:
+            raise ValueError(f"channels must be >= 1 and num_blocks >= 0, got {channels} and {num_blocks}")
+        self.head = conv3x3(in_channels, channels)
+        self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(num_blocks)])
+        self.up = make_upsampler(upsampler, channels, scale)
+        self.tail = conv3x3(channels, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""
+        return self.tail(self.up(self.body(self.head(x))))

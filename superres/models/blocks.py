@@ -1,0 +1,162 @@
+"""Building blocks shared by the architectures: scale checks, residual blocks, upsamplers.
+
+Every architecture in :mod:`superres.models` composes these instead of re-implementing them, so that
+an upsampler or a residual block means the same thing in every model and a fix lands everywhere.
+
+Upsamplers (:func:`make_upsampler`) come in two modes:
+
+* **feature mode** (``out_channels=None``): ``channels -> channels`` at ``scale`` times the resolution,
+  in stages of x2 (x4 = two x2 stages, as in EDSR/SRResNet) or one x3 stage. A reconstruction conv
+  follows in the model. Expressive, but every layer after the first stage runs at higher resolution.
+* **projection mode** (``out_channels=k``): one stage that maps ``channels`` features straight to
+  ``k`` image channels at full resolution (ESPCN's final layer for ``pixelshuffle``). Nothing after it
+  runs at HR, which is what makes a model cheap on a CPU.
+
+Kinds (``UpsamplerKind``):
+
+* ``"pixelshuffle"``: sub-pixel convolution, 3x3 conv to ``C * f^2`` channels at LR, then
+  ``PixelShuffle(f)`` (Shi et al. 2016). All multiply-adds at the low resolution.
+* ``"deconv"``: a transposed convolution with stride ``f``, kernel ``f + 2p`` and padding
+  ``p = ceil(f / 2)``, which gives exactly ``f * h`` outputs (``(h-1) f - 2p + f + 2p``); FSRCNN-style.
+  Prone to checkerboard artefacts when the kernel is not a multiple of the stride (x3).
+* ``"nearest"``: nearest-neighbour resize by ``f``, then a 3x3 conv (the resize-convolution of Odena
+  et al. 2016, used by ESRGAN); no checkerboard, conv runs at the high resolution.
+* ``"bicubic"``: bicubic resize (``F.interpolate``, ``align_corners=False``) of the features, then a
+  3x3 conv at the high resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+UpsamplerKind = Literal["pixelshuffle", "deconv", "nearest", "bicubic"]
+UPSAMPLER_KINDS: tuple[str, ...] = get_args(UpsamplerKind)
+MODEL_SCALES: tuple[int, ...] = (2, 3, 4)
+
+
+def check_scale(scale: int, allowed: tuple[int, ...] = MODEL_SCALES) -> int:
+    """Return ``scale`` if the architecture supports it, else raise ``ValueError`` naming the choices."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in allowed:
+        raise ValueError(f"scale must be one of {', '.join(map(str, allowed))}, got {scale!r}")
+    return scale
+
+
+def check_channels(in_channels: int) -> int:
+    """Return ``in_channels`` if it is a positive int (1 gray, 3 RGB, N bands), else raise ``ValueError``."""
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    return in_channels
+
+
+def check_upsampler(kind: str) -> str:
+    """Return ``kind`` if it names an upsampler, else raise ``ValueError`` listing the kinds."""
+    if kind not in UPSAMPLER_KINDS:
+        raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLER_KINDS)}, got {kind!r}")
+    return kind
+
+
+def upsample_stages(scale: int) -> list[int]:
+    """Split ``scale`` into x2 and x3 stages: 2 -> [2], 3 -> [3], 4 -> [2, 2], 8 -> [2, 2, 2], 6 -> [2, 3].
+
+    Two x2 stages for x4 keep the sub-pixel convs small (``C -> 4C`` twice instead of ``C -> 16C``).
+    """
+    if scale < 2:
+        raise ValueError(f"upsampling scale must be >= 2, got {scale}")
+    stages: list[int] = []
+    rest = scale
+    while rest % 2 == 0:
+        stages.append(2)
+        rest //= 2
+    while rest % 3 == 0:
+        stages.append(3)
+        rest //= 3
+    if rest != 1:
+        raise ValueError(f"scale {scale} is not a product of 2s and 3s")
+    return stages
+
+
+def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
+    """A 3x3 convolution with 'same' zero padding (output size = input size)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
+
+
+class ResidualBlock(nn.Module):
+    """``x + res_scale * conv(relu(conv(x)))``: the EDSR block (no batch norm).
+
+    Batch norm is left out because it normalises away the absolute intensity range that SR must keep
+    and costs memory (Lim et al. 2017). ``res_scale < 1`` (EDSR uses 0.1 for wide, deep models) keeps
+    the sum of many blocks from growing at initialisation.
+    """
+
+    def __init__(self, channels: int, res_scale: float = 1.0) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(channels, channels)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(channels, channels)
+        self.res_scale = float(res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.conv2(self.act(self.conv1(x)))
+        if self.res_scale != 1.0:
+            residual = residual * self.res_scale
+        return x + residual
+
+
+def _stage(kind: str, in_channels: int, out_channels: int, factor: int) -> list[nn.Module]:
+    """Layers of one upsampling stage by ``factor`` from ``in_channels`` to ``out_channels``."""
+    if kind == "pixelshuffle":
+        return [conv3x3(in_channels, out_channels * factor * factor), nn.PixelShuffle(factor)]
+    if kind == "deconv":
+        pad = (factor + 1) // 2
+        return [
+            nn.ConvTranspose2d(in_channels, out_channels, kernel_size=factor + 2 * pad, stride=factor, padding=pad)
+        ]
+    if kind == "nearest":
+        return [nn.Upsample(scale_factor=factor, mode="nearest"), conv3x3(in_channels, out_channels)]
+    if kind == "bicubic":
+        return [
+            nn.Upsample(scale_factor=factor, mode="bicubic", align_corners=False),
+            conv3x3(in_channels, out_channels),
+        ]
+    raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLER_KINDS)}, got {kind!r}")
+
+
+def make_upsampler(kind: UpsamplerKind, channels: int, scale: int, *, out_channels: int | None = None) -> nn.Sequential:
+    """Upsample ``N x channels x h x w`` features by ``scale`` (see the module docstring for the kinds).
+
+    ``out_channels=None`` (feature mode): staged x2/x3, ``channels`` features out, a reconstruction
+    conv is expected to follow. ``out_channels=k`` (projection mode): a single stage by the whole
+    ``scale`` straight to ``k`` channels; its last layer is a learned conv, so a model can give it a
+    small initialisation (see :func:`last_conv`).
+    """
+    check_upsampler(kind)
+    if out_channels is None:
+        layers: list[nn.Module] = []
+        for factor in upsample_stages(scale):
+            layers += _stage(kind, channels, channels, factor)
+        return nn.Sequential(*layers)
+    upsample_stages(scale)  # validates the scale the same way as feature mode
+    return nn.Sequential(*_stage(kind, channels, out_channels, scale))
+
+
+def last_conv(module: nn.Module) -> nn.Conv2d | nn.ConvTranspose2d:
+    """The last convolution (plain or transposed) inside ``module``, in registration order."""
+    found = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    if not found:
+        raise ValueError(f"{type(module).__name__} has no convolution")
+    return found[-1]
+
+
+@torch.no_grad()
+def scale_init_(conv: nn.Conv2d | nn.ConvTranspose2d, factor: float) -> None:
+    """Multiply the default (Kaiming-uniform) weights of ``conv`` by ``factor`` and zero its bias.
+
+    Used on the layer that writes a residual, so the residual starts small and the model starts close
+    to the identity path it is added to (bicubic for ``enhanced``), instead of adding noise to it.
+    """
+    conv.weight.mul_(factor)
+    if conv.bias is not None:
+        conv.bias.zero_()

@@ -1,0 +1,131 @@
+"""Discriminators for adversarial SR training (SRGAN and a size-agnostic VGG-style variant).
+
+Paper: C. Ledig, L. Theis, F. Huszar, J. Caballero, A. Cunningham, A. Acosta, A. Aitken, A. Tejani,
+J. Totz, Z. Wang and W. Shi, "Photo-Realistic Single Image Super-Resolution Using a Generative
+Adversarial Network", CVPR 2017 (Figure 4, discriminator).
+
+Both classify an HR-sized image (real HR or generator output) and return one raw logit per image
+(``N x 1``, no sigmoid: use ``BCEWithLogitsLoss`` or a relativistic loss on it).
+
+Shared convolution stack (Ledig et al.), base width W = 64:
+
+    conv 3x3, C -> W,   stride 1, LeakyReLU(0.2)                    (no BN on the first layer)
+    conv 3x3, W -> W,   stride 2, BN, LeakyReLU(0.2)
+    conv 3x3, W -> 2W,  stride 1, BN, LeakyReLU(0.2)
+    conv 3x3, 2W -> 2W, stride 2, BN, LeakyReLU(0.2)
+    conv 3x3, 2W -> 4W, stride 1, BN, LeakyReLU(0.2)
+    conv 3x3, 4W -> 4W, stride 2, BN, LeakyReLU(0.2)
+    conv 3x3, 4W -> 8W, stride 1, BN, LeakyReLU(0.2)
+    conv 3x3, 8W -> 8W, stride 2, BN, LeakyReLU(0.2)
+
+Four stride-2 layers (padding 1) shrink an ``n``-pixel side to ``ceil(n / 16)`` after the stack.
+
+* :class:`SRGANDiscriminator`: the paper's head, flatten -> dense 1024 -> LeakyReLU(0.2) -> dense 1.
+  The flatten ties it to one input size (96 x 96 in the paper, 6 x 6 x 512 features).
+* :class:`VGGStyleDiscriminator`: global average pooling instead of the flatten, then dense
+  ``hidden`` (1024 by default, as SRGAN) -> LeakyReLU(0.2) -> dense 1, so it takes any patch size
+  (useful when the training patch size changes, and far fewer parameters).
+
+Convolutions followed by BN have no bias (BN's shift makes it redundant).
+
+Cost with 3 channels (measured with :mod:`superres.models.complexity`; FLOPs for one 96x96 image):
+
+    SRGANDiscriminator(input_size=96): 23,563,649 parameters (18.9M of them in the first dense
+                                       layer), 1.77 GFLOPs
+    VGGStyleDiscriminator():            5,213,569 parameters, 1.73 GFLOPs
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from superres.models.blocks import check_channels
+
+#: (output-width multiplier of the base width, stride) of the eight convolutions.
+_LAYERS: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1), (8, 2))
+
+
+def _conv_stack(in_channels: int, width: int) -> nn.Sequential:
+    """The eight-layer strided VGG-style stack shared by both discriminators."""
+    layers: list[nn.Module] = []
+    previous = in_channels
+    for index, (multiplier, stride) in enumerate(_LAYERS):
+        out = width * multiplier
+        first = index == 0
+        layers.append(nn.Conv2d(previous, out, 3, stride=stride, padding=1, bias=first))
+        if not first:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        previous = out
+    return nn.Sequential(*layers)
+
+
+def _reduced_side(size: int) -> int:
+    """Side length after the stack's four stride-2 convolutions (kernel 3, padding 1): ceil(n/2) each."""
+    for _ in range(4):
+        size = (size + 1) // 2
+    return size
+
+
+class SRGANDiscriminator(nn.Module):
+    """Ledig et al.'s discriminator for ``input_size x input_size`` images; returns ``N x 1`` logits.
+
+    Args:
+        in_channels: image channels (1, 3 or N bands).
+        input_size: the fixed HR patch side (96 in the paper); other sizes raise ``ValueError``.
+        width: base width W of the conv stack (64 in the paper).
+        hidden: units of the first dense layer (1024 in the paper).
+    """
+
+    def __init__(self, in_channels: int = 3, input_size: int = 96, width: int = 64, hidden: int = 1024) -> None:
+        super().__init__()
+        self.in_channels = check_channels(in_channels)
+        if input_size < 1 or width < 1 or hidden < 1:
+            raise ValueError(f"input_size, width and hidden must be >= 1, got {input_size}, {width}, {hidden}")
+        self.input_size = input_size
+        self.features = _conv_stack(in_channels, width)
+        side = _reduced_side(input_size)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(8 * width * side * side, hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x C x S x S (S = input_size) -> N x 1 logits."""
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(
+                f"SRGANDiscriminator was built for {self.input_size}x{self.input_size} inputs, got "
+                f"{x.shape[-2]}x{x.shape[-1]}; use input_size={x.shape[-2]} (square patches) or VGGStyleDiscriminator"
+            )
+        return self.classifier(self.features(x))
+
+
+class VGGStyleDiscriminator(nn.Module):
+    """The SRGAN conv stack with global average pooling, so any ``N x C x H x W`` works; returns ``N x 1``.
+
+    Args:
+        in_channels: image channels (1, 3 or N bands).
+        width: base width W of the conv stack (64 as SRGAN).
+        hidden: units of the first dense layer (1024 as SRGAN; ESRGAN-style heads use 100).
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 64, hidden: int = 1024) -> None:
+        super().__init__()
+        self.in_channels = check_channels(in_channels)
+        if width < 1 or hidden < 1:
+            raise ValueError(f"width and hidden must be >= 1, got {width} and {hidden}")
+        self.features = _conv_stack(in_channels, width)
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8 * width, hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x C x H x W -> N x 1 logits."""
+        return self.classifier(self.features(x))

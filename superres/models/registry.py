@@ -1,0 +1,92 @@
+"""The registry of architectures: one explicit dict from name to builder.
+
+The dict is written out by hand (no decorators, no import-time registration) so that the list of
+models is readable in one place and importing a module never changes it. A builder is a model class
+or a ``functools.partial`` of one (a preset, e.g. later ``"edsr-baseline": partial(EDSR, ...)``).
+Every builder takes ``scale`` and ``in_channels`` plus its own typed keyword options, and returns a
+plain ``nn.Module`` with ``.scale`` and ``.in_channels`` whose forward maps ``N x C x h x w`` in
+[0, 1] to ``N x C x (h*scale) x (w*scale)``.
+
+:func:`build` is the single entry point used by the trainer and by :mod:`superres.modelfile`, which
+stores ``(arch, args)`` and rebuilds the model with ``build(arch, **args)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from superres.errors import SuperresError
+from superres.models.baseline import Baseline
+from superres.models.discriminators import SRGANDiscriminator, VGGStyleDiscriminator
+from superres.models.edsr import EDSR
+from superres.models.enhanced import Enhanced
+from superres.models.espcn import ESPCN
+from superres.models.fsrcnn import FSRCNN
+from superres.models.rcan import RCAN
+from superres.models.srresnet import SRResNet
+
+REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    # the two models the project started from
+    "baseline": Baseline,
+    "enhanced": Enhanced,
+    # small and fast (Y-channel models in their papers: in_channels=1)
+    "espcn": ESPCN,
+    "fsrcnn": FSRCNN,
+    # classic residual networks and their presets
+    "srresnet": SRResNet,
+    "edsr-baseline": functools.partial(EDSR, blocks=16, channels=64, res_scale=1.0),
+    "edsr": functools.partial(EDSR, blocks=32, channels=256, res_scale=0.1),
+    "rcan": functools.partial(RCAN, groups=10, blocks=20, channels=64, reduction=16),
+    "rcan-small": functools.partial(RCAN, groups=3, blocks=6, channels=32, reduction=16),
+}
+
+#: Discriminators for adversarial training (they map an HR-sized image to one logit per sample).
+DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
+    "srgan": SRGANDiscriminator,
+    "vgg": VGGStyleDiscriminator,
+}
+
+
+def names() -> list[str]:
+    """Registered architecture names, sorted."""
+    return sorted(REGISTRY)
+
+
+def options(name: str) -> dict[str, Any]:
+    """The keyword options of ``name`` other than ``scale``/``in_channels``, with their defaults
+    (``inspect.Parameter.empty`` where there is none). For presets, the preset's values are defaults."""
+    builder = _builder(name)
+    params = inspect.signature(builder).parameters
+    return {k: p.default for k, p in params.items() if k not in ("scale", "in_channels", "self")}
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise SuperresError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+
+
+def build(name: str, *, scale: int, in_channels: int = 3, **options: Any) -> nn.Module:
+    """Build the registered model ``name`` for ``scale`` and ``in_channels`` with keyword ``options``.
+
+    Raises :class:`SuperresError` for an unknown name (listing the known ones), an option the model
+    does not take (naming it and the model's options), or a value the model rejects (scale, channels,
+    upsampler ...), so a typo in a config file is one clear line instead of a ``TypeError`` traceback.
+    """
+    builder = _builder(name)
+    accepted = inspect.signature(builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    if not takes_any:
+        for key in options:
+            if key not in accepted or key in ("scale", "in_channels"):
+                allowed = ", ".join(k for k in accepted if k not in ("scale", "in_channels")) or "none"
+                raise SuperresError(f"model {name!r} has no option {key!r}; its options: {allowed}")
+    try:
+        return builder(scale=scale, in_channels=in_channels, **options)
+    except (ValueError, TypeError) as exc:
+        raise SuperresError(f"model {name!r}: {exc}") from exc

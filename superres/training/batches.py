@@ -1,0 +1,143 @@
+"""Training batches as a pure function of ``(seed, iteration)``.
+
+Exact resume and rank-independent results rest on one rule: the batch of iteration ``i`` depends on
+nothing but the seed and ``i``. It does not depend on how many iterations ran in this process, on
+DataLoader worker scheduling, or on the global RNG. This module applies the rule to both training sources:
+
+* **Image folders** (:class:`superres.data.HRFolderDataset`): item ``j`` of epoch ``e`` is a crop
+  drawn from ``default_rng((seed, e, j))``. The trainer treats each iteration as an "epoch" of
+  ``batch_size`` items: slot ``j`` of iteration ``i`` is item ``j`` of epoch ``i``.
+* **A patch file** (:class:`superres.data.PatchDataset`): the patches are visited in a random order
+  that is new each pass over the file (sampling without replacement). Global slot position
+  ``p = (i - 1) * batch_size + j`` is patch ``perm_k[p mod N]`` with ``k = p div N`` and
+  ``perm_k`` drawn from ``(seed, k)``. Augmentation draws come from ``(seed, i, index)``.
+
+Under DDP each rank computes the slots :func:`superres.training.distributed.shard` gives it: the
+ranks together compute the same global batch that a single process would.
+
+Both datasets keep their images in RAM as integers and crop there. No iteration reads the disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from superres.config import DataConfig
+from superres.errors import SuperresError
+
+#: Mixed into the patch-order seed so that it never coincides with a dataset's own (seed, e, j) draws.
+_ORDER_TAG = 0x5EED
+
+
+def build_train_dataset(data: DataConfig, *, scale: int, in_channels: int, seed: int) -> Dataset:
+    """The training dataset that ``data.train`` names: an image-folder dataset, or one ``.npz`` patch file.
+
+    Checks that the sources exist, that a patch file matches ``data.patch_size`` and ``scale``,
+    and that the channel count matches ``model.in_channels``.
+    """
+    from superres.data import HRFolderDataset, PatchDataset
+
+    paths = [Path(p) for p in data.train]
+    for p in paths:
+        if not p.exists():
+            raise SuperresError(f"data.train: {p} does not exist")
+    npz = [p for p in paths if p.suffix.lower() == ".npz"]
+    if npz:
+        if len(paths) != 1:
+            raise SuperresError(f"data.train: a .npz patch file ({npz[0]}) must be the only training source")
+        dataset: Dataset = PatchDataset(paths[0], scale=scale, augment=data.augment, seed=seed)
+        side = int(dataset.hr.shape[1])  # type: ignore[attr-defined]
+        if side != data.patch_size:
+            raise SuperresError(
+                f"data.patch_size={data.patch_size} but the HR patches in {paths[0]} are {side}x{side}; "
+                f"set data.patch_size: {side}"
+            )
+    else:
+        dataset = HRFolderDataset(
+            paths,
+            patch_size=data.patch_size,
+            scale=scale,
+            augment=data.augment,
+            length=data.batch_size,
+            seed=seed,
+            in_memory=data.in_memory,
+        )
+    channels = int(dataset.channels)  # type: ignore[attr-defined]
+    if channels != in_channels:
+        raise SuperresError(
+            f"model.in_channels={in_channels} but the training data in {', '.join(map(str, paths))} has "
+            f"{channels} channel(s); set model.in_channels: {channels}"
+        )
+    return dataset
+
+
+class IterationItems(Dataset):
+    """Item ``key = iteration * batch_size + slot`` is slot ``slot`` of the batch of ``iteration``.
+
+    A flat integer key, rather than a tuple, keeps it an ordinary map-style dataset that any DataLoader
+    (with or without worker processes) can index. Each key is computed from ``(seed, iteration, slot)``
+    alone, so the worker that computes it and the order of computation make no difference.
+    """
+
+    def __init__(self, dataset: Dataset, *, batch_size: int, seed: int) -> None:
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.is_patch_file = hasattr(dataset, "hr") and not hasattr(dataset, "images")
+        self._order_epoch = -1
+        self._order: np.ndarray | None = None
+
+    def __len__(self) -> int:  # not used for sampling; DataLoader only needs indexing
+        return 2**62
+
+    def _patch_index(self, position: int) -> int:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        epoch, offset = divmod(position, n)
+        if epoch != self._order_epoch:
+            self._order = np.random.default_rng((self.seed % 2**63, _ORDER_TAG, epoch)).permutation(n)
+            self._order_epoch = epoch
+        assert self._order is not None
+        return int(self._order[offset])
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        iteration, slot = divmod(int(key), self.batch_size)
+        self.dataset.set_epoch(iteration)  # type: ignore[attr-defined]
+        if self.is_patch_file:
+            return self.dataset[self._patch_index((iteration - 1) * self.batch_size + slot)]
+        return self.dataset[slot]
+
+
+class IterationSampler:
+    """Yields, for each iteration ``start..stop``, the keys of this rank's ``slots`` of its batch."""
+
+    def __init__(self, start: int, stop: int, batch_size: int, slots: Sequence[int]) -> None:
+        self.start, self.stop, self.batch_size, self.slots = start, stop, batch_size, list(slots)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for iteration in range(self.start, self.stop + 1):
+            yield [iteration * self.batch_size + s for s in self.slots]
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start + 1)
+
+
+def batch_loader(
+    items: IterationItems, *, start: int, stop: int, slots: Sequence[int], workers: int, pin_memory: bool
+) -> DataLoader:
+    """A DataLoader over iterations ``start..stop`` (inclusive) giving ``(lr, hr)`` batches of ``slots``.
+
+    The loader gets its own generator so that creating it draws nothing from torch's global RNG
+    (a resumed run creates it at a different point than an uninterrupted one).
+    """
+    return DataLoader(
+        items,
+        batch_sampler=IterationSampler(start, stop, items.batch_size, slots),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(items.seed),
+    )

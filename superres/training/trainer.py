@@ -1,0 +1,442 @@
+"""The training loop (``superres train``).
+
+Read it top to bottom: :func:`train_from_cli` turns the command line into a config and a run folder.
+:func:`train` sets up the process (device, DDP, determinism) and runs :class:`Trainer`, which builds
+everything, optionally restores ``last.pt``, then loops over iterations. Each iteration sets the
+learning rate, takes its batch (a pure function of seed and iteration), does forward, loss, backward,
+clipping and the optimizer step, updates the EMA, then logs, validates and saves when due. At the
+end (last iteration, or ``train.max_seconds`` of wall time) it validates, saves ``last.pt`` and
+exports the model.
+
+A run folder holds::
+
+    config.yaml          the resolved config (absolute paths); load_config() reads it back
+    last.pt              checkpoint for --resume (atomic; weights_only-loadable)
+    model.safetensors    the final model (EMA weights when train.ema is set), with metadata
+    best.safetensors     the best model by validation PSNR-Y (when data.val is set)
+    metrics.csv          losses, learning rate, validation and bicubic scores
+    curves.png           loss and validation PSNR curves
+    tensorboard/         event files, when tensorboard is installed
+
+Exactness. On the CPU, a seeded run is bit-reproducible. A run that is interrupted at any point
+(even by SIGKILL) and resumed ends with exactly the weights of an uninterrupted run. This holds
+because batches and learning rates depend only on (seed, iteration), and the checkpoint holds
+every other piece of state. Runs with ``max_seconds`` stop at a time-dependent iteration, and their
+learning rate follows the clock too, so they are not reproducible in that sense. Checkpoints are taken every ``save_every`` iterations and
+at the end, so an interrupted run repeats at most ``save_every - 1`` iterations when resumed.
+
+Wall time (``elapsed_s``, ``max_seconds``) counts the loop, validation included, from the first
+iteration, and accumulates across resumes. Start-up (reading the images) is not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from superres.config import Config, config_to_dict, load_config, resolve_paths, save_config
+from superres.errors import SuperresError
+from superres.training import distributed
+from superres.training.batches import IterationItems, batch_loader, build_train_dataset
+from superres.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from superres.training.ema import EMA
+from superres.training.logging import RunLog
+from superres.training.optim import build_optimizer, learning_rate, set_learning_rate
+from superres.training.validation import Validator, check_val_folder
+
+#: Called after every iteration on every rank with ``(iteration, model)`` (the unwrapped training
+#: model, not the EMA copy): a hook for notebooks and tests (custom logging, early stopping by raising).
+Callback = Callable[[int, nn.Module], None]
+
+
+# --------------------------------------------------------------------------- entry points
+def train_from_cli(
+    config_path: str | Path, overrides: Sequence[str], *, resume: str | None, out: str | None
+) -> Path:
+    """``superres train``: load and override the config, pick the run folder, train; return the run folder.
+
+    The run folder is ``--out``, else the folder given to ``--resume``, else the config's ``out``,
+    else ``runs/<name>``, with relative paths resolved against the current directory.
+    """
+    config = load_config(config_path, overrides)
+    resume_dir = None if resume in (None, "auto") else Path(resume)
+    if resume_dir is not None and out is not None and Path(out).resolve() != resume_dir.resolve():
+        raise SuperresError(f"--resume {resume} and --out {out} name different run folders; give one of them")
+    run_dir = Path(out) if out is not None else resume_dir or Path(config.out or Path("runs") / config.name)
+    train(config, run_dir=run_dir, resume=resume is not None)
+    return run_dir.resolve()
+
+
+def train(
+    config: Config, *, run_dir: str | Path, resume: bool = False, callback: Callback | None = None
+) -> Path:
+    """Train ``config`` in ``run_dir``; return the exported model file (``<run_dir>/model.safetensors``).
+
+    ``resume=True`` continues from ``<run_dir>/last.pt``; ``resume=False`` refuses a folder that
+    already holds a checkpoint (so that a finished run is never overwritten by accident). Relative
+    paths in ``config`` are resolved against the current directory. Under ``torchrun`` every process
+    calls this; only rank 0 writes files, and every rank returns the same path.
+
+    Process-wide side effects: torch's global RNG is seeded with ``train.seed`` (the model's initial
+    weights), and on CUDA the cuDNN flags are set from ``train.deterministic``.
+    """
+    run_dir = Path(run_dir).resolve()
+    config = resolve_paths(dataclasses.replace(config, out=str(run_dir)))
+    ctx = distributed.setup(config.train.device)
+    previous_determinism = torch.are_deterministic_algorithms_enabled()
+    try:
+        _configure_determinism(config.train.deterministic, ctx.device)
+        return Trainer(config, run_dir, ctx, resume=resume, callback=callback).run()
+    finally:
+        torch.use_deterministic_algorithms(previous_determinism)
+        ctx.close()
+
+
+def _configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """Ask torch for deterministic kernels (warn where one has none) or let cuDNN pick the fastest."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+
+
+# --------------------------------------------------------------------------- the trainer
+class Trainer:
+    """One run: everything built in ``__init__``, the loop in :meth:`run`."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        ctx: distributed.DistContext,
+        *,
+        resume: bool,
+        callback: Callback | None,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.ctx = ctx
+        self.callback = callback
+        self.device = ctx.device
+        t = config.train
+        cuda = self.device.type == "cuda"
+        self.checkpoint_path = run_dir / "last.pt"
+        checkpoint = self._check_run_folder(resume)
+
+        # Precision and memory layout: CUDA only (CPU autocast is slow for convolutions).
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if cuda else None
+        self.channels_last = cuda and t.channels_last in ("auto", True)
+        notes = []
+        if not cuda and t.amp != "none":
+            notes.append(f"train.amp={t.amp} ignored on {self.device.type} (CUDA only)")
+        if not cuda and t.channels_last is True:
+            notes.append("train.channels_last ignored on the CPU (CUDA only)")
+
+        # Data: one global batch per iteration, this rank computes its shard of it.
+        torch.manual_seed(t.seed)  # the model's initial weights (DDP also broadcasts rank 0's)
+        dataset = build_train_dataset(config.data, scale=config.model.scale, in_channels=config.model.in_channels, seed=t.seed)
+        self.items = IterationItems(dataset, batch_size=config.data.batch_size, seed=t.seed)
+        self.slots = distributed.shard(config.data.batch_size, ctx)
+
+        # Model, EMA copy, loss, optimizer, gradient scaler.
+        from superres.losses import build_loss
+        from superres.models import build
+
+        self.model: nn.Module = build(
+            config.model.name, scale=config.model.scale, in_channels=config.model.in_channels, **config.model.options
+        ).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, t.ema) if t.ema is not None else None
+        self.loss_fn = build_loss(config.loss).to(self.device)
+        self.optimizer = build_optimizer(config.optim, self.model.parameters(), self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and t.amp == "fp16")
+
+        # Progress state (restored from the checkpoint when resuming).
+        self.iteration = 0
+        self.elapsed = 0.0
+        self.best: dict[str, Any] = {}
+        self.last_scores: dict[str, Any] = {}
+        self.window: dict[str, Any] = {"loss_sum": 0.0, "count": 0}  # losses since the last metrics row
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+        # What the model is wrapped in for training steps (validation/export use self.model or the EMA).
+        self.step_model: nn.Module = self.model
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.step_model = DDP(self.model, device_ids=[self.device.index] if cuda else None)
+        if t.compile:
+            self.step_model = torch.compile(self.step_model)
+
+        self.validator: Validator | None = None
+        if config.data.val is not None:
+            check_val_folder(config.data.val, config.model.scale)  # on every rank: fail together, not hang
+        if config.data.val is not None and ctx.is_main:
+            self.validator = Validator(
+                config.data.val,
+                scale=config.model.scale,
+                in_channels=config.model.in_channels,
+                limit=config.data.val_limit,
+                device=self.device,
+            )
+        self.log = RunLog(run_dir, enabled=ctx.is_main, resume_from=self.iteration if checkpoint is not None else None)
+        if ctx.is_main:
+            save_config(config, run_dir / "config.yaml")
+        for note in notes:
+            self.log.message(note)
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> Path:
+        t = self.config.train
+        total = t.iterations
+        loader = batch_loader(
+            self.items,
+            start=self.iteration + 1,
+            stop=total,
+            slots=self.slots,
+            workers=self.config.data.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.log.start_progress(total=total, initial=self.iteration)
+        if self.iteration > 0:
+            self.log.message(f"resumed from {self.checkpoint_path} at iteration {self.iteration}")
+        if self.validator is not None:
+            b = self.validator.bicubic
+            self.log.message(
+                f"validation on {self.validator.root} ({len(self.validator.names)} images): "
+                f"bicubic PSNR-Y {b['psnr_y']:.2f} dB / SSIM-Y {b['ssim_y']:.4f}"
+            )
+        started = time.monotonic() - self.elapsed
+        saved_at = validated_at = -1
+        self.model.train()
+        limit = t.max_seconds
+        lr = learning_rate(self.config.optim, self.config.schedule, self.iteration, total)
+        for lr_batch, hr_batch in loader:
+            time_fraction = 0.0
+            if limit is not None:
+                now = self.ctx.from_main(time.monotonic() - started)  # one clock for all ranks
+                if now >= limit:
+                    break
+                time_fraction = now / limit
+            self.iteration += 1
+            i = self.iteration
+            lr = learning_rate(self.config.optim, self.config.schedule, i - 1, total, time_fraction)
+            set_learning_rate(self.optimizer, lr)
+            loss = self._step(lr_batch, hr_batch)
+            self.window["loss_sum"] += loss.detach()
+            self.window["count"] += 1
+            self.elapsed = time.monotonic() - started
+
+            if i % t.log_every == 0 or i == total:
+                self._log_training(lr)
+            if self.validator is not None and i % t.val_every == 0:
+                self._validate()
+                validated_at = i
+            if i % t.save_every == 0:
+                self._save()
+                saved_at = i
+            self.log.advance()
+            if self.callback is not None:
+                self.callback(i, self.model)
+        del loader  # stops worker processes, if any
+
+        # The end, by iterations or by time: validate, checkpoint, export.
+        self.elapsed = time.monotonic() - started
+        if self.window["count"]:
+            self._log_training(lr)
+        if self.validator is not None and validated_at != self.iteration:
+            self._validate()
+        if saved_at != self.iteration:
+            self._save()
+        model_path = self.run_dir / "model.safetensors"
+        if self.ctx.is_main:
+            self._export(model_path, self.last_scores)
+            self.log.plot(self.validator.bicubic["psnr_y"] if self.validator else None)
+            self.log.message(self._summary(model_path))
+        self.log.close()
+        self.ctx.barrier()
+        return model_path
+
+    def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on this rank's shard; returns the (detached) loss."""
+        t = self.config.train
+        lr_batch = lr_batch.to(self.device, non_blocking=True)
+        hr_batch = hr_batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            sr = self.step_model(lr_batch)
+        loss = self.loss_fn(sr.float(), hr_batch)  # losses in float32 whatever the autocast dtype
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if t.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss.detach()
+
+    # ----------------------------------------------------------------- logging, validation
+    def _log_training(self, lr: float) -> None:
+        count = self.window["count"]
+        mean = float(self.window["loss_sum"]) / count
+        self.window = {"loss_sum": 0.0, "count": 0}
+        if not math.isfinite(mean):
+            raise SuperresError(
+                f"training diverged: the loss is {mean} at iteration {self.iteration}; "
+                "lower optim.lr, set train.grad_clip, or use train.amp: bf16 instead of fp16"
+            )
+        values = {"elapsed_s": round(self.elapsed, 3), "lr": lr, "loss": mean}
+        values.update({f"loss_{k}": v for k, v in self.loss_fn.last_values.items()})
+        self.log.record(self.iteration, values)
+        self.log.set_postfix({"loss": f"{mean:.4g}", "lr": f"{lr:.2e}"})
+
+    def _eval_model(self) -> nn.Module:
+        """The model that is validated and exported: the EMA copy when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _validate(self) -> None:
+        assert self.validator is not None
+        scores = self.validator.score(self._eval_model())
+        b = self.validator.bicubic
+        self.last_scores = {**scores, "iteration": self.iteration}
+        self.log.record(
+            self.iteration,
+            {
+                "elapsed_s": round(self.elapsed, 3),
+                "val_psnr_y": scores["psnr_y"],
+                "val_ssim_y": scores["ssim_y"],
+                "bicubic_psnr_y": b["psnr_y"],
+                "bicubic_ssim_y": b["ssim_y"],
+            },
+        )
+        improved = not self.best or scores["psnr_y"] > self.best["psnr_y"]
+        self.log.message(
+            f"iteration {self.iteration}: PSNR-Y {scores['psnr_y']:.2f} dB / SSIM-Y {scores['ssim_y']:.4f} "
+            f"({scores['psnr_y'] - b['psnr_y']:+.2f} dB over bicubic){' best' if improved else ''}"
+        )
+        if improved:
+            self.best = dict(self.last_scores)
+            self._export(self.run_dir / "best.safetensors", self.best)
+        self.log.plot(b["psnr_y"])
+
+    # ----------------------------------------------------------------- files
+    def _check_run_folder(self, resume: bool) -> dict[str, Any] | None:
+        """Load ``last.pt`` when resuming; refuse to start a fresh run over an existing checkpoint."""
+        if resume:
+            return load_checkpoint(self.checkpoint_path, map_location="cpu")  # load_state_dict moves to the device
+        if self.checkpoint_path.exists():
+            raise SuperresError(
+                f"{self.run_dir} already holds a training checkpoint (last.pt); "
+                "pass --resume to continue it, or choose another run folder with --out"
+            )
+        return None
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "elapsed": self.elapsed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": capture_rng(),
+            "best": self.best,
+            "last_scores": self.last_scores,
+            "window": {"loss_sum": float(self.window["loss_sum"]), "count": int(self.window["count"])},
+            "config": config_to_dict(self.config),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        saved_model = state["config"]["model"]
+        if saved_model != config_to_dict(self.config)["model"]:
+            raise SuperresError(
+                f"{self.checkpoint_path}: was trained with model {saved_model}, "
+                f"not {config_to_dict(self.config)['model']}; resume with the same model settings"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if state["ema"] is None:
+                raise SuperresError(f"{self.checkpoint_path}: has no EMA state; resume with train.ema: null")
+            self.ema.load_state_dict(state["ema"])
+        if self.scaler.is_enabled() and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.elapsed = float(state["elapsed"])
+        self.best = dict(state["best"])
+        self.last_scores = dict(state["last_scores"])
+        self.window = {"loss_sum": float(state["window"]["loss_sum"]), "count": int(state["window"]["count"])}
+        restore_rng(state["rng"])
+
+    def _save(self) -> None:
+        """Write ``last.pt`` on rank 0; every rank waits until it is complete."""
+        if self.ctx.is_main:
+            save_checkpoint(self.checkpoint_path, self._state())
+        self.ctx.barrier()
+
+    def _export(self, path: Path, scores: dict[str, Any]) -> None:
+        from superres.modelfile import save_model
+
+        c = self.config
+        metadata: dict[str, Any] = {
+            "name": c.name,
+            "config": config_to_dict(c),
+            "data": list(c.data.train),
+            "iterations": self.iteration,
+            "wall_time_s": round(self.elapsed, 3),
+            "ema": c.train.ema is not None,
+        }
+        if self.validator is not None and scores:
+            set_name = Path(self.validator.root).name
+            metadata["scores"] = {
+                set_name: {
+                    "psnr_y": scores["psnr_y"],
+                    "ssim_y": scores["ssim_y"],
+                    "bicubic_psnr_y": self.validator.bicubic["psnr_y"],
+                    "bicubic_ssim_y": self.validator.bicubic["ssim_y"],
+                    "iteration": scores["iteration"],
+                    "images": len(self.validator.names),
+                }
+            }
+            metadata["validation"] = {"set": str(self.validator.root), "scale": c.model.scale}
+        model = self._eval_model()
+        args = {"scale": c.model.scale, "in_channels": c.model.in_channels, **c.model.options}
+        save_model(path, _contiguous_copy(model), arch=c.model.name, args=args, metadata=metadata)
+
+    def _summary(self, model_path: Path) -> str:
+        text = f"done: {self.iteration} iterations in {self.elapsed:.0f} s; model {model_path}"
+        if self.last_scores and self.validator is not None:
+            gain = self.last_scores["psnr_y"] - self.validator.bicubic["psnr_y"]
+            text += f"; PSNR-Y {self.last_scores['psnr_y']:.2f} dB ({gain:+.2f} over bicubic)"
+        return text
+
+
+def _contiguous_copy(model: nn.Module) -> nn.Module:
+    """``model`` itself, or a copy in the default memory format when it was trained channels_last
+    (safetensors stores contiguous tensors; save_model makes them contiguous anyway, this keeps the
+    exported model usable as a plain module too)."""
+    if any(p.dim() == 4 and not p.is_contiguous() for p in model.parameters()):
+        import copy
+
+        return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    return model

@@ -1,0 +1,111 @@
+"""Validation during training, under the paper protocol, next to the bicubic baseline.
+
+Each validation image goes through the model one at a time (benchmark images differ in size). The SR
+output is clamped to ``[0, 1]`` and quantised to the image's bit depth (``round(x * (2^b - 1))``).
+This is what saving it as an 8/16-bit file does, so the figures are those ``superres eval`` reports for
+the exported model. It is then scored with :func:`superres.metrics.psnr_torch` /
+:func:`~superres.metrics.ssim_torch`: PSNR-Y / SSIM-Y of BT.601 for colour, intensity for gray, all
+bands for other channel counts, ``shave = scale``, values in ``[0, 1]`` with ``data_range = 1``.
+Because values are in ``[0, 1]`` whatever the bit depth, a 16-bit image is scored on its 65535 levels
+exactly as on the 0..65535 scale (PSNR and SSIM do not change when the values and the peak are
+scaled together).
+
+The bicubic baseline is computed once when the validator is built. It is ``imresize(LR, scale)`` on
+the integer LR, rounded after each pass (MATLAB on uint8), which is how the published bicubic rows
+and ``superres eval --model bicubic`` are made. Logs can then show the model's gain over bicubic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from superres.errors import SuperresError
+
+
+def quantise(x: torch.Tensor, bit_depth: int) -> torch.Tensor:
+    """Clamp to ``[0, 1]`` and round to the ``2**bit_depth`` levels a saved file holds.
+
+    Rounding is to nearest, ties to even, in float32, as :func:`superres.io.to_integer` writes files.
+    """
+    levels = float(2**bit_depth - 1)
+    return x.clamp(0.0, 1.0).mul(levels).round().div(levels)
+
+
+def check_val_folder(root: str | Path, scale: int) -> None:
+    """Raise a :class:`SuperresError` naming ``data.val`` unless ``root`` is a benchmark folder (has ``HR/``)."""
+    root = Path(root)
+    if not (root / "HR").is_dir():
+        what = "is not a folder" if not root.is_dir() else "has no HR/ folder"
+        raise SuperresError(f"data.val: {root} {what} (expected DIR/HR and DIR/LR_bicubic/X{scale})")
+
+
+def _scores(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[float, float]:
+    from superres.metrics import psnr_torch, ssim_torch
+
+    p = psnr_torch(sr, hr, shave=scale, channels="y", data_range=1.0)
+    s = ssim_torch(sr, hr, shave=scale, channels="y", data_range=1.0)
+    return float(p[0]), float(s[0])
+
+
+class Validator:
+    """Scores a model on a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``); holds the bicubic figures."""
+
+    def __init__(self, root: str | Path, *, scale: int, in_channels: int, limit: int | None, device: torch.device) -> None:
+        from superres.data import PairedFolderDataset
+        from superres.data.patches import to_tensor
+        from superres.metrics import mean_psnr
+        from superres.resize import imresize
+
+        root = Path(root)
+        check_val_folder(root, scale)
+        dataset = PairedFolderDataset(root, scale)
+        items = dataset.items[:limit] if limit is not None else dataset.items
+        for item in items:
+            channels = item["hr"].shape[2]
+            if channels != in_channels:
+                raise SuperresError(
+                    f"data.val: {root}/HR/{item['name']} has {channels} channel(s) but model.in_channels is {in_channels}"
+                )
+        self.root = root
+        self.scale = scale
+        self.device = device
+        self.names = [item["name"] for item in items]
+        self.bit_depths = [int(item["bit_depth"]) for item in items]
+        self._lr = [to_tensor(item["lr"]).unsqueeze(0) for item in items]
+        self._hr = [to_tensor(item["hr"]).unsqueeze(0) for item in items]
+
+        psnrs, ssims = [], []
+        for item, hr in zip(items, self._hr):
+            bicubic = np.asarray(imresize(item["lr"], scale))  # integer in, integer out (MATLAB)
+            p, s = _scores(to_tensor(bicubic).unsqueeze(0), hr, scale)
+            psnrs.append(p)
+            ssims.append(s)
+        self.bicubic = {"psnr_y": mean_psnr(psnrs), "ssim_y": float(np.mean(ssims))}
+
+    @torch.no_grad()
+    def score(self, model: nn.Module) -> dict[str, Any]:
+        """Mean PSNR-Y / SSIM-Y of ``model`` (an unwrapped module; left in the mode it was in)."""
+        from superres.metrics import mean_psnr
+
+        was_training = model.training
+        model.eval()
+        psnrs, ssims = [], []
+        try:
+            for lr, hr, bits in zip(self._lr, self._hr, self.bit_depths):
+                sr = model(lr.to(self.device)).float().cpu()
+                if sr.shape != hr.shape:
+                    raise SuperresError(
+                        f"data.val: the model maps {tuple(lr.shape[-2:])} to {tuple(sr.shape[-2:])}, "
+                        f"expected {tuple(hr.shape[-2:])}"
+                    )
+                p, s = _scores(quantise(sr, bits), hr, self.scale)
+                psnrs.append(p)
+                ssims.append(s)
+        finally:
+            model.train(was_training)
+        return {"psnr_y": mean_psnr(psnrs), "ssim_y": float(np.mean(ssims))}

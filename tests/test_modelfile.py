@@ -1,0 +1,176 @@
+"""Model files: save/load round trip, metadata, shipped-model lookup, listing, and every error path."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from superres import modelfile
+from superres.errors import SuperresError
+from superres.modelfile import format_models, list_models, load_model, read_metadata, save_model
+from superres.models import build, names
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ARGS = {"scale": 3, "in_channels": 1, "channels": 8, "num_blocks": 2, "upsampler": "deconv"}
+
+
+def _trained_like(name: str = "enhanced", **args: object) -> torch.nn.Module:
+    """A model whose weights differ from a fresh build (so a load that silently re-initialises fails)."""
+    torch.manual_seed(123)
+    model = build(name, **(args or ARGS))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+def _header(path: Path) -> dict:
+    """Parse the safetensors header by hand: u64 little-endian length, then that many bytes of JSON."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + length])
+
+
+def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    model = _trained_like()
+    path = save_model(tmp_path / "sub" / "m.safetensors", model, arch="enhanced", args=ARGS,
+                      metadata={"iterations": 10, "scores": {"Set5": {"psnr_y": 30.1, "ssim_y": 0.85}}})
+    loaded = load_model(path)
+    assert not loaded.training
+    assert loaded.scale == 3 and loaded.in_channels == 1
+    x = torch.rand(2, 1, 9, 7)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    meta = loaded.superres_meta
+    assert meta["arch"] == "enhanced" and meta["args"] == ARGS
+    assert meta["iterations"] == 10 and meta["scores"]["Set5"]["psnr_y"] == 30.1
+
+
+def test_file_is_plain_safetensors_with_superres_json(tmp_path: Path) -> None:
+    model = _trained_like("baseline", scale=2, in_channels=3, channels=4, num_blocks=1)
+    path = save_model(tmp_path / "b.safetensors", model, arch="baseline", args={"channels": 4, "num_blocks": 1})
+    header = _header(path)
+    meta = json.loads(header["__metadata__"]["superres"])
+    expected_params = sum(p.numel() for p in model.parameters())
+    assert meta == {
+        "format": 1,
+        "arch": "baseline",
+        "args": {"channels": 4, "num_blocks": 1, "scale": 2, "in_channels": 3},  # filled in from the model
+        "scale": 2,
+        "in_channels": 3,
+        "value_range": [0, 1],
+        "params": expected_params,
+    }
+    tensor_keys = {k for k in header if k != "__metadata__"}
+    assert tensor_keys == set(model.state_dict())
+    assert read_metadata(path) == meta
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temporary file behind
+
+
+def test_save_refuses_inconsistent_or_unserialisable_metadata(tmp_path: Path) -> None:
+    model = _trained_like()
+    with pytest.raises(SuperresError, match="scale"):
+        save_model(tmp_path / "a.safetensors", model, arch="enhanced", args={**ARGS, "scale": 4})
+    with pytest.raises(SuperresError, match="'params'"):
+        save_model(tmp_path / "a.safetensors", model, arch="enhanced", args=ARGS, metadata={"params": 1})
+    with pytest.raises(SuperresError, match="JSON"):
+        save_model(tmp_path / "a.safetensors", model, arch="enhanced", args=ARGS, metadata={"x": object()})
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_by_shipped_name_and_list_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modelfile, "WEIGHTS_DIR", tmp_path)
+    model = _trained_like()
+    save_model(tmp_path / "tiny-x3.safetensors", model, arch="enhanced", args=ARGS,
+               metadata={"scores": {"Set5": {"psnr_y": 31.25, "ssim_y": 0.8812}}})
+    loaded = load_model("tiny-x3")
+    assert loaded.superres_meta["args"] == ARGS
+
+    entries = list_models()
+    shipped = [e for e in entries if e["shipped"]]
+    assert [e["name"] for e in shipped] == ["tiny-x3"]
+    assert shipped[0]["arch"] == "enhanced" and shipped[0]["scale"] == 3
+    assert shipped[0]["params"] == sum(p.numel() for p in model.parameters())
+    assert shipped[0]["psnr_y"] == 31.25
+    archs = [e for e in entries if not e["shipped"]]
+    assert [e["name"] for e in archs] == names()
+    assert all(e["kind"] == "architecture" for e in archs)
+
+    text = format_models(entries)
+    assert "tiny-x3" in text and "31.25" in text and "0.8812" in text
+    for name in names():
+        assert name in text
+    json.dumps(entries)  # `superres models --json` prints this list
+
+
+def test_list_models_without_shipped_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modelfile, "WEIGHTS_DIR", tmp_path / "absent")
+    entries = list_models()
+    assert all(not e["shipped"] for e in entries)
+    assert "none yet" in format_models(entries)
+
+
+def test_unknown_name_lists_available(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modelfile, "WEIGHTS_DIR", tmp_path)
+    save_model(tmp_path / "one.safetensors", _trained_like(), arch="enhanced", args=ARGS)
+    with pytest.raises(SuperresError, match=r"'nope'.*available: one"):
+        load_model("nope")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SuperresError, match="missing.safetensors.*not found"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_not_a_safetensors_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(SuperresError, match="junk.safetensors.*not a superres model file"):
+        load_model(path)
+
+
+def test_safetensors_without_superres_metadata(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(SuperresError, match="other.safetensors.*not a superres model file"):
+        load_model(path)
+
+
+def _rewrite_meta(path: Path, **changes: object) -> None:
+    """Re-save ``path``'s tensors with edited superres metadata (simulates other writers/versions)."""
+    from safetensors.torch import load_file, save_file
+
+    meta = read_metadata(path)
+    meta.update(changes)
+    save_file(load_file(str(path)), str(path), metadata={"superres": json.dumps(meta)})
+
+
+def test_weights_that_do_not_match_the_arch(tmp_path: Path) -> None:
+    path = save_model(tmp_path / "m.safetensors", _trained_like(), arch="enhanced", args=ARGS)
+    _rewrite_meta(path, args={**ARGS, "num_blocks": 3})  # strict=True: an extra block has no weights
+    with pytest.raises(SuperresError, match="m.safetensors.*do not match"):
+        load_model(path)
+
+
+def test_unknown_arch_and_newer_format(tmp_path: Path) -> None:
+    path = save_model(tmp_path / "m.safetensors", _trained_like(), arch="enhanced", args=ARGS)
+    _rewrite_meta(path, arch="hypernet")
+    with pytest.raises(SuperresError, match="m.safetensors.*'hypernet'"):
+        load_model(path)
+    _rewrite_meta(path, arch="enhanced", format=2)
+    with pytest.raises(SuperresError, match="format 2"):
+        load_model(path)
+
+
+def test_load_onto_device_string(tmp_path: Path) -> None:
+    path = save_model(tmp_path / "m.safetensors", _trained_like(), arch="enhanced", args=ARGS)
+    model = load_model(str(path), device="cpu")
+    assert next(model.parameters()).device.type == "cpu"

@@ -1,0 +1,241 @@
+"""Registry, architectures (shapes, upsamplers, init, trainability) and the complexity counters."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from superres.errors import SuperresError
+from superres.models import REGISTRY, build, names
+from superres.models.blocks import UPSAMPLER_KINDS, make_upsampler, upsample_stages
+from superres.models.complexity import count_flops, count_parameters
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Small widths keep the shape tests fast; the defaults are covered by the docstring/cost tests.
+SMALL = {"channels": 8, "num_blocks": 1}
+
+
+def _lr(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- registry
+def test_registry_is_an_explicit_dict_and_names_are_sorted() -> None:
+    assert isinstance(REGISTRY, dict)
+    assert {"baseline", "enhanced"} <= set(REGISTRY)
+    assert names() == sorted(REGISTRY)
+
+
+def test_unknown_model_lists_known_names() -> None:
+    with pytest.raises(SuperresError) as info:
+        build("no-such-net", scale=4)
+    message = str(info.value)
+    assert "no-such-net" in message
+    for name in names():
+        assert name in message
+
+
+def test_unknown_option_names_option_and_model() -> None:
+    with pytest.raises(SuperresError, match=r"'enhanced'.*'chanels'"):
+        build("enhanced", scale=4, chanels=32)
+
+
+@pytest.mark.parametrize("name", ["baseline", "enhanced"])
+@pytest.mark.parametrize("bad", [1, 5, 8, "4"])
+def test_unsupported_scale_is_a_user_error(name: str, bad: object) -> None:
+    with pytest.raises(SuperresError, match="scale"):
+        build(name, scale=bad)
+    # The classes themselves raise ValueError (plain library code, no CLI semantics).
+    with pytest.raises(ValueError, match="scale"):
+        REGISTRY[name](scale=bad)
+
+
+def test_bad_upsampler_is_a_user_error() -> None:
+    with pytest.raises(SuperresError, match="upsampler"):
+        build("baseline", scale=2, upsampler="lanczos")
+
+
+def test_preset_partials_work_through_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preset (functools.partial) is validated against the partial's signature like a class."""
+    monkeypatch.setitem(REGISTRY, "tiny-preset", partial(REGISTRY["enhanced"], channels=8, num_blocks=1))
+    model = build("tiny-preset", scale=2, in_channels=1)
+    assert model.in_channels == 1 and model.scale == 2
+    assert count_parameters(model) < count_parameters(build("enhanced", scale=2, in_channels=1))
+    with pytest.raises(SuperresError, match="'tiny-preset'.*'depth'"):
+        build("tiny-preset", scale=2, depth=3)
+
+
+# --------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("name", ["baseline", "enhanced"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("in_channels", [1, 3, 4])
+def test_output_shape_for_every_scale_and_channel_count(name: str, scale: int, in_channels: int) -> None:
+    model = build(name, scale=scale, in_channels=in_channels, **SMALL)
+    assert model.scale == scale and model.in_channels == in_channels
+    with torch.no_grad():
+        out = model(_lr(2, in_channels, 7, 5))  # odd, non-square: fully convolutional
+    assert out.shape == (2, in_channels, 7 * scale, 5 * scale)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["baseline", "enhanced"])
+@pytest.mark.parametrize("upsampler", UPSAMPLER_KINDS)
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_every_upsampler_in_every_model(name: str, upsampler: str, scale: int) -> None:
+    model = build(name, scale=scale, in_channels=3, upsampler=upsampler, **SMALL)
+    with torch.no_grad():
+        out = model(_lr(1, 3, 6, 9))
+    assert out.shape == (1, 3, 6 * scale, 9 * scale)
+
+
+@pytest.mark.parametrize("kind", UPSAMPLER_KINDS)
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_make_upsampler_modes(kind: str, scale: int) -> None:
+    x = _lr(1, 5, 4, 3)
+    with torch.no_grad():
+        assert make_upsampler(kind, 5, scale)(x).shape == (1, 5, 4 * scale, 3 * scale)
+        assert make_upsampler(kind, 5, scale, out_channels=2)(x).shape == (1, 2, 4 * scale, 3 * scale)
+
+
+def test_upsample_stages() -> None:
+    assert upsample_stages(2) == [2]
+    assert upsample_stages(3) == [3]
+    assert upsample_stages(4) == [2, 2]
+    assert upsample_stages(8) == [2, 2, 2]
+    with pytest.raises(ValueError):
+        upsample_stages(5)
+
+
+def test_pixelshuffle_feature_upsampler_is_two_x2_stages_at_x4() -> None:
+    up = make_upsampler("pixelshuffle", 4, 4)
+    shuffles = [m.upscale_factor for m in up if isinstance(m, nn.PixelShuffle)]
+    convs = [m for m in up if isinstance(m, nn.Conv2d)]
+    assert shuffles == [2, 2]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(4, 16), (4, 16)]
+    # Projection mode is one conv to C*s^2 at LR and one PixelShuffle(s) (ESPCN's last layer).
+    proj = make_upsampler("pixelshuffle", 4, 4, out_channels=3)
+    assert [type(m) for m in proj] == [nn.Conv2d, nn.PixelShuffle]
+    assert proj[0].out_channels == 3 * 16 and proj[1].upscale_factor == 4
+
+
+# --------------------------------------------------------------------------- enhanced = bicubic + residual
+def test_enhanced_starts_close_to_bicubic() -> None:
+    torch.manual_seed(0)
+    lr = _lr(1, 3, 12, 12)
+    bicubic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        out = build("enhanced", scale=4)(lr)
+        # Same architecture with the tail at its ordinary initialisation, for scale.
+        torch.manual_seed(0)
+        out_plain = build("enhanced", scale=4, tail_init=1.0)(lr)
+    # The residual at init is small in absolute terms (1/100 of the value range on average)...
+    assert (out - bicubic).abs().mean() < 0.02
+    # ...and tail_init is what makes it small.
+    assert (out - bicubic).abs().mean() < 0.2 * (out_plain - bicubic).abs().mean()
+
+
+@pytest.mark.parametrize("upsampler", UPSAMPLER_KINDS)
+def test_enhanced_with_zero_tail_is_exactly_bicubic(upsampler: str) -> None:
+    lr = _lr(2, 1, 5, 6)
+    model = build("enhanced", scale=3, in_channels=1, upsampler=upsampler, tail_init=0.0, **SMALL)
+    with torch.no_grad():
+        out = model(lr)
+    expected = F.interpolate(lr, scale_factor=3, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- trainability
+@pytest.mark.parametrize("name", ["baseline", "enhanced"])
+def test_overfits_one_batch(name: str) -> None:
+    """50 Adam steps on one 16x16 -> 64x64 pair must cut the L1 loss below half its start value."""
+    g = torch.Generator().manual_seed(0)
+    hr = F.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(64, 64), mode="bicubic", align_corners=False)
+    stripes = (torch.arange(64) % 8 < 4).float()
+    hr[..., 20:40, :] = 0.3 * hr[..., 20:40, :] + 0.7 * stripes  # an edge-rich band bicubic cannot recover
+    hr = hr.clamp(0, 1)
+    lr = F.avg_pool2d(hr, 4)
+    torch.manual_seed(0)
+    model = build(name, scale=4, channels=16, num_blocks=2)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(50):
+        opt.zero_grad()
+        loss = F.l1_loss(model(lr), hr)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+# --------------------------------------------------------------------------- complexity
+def test_count_parameters_and_flops_of_one_conv_by_hand() -> None:
+    conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+    assert count_parameters(conv) == 3 * 8 * 9 + 8
+    # 2 FLOPs per multiply-add, one 3*9-term dot product per output element.
+    assert count_flops(conv, (2, 3, 10, 12)) == 2 * (3 * 9) * 8 * 10 * 12 * 2
+
+
+def test_count_flops_of_a_transposed_conv_by_hand() -> None:
+    deconv = nn.ConvTranspose2d(4, 2, kernel_size=4, stride=2, padding=1)
+    # Each input pixel scatters a 4x4 kernel to every output channel: 4*2*16 MACs per input pixel.
+    assert count_flops(deconv, (1, 4, 5, 5)) == 2 * 4 * 2 * 16 * 25
+
+
+def _conv_params(cin: int, cout: int, k: int = 3) -> int:
+    return cin * cout * k * k + cout
+
+
+def test_baseline_parameter_count_from_its_layer_list() -> None:
+    c, blocks, s = 64, 4, 4
+    expected = (
+        _conv_params(3, c)
+        + blocks * 2 * _conv_params(c, c)
+        + 2 * _conv_params(c, 4 * c)  # two x2 sub-pixel stages
+        + _conv_params(c, 3)
+    )
+    assert count_parameters(build("baseline", scale=s)) == expected
+
+
+def test_enhanced_parameter_and_flop_count_from_its_layer_list() -> None:
+    c, blocks, h, w = 48, 8, 32, 32
+    lr_convs = [(3, c)] + [(c, c)] * (2 * blocks + 1) + [(c, 3 * 16)]  # all at LR, incl. the sub-pixel conv
+    model = build("enhanced", scale=4)
+    assert count_parameters(model) == sum(_conv_params(a, b) for a, b in lr_convs)
+    assert count_flops(model, (1, 3, h, w)) == sum(2 * a * b * 9 * h * w for a, b in lr_convs)
+
+
+_COST_LINE = re.compile(r"^\s*(?P<name>[\w.-]+): (?P<params>[\d,]+) parameters, (?P<gflops>[\d.]+) GFLOPs", re.M)
+
+
+@pytest.mark.parametrize("name", names())
+def test_module_docstring_states_the_true_cost(name: str) -> None:
+    """Each architecture module's docstring has a line '<name>: N parameters, F GFLOPs' (x4, RGB, 32x32
+    input); it must match the model, so the documentation cannot drift from the code."""
+    builder = REGISTRY[name]
+    target = builder.func if isinstance(builder, partial) else builder
+    module = sys.modules.get(target.__module__) or importlib.import_module(target.__module__)
+    lines = {m["name"]: m for m in _COST_LINE.finditer(module.__doc__ or "")}
+    assert name in lines, f"{target.__module__} docstring has no cost line for {name!r}"
+    model = build(name, scale=4, in_channels=3)
+    assert int(lines[name]["params"].replace(",", "")) == count_parameters(model)
+    stated = float(lines[name]["gflops"])
+    decimals = len(lines[name]["gflops"].split(".")[1]) if "." in lines[name]["gflops"] else 0
+    assert abs(stated - count_flops(model, (1, 3, 32, 32)) / 1e9) <= 0.5 * 10**-decimals + 1e-12
+
+
+def test_models_doc_lists_every_architecture_with_its_parameter_count() -> None:
+    """docs/MODELS.md is generated by scripts/make_models_doc.py; re-run it after adding a model."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "MODELS.md").read_text(encoding="utf-8")
+    for name in names():
+        params = count_parameters(build(name, scale=4, in_channels=3))
+        assert re.search(rf"^\| `{re.escape(name)}` \| {params:,} \|", doc, re.M), f"{name} missing or stale in MODELS.md"
