@@ -7,10 +7,12 @@ otherwise silently train with the default, so every unknown key anywhere is an e
 full dotted key, the file, and the closest valid key; a value of the wrong type names the key, the
 expected type and the value.
 
-Two sub-trees are free-form on purpose, because their keys belong to other modules that validate
+Some sub-trees are free-form on purpose, because their keys belong to other modules that validate
 them: ``model.options`` (keyword arguments of the architecture's builder, checked by
-:func:`superres.models.build`) and the ``loss`` list (terms checked by
-:func:`superres.losses.build_loss`).
+:func:`superres.models.build`), ``discriminator.options`` (checked when the discriminator is built)
+and the ``loss`` list (terms checked by :func:`superres.losses.build_loss` and
+:func:`superres.losses.split_adversarial`). The optional ``discriminator`` section is validated as
+strictly as the rest when present.
 
 Paths (``data.train``, ``data.val``, ``out``) are kept as written; relative paths are resolved
 against the current working directory when training starts (:func:`resolve_paths`), so the presets
@@ -41,12 +43,19 @@ SCALES = (2, 3, 4, 8)
 # --------------------------------------------------------------------------- schema
 @dataclass
 class ModelConfig:
-    """Which architecture to build: ``superres.models.build(name, scale=, in_channels=, **options)``."""
+    """Which architecture to build: ``superres.models.build(name, scale=, in_channels=, **options)``.
+
+    ``init_from`` names a model file (``.safetensors``, e.g. ``runs/srresnet_x4/model.safetensors``)
+    whose weights start the run instead of a random init: a warm start, as SRGAN/ESRGAN start their
+    GAN training from a PSNR-oriented model. It must hold the same architecture (keys and shapes
+    match exactly). It is read only when a run starts, not on ``--resume``.
+    """
 
     name: str = "enhanced"
     scale: int = 4
     in_channels: int = 3
     options: dict[str, Any] = field(default_factory=dict)
+    init_from: Union[str, None] = None
 
 
 @dataclass
@@ -56,6 +65,11 @@ class DataConfig:
     ``train`` lists image files/folders (random HR crops, LR made on the fly with MATLAB bicubic)
     or names exactly one ``.npz`` patch file (``superres data patches``). ``val`` is a benchmark
     folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training.
+
+    ``device_resident`` keeps 8-bit training images on the training device and cuts each batch there
+    (:mod:`superres.training.device_data`; the same batches as the DataLoader path): ``auto`` does so
+    on CUDA when the images take under half the free GPU memory, ``true`` on any device, ``false``
+    never (``workers`` applies to the DataLoader path only).
     """
 
     train: list[str] = field(default_factory=list)
@@ -66,6 +80,7 @@ class DataConfig:
     val: Union[str, None] = None
     val_limit: Union[int, None] = None
     workers: int = 0
+    device_resident: Union[Literal["auto"], bool] = "auto"
 
 
 @dataclass
@@ -121,9 +136,31 @@ class TrainConfig:
 
 
 @dataclass
+class DiscriminatorConfig:
+    """Adversarial training: the discriminator and its own optimizer (see :mod:`superres.training.gan`).
+
+    ``name``/``options``: ``superres.models.DISCRIMINATORS[name](in_channels=model.in_channels, **options)``
+    (``srgan`` needs ``options.input_size`` = ``data.patch_size``; ``vgg`` takes any size).
+    ``optim``/``schedule``: null means the generator's ``optim``/``schedule`` (ESRGAN trains both
+    networks with the same settings). The generator's adversarial term applies from iteration
+    ``start_iteration + 1`` on, and the discriminator is trained from the first iteration, so that
+    it is already a useful critic when the term is switched on. ``updates_per_step`` discriminator
+    steps follow each generator step, on the same batch.
+    """
+
+    name: str = "vgg"
+    options: dict[str, Any] = field(default_factory=dict)
+    optim: Union[OptimConfig, None] = None
+    schedule: Union[ScheduleConfig, None] = None
+    start_iteration: int = 0
+    updates_per_step: int = 1
+
+
+@dataclass
 class Config:
     """A whole training run. ``out`` is the run folder (default ``runs/<name>``); ``name`` defaults to
-    the config file's stem (``run`` for configs made in Python)."""
+    the config file's stem (``run`` for configs made in Python). ``discriminator`` (null by default)
+    turns on adversarial training; it goes with one ``{type: adversarial}`` term in ``loss``."""
 
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -132,6 +169,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    discriminator: Union[DiscriminatorConfig, None] = None
     out: Union[str, None] = None
 
 
@@ -185,7 +223,8 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
-    """A copy with ``data.train``, ``data.val`` and ``out`` made absolute against ``base`` (default: cwd).
+    """A copy with ``data.train``, ``data.val``, ``model.init_from`` and ``out`` made absolute against
+    ``base`` (default: cwd).
 
     The run folder's ``config.yaml`` stores resolved paths so that it can be reused from anywhere.
     """
@@ -200,8 +239,11 @@ def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
         train=[absolute(p) for p in config.data.train],
         val=None if config.data.val is None else absolute(config.data.val),
     )
+    model = dataclasses.replace(
+        config.model, init_from=None if config.model.init_from is None else absolute(config.model.init_from)
+    )
     out = None if config.out is None else absolute(config.out)
-    return dataclasses.replace(config, data=data, out=out)
+    return dataclasses.replace(config, model=model, data=data, out=out)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -280,6 +322,9 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        section = _optional_dataclass(tp)
+        if section is not None and isinstance(value, Mapping):
+            return _build(section, value, key, source)  # keep the section's own key errors
         for arg in args:
             if arg is type(None):
                 continue
@@ -323,6 +368,14 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             return value
         raise _type_error(key, tp, value, source)
     raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a schema bug, not a user error
+
+
+def _optional_dataclass(tp: Any) -> Any:
+    """The dataclass ``X`` of an ``X | None`` annotation (an optional config section), else None."""
+    if typing.get_origin(tp) not in (Union, types.UnionType):
+        return None
+    sections = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+    return sections[0] if len(sections) == 1 else None
 
 
 def _type_error(key: str, tp: Any, value: Any, source: str) -> SuperresError:
@@ -374,6 +427,13 @@ def _check_override_path(parts: list[str], text: str, source: str) -> None:
                 raise SuperresError(f"{source}: override {text!r}: '{'.'.join(parts[:i])}' is a list; "
                                     f"address an item by index (e.g. {'.'.join(parts[:i])}.0)")
             (tp,) = typing.get_args(tp)
+        elif _optional_dataclass(tp) is not None:
+            tp = _optional_dataclass(tp)  # an optional section (discriminator): walk into its schema
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                suggestion = _suggest(".".join(parts[:i]), part, [f.name for f in dataclasses.fields(tp)])
+                raise SuperresError(f"{source}: override {text!r}: unknown key '{so_far}'{suggestion}")
+            tp = hints[part]
         else:
             return  # inside a free-form mapping: the owning module validates its keys
 
@@ -457,20 +517,8 @@ def _check_values(c: Config, source: str) -> None:
     for i, term in enumerate(c.loss):
         if not isinstance(term.get("type"), str):
             bad(f"loss.{i}", f"needs a 'type' (l1, mse, charbonnier, perceptual, ...), got {term!r}")
-    if not c.optim.lr > 0:
-        bad("optim.lr", f"must be > 0, got {c.optim.lr}")
-    if len(c.optim.betas) != 2 or not all(0 <= b < 1 for b in c.optim.betas):
-        bad("optim.betas", f"must be two numbers in [0, 1), got {c.optim.betas}")
-    if c.optim.weight_decay < 0:
-        bad("optim.weight_decay", f"must be >= 0, got {c.optim.weight_decay}")
-    if c.schedule.warmup < 0:
-        bad("schedule.warmup", f"must be >= 0, got {c.schedule.warmup}")
-    if c.schedule.min_lr < 0:
-        bad("schedule.min_lr", f"must be >= 0, got {c.schedule.min_lr}")
-    if c.schedule.milestones != sorted(c.schedule.milestones) or any(m < 1 for m in c.schedule.milestones):
-        bad("schedule.milestones", f"must be increasing iterations >= 1, got {c.schedule.milestones}")
-    if not c.schedule.gamma > 0:
-        bad("schedule.gamma", f"must be > 0, got {c.schedule.gamma}")
+    _check_optim(c.optim, "optim", bad)
+    _check_schedule(c.schedule, "schedule", bad)
     t = c.train
     if t.iterations < 1:
         bad("train.iterations", f"must be >= 1, got {t.iterations}")
@@ -485,3 +533,54 @@ def _check_values(c: Config, source: str) -> None:
             bad(f"train.{key}", f"must be >= 1, got {getattr(t, key)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device):
         bad("train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
+    _check_gan(c, bad)
+
+
+def _check_optim(o: OptimConfig, prefix: str, bad: Any) -> None:
+    """Ranges of an optimizer section (``optim`` or ``discriminator.optim``)."""
+    if not o.lr > 0:
+        bad(f"{prefix}.lr", f"must be > 0, got {o.lr}")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        bad(f"{prefix}.betas", f"must be two numbers in [0, 1), got {o.betas}")
+    if o.weight_decay < 0:
+        bad(f"{prefix}.weight_decay", f"must be >= 0, got {o.weight_decay}")
+
+
+def _check_schedule(s: ScheduleConfig, prefix: str, bad: Any) -> None:
+    """Ranges of a schedule section (``schedule`` or ``discriminator.schedule``)."""
+    if s.warmup < 0:
+        bad(f"{prefix}.warmup", f"must be >= 0, got {s.warmup}")
+    if s.min_lr < 0:
+        bad(f"{prefix}.min_lr", f"must be >= 0, got {s.min_lr}")
+    if s.milestones != sorted(s.milestones) or any(m < 1 for m in s.milestones):
+        bad(f"{prefix}.milestones", f"must be increasing iterations >= 1, got {s.milestones}")
+    if not s.gamma > 0:
+        bad(f"{prefix}.gamma", f"must be > 0, got {s.gamma}")
+
+
+def _check_gan(c: Config, bad: Any) -> None:
+    """The adversarial loss term and the ``discriminator`` section come together or not at all.
+
+    Catching this at load time means that a config with a term but no discriminator fails before any
+    data is read, and so does one with a discriminator that no loss term would ever use.
+    """
+    adversarial = [i for i, term in enumerate(c.loss) if term.get("type") == "adversarial"]
+    d = c.discriminator
+    if adversarial and d is None:
+        bad(f"loss.{adversarial[0]}", "is an adversarial term, which needs a discriminator: "
+            "set the 'discriminator' section (e.g. discriminator: {name: vgg})")
+    if d is None:
+        return
+    if not adversarial:
+        bad("discriminator", "is set but no loss term uses it: add {type: adversarial, weight: 5.0e-3, kind: ragan} "
+            "to 'loss', or set discriminator: null")
+    if not d.name:
+        bad("discriminator.name", "must not be empty")
+    if d.start_iteration < 0:
+        bad("discriminator.start_iteration", f"must be >= 0, got {d.start_iteration}")
+    if d.updates_per_step < 1:
+        bad("discriminator.updates_per_step", f"must be >= 1, got {d.updates_per_step}")
+    if d.optim is not None:
+        _check_optim(d.optim, "discriminator.optim", bad)
+    if d.schedule is not None:
+        _check_schedule(d.schedule, "discriminator.schedule", bad)

@@ -1,6 +1,9 @@
-"""Training losses: pixel (L1, MSE, Charbonnier), perceptual (VGG19 features), and their weighted sum.
+"""Training losses: pixel (L1, MSE, Charbonnier), perceptual and style (VGG19 features), adversarial,
+and their weighted sum.
 
-All losses take ``(sr, hr)``, ``N x C x H x W`` float tensors in [0, 1], and return a scalar.
+All content losses take ``(sr, hr)``, ``N x C x H x W`` float tensors in [0, 1], and return a scalar.
+The adversarial loss is different (it scores a discriminator's logits, not images); see
+"Adversarial terms" below.
 
 Perceptual loss (Johnson et al. 2016; SRGAN; ESRGAN): distance between VGG19 feature maps of SR and
 HR. The VGG19 ``features`` stack is built here with exactly torchvision's layer indices, so the state
@@ -16,11 +19,27 @@ Layer names follow the paper's ``convB_L`` / ``reluB_L`` / ``poolB`` naming (blo
 * ``reluB_L``: after the ReLU (SRGAN's original "VGG54" definition is ``relu5_4``).
 * an ``int`` selects ``features[i]`` directly.
 
-Weights are looked up in this order: an explicit ``weights_path`` (config key ``loss.vgg_weights``);
+Weights are looked up in this order: an explicit ``weights_path`` (the loss term's ``weights_path`` key, e.g. ``loss.1.weights_path=PATH``);
 ``<torch hub dir>/checkpoints/vgg19-dcbb9e9d.pth`` (the cache torchvision itself uses); otherwise the
 file is downloaded from download.pytorch.org into that cache (``torch.hub.download_url_to_file``, which
 checks the SHA-256 prefix in the file name and writes atomically). Files are read with
 ``weights_only=True`` (no arbitrary unpickling) or as safetensors.
+
+Style loss (Gatys et al. 2016; used for texture in EnhanceNet and BasicSR): distance between the Gram
+matrices of VGG19 feature maps, ``G = F F^T / (C H W)`` for features ``F`` of shape ``C x HW``. The
+Gram matrix keeps which channels fire together and drops where, so it rewards texture statistics
+rather than pixel alignment. Normalising by ``C H W`` makes its scale independent of patch size and
+layer width.
+
+Adversarial terms. A config's loss list may hold one ``{type: adversarial, weight: 5e-3, kind: ragan}``
+term. It cannot be a ``(sr, hr)`` module like the others, because it needs the discriminator's logits
+and a discriminator that is trained alongside. So :func:`build_loss` refuses it, and the trainer
+separates it first with :func:`split_adversarial`. The content terms go to :func:`build_loss`, and the
+adversarial term goes to :func:`build_adversarial`, which returns its weight and an
+:class:`AdversarialLoss`. :mod:`superres.training.gan` then adds
+``weight * AdversarialLoss.generator_loss(D(sr), D(hr))`` to the generator's loss and trains the
+discriminator with ``AdversarialLoss.discriminator_loss``. ``kind`` is one of ``vanilla`` (SRGAN),
+``lsgan``, ``ragan`` (ESRGAN) and ``hinge``; :class:`AdversarialLoss` gives the formulas.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn import L1Loss, MSELoss
 
@@ -40,8 +60,14 @@ __all__ = [
     "CharbonnierLoss",
     "VGGFeatures",
     "PerceptualLoss",
+    "GramStyleLoss",
+    "gram_matrix",
+    "AdversarialLoss",
+    "ADVERSARIAL_KINDS",
     "CombinedLoss",
     "build_loss",
+    "build_adversarial",
+    "split_adversarial",
     "resolve_vgg19_weights",
     "vgg19_layer_index",
     "VGG19_URL",
@@ -117,7 +143,7 @@ def resolve_vgg19_weights(weights_path: str | Path | None = None) -> Path:
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise SuperresError(f"loss.vgg_weights: file not found: {path}")
+            raise SuperresError(f"VGG19 weights_path: file not found: {path}")
         return path
     cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
     if cached.is_file():
@@ -129,7 +155,7 @@ def resolve_vgg19_weights(weights_path: str | Path | None = None) -> Path:
         reason = str(exc) or type(exc).__name__
         raise SuperresError(
             f"VGG19 weights not found: looked for {cached} and could not download {VGG19_URL} ({reason}); "
-            f"download {VGG19_FILENAME} and pass it with loss.vgg_weights=PATH"
+            f"download {VGG19_FILENAME} and pass it as the loss term's weights_path (e.g. loss.1.weights_path=PATH)"
         ) from exc
     return cached
 
@@ -260,6 +286,128 @@ class PerceptualLoss(nn.Module):
         return total
 
 
+# --------------------------------------------------------------------------- style loss
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """``N x C x H x W`` features -> ``N x C x C`` Gram matrices ``F F^T / (C H W)``, ``F`` = ``C x HW``.
+
+    Entry ``(i, j)`` is the mean over positions of ``F_i * F_j`` divided by ``C``: how strongly
+    channels i and j respond together, wherever in the image that happens.
+    """
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / float(c * h * w)
+
+
+class GramStyleLoss(nn.Module):
+    """``sum_l w_l * criterion(gram(VGG_l(sr)), gram(VGG_l(hr)))`` over the requested VGG19 layers.
+
+    ``layers`` maps layer names/indices to weights (a list means weight 1 each); the default is one
+    ReLU output per block up to block 4 (``relu1_2, relu2_2, relu3_4, relu4_4``), the VGG19
+    counterpart of Johnson et al.'s style layers. Weights are found as for :class:`PerceptualLoss`
+    (``weights_path``, then the torch hub cache). Gram matrices are computed in float32.
+    """
+
+    DEFAULT_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4")
+
+    def __init__(
+        self,
+        layers: Mapping[str | int, float] | Sequence[str | int] | None = None,
+        criterion: str = "l1",
+        weights_path: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if layers is None:
+            layers = self.DEFAULT_LAYERS
+        if not isinstance(layers, Mapping):
+            layers = {layer: 1.0 for layer in layers}
+        if criterion not in _CRITERIA:
+            raise SuperresError(f"style loss: unknown criterion {criterion!r}; choose {', '.join(_CRITERIA)}")
+        self.layer_weights = [float(w) for w in layers.values()]
+        self.vgg = VGGFeatures(list(layers.keys()), weights_path)
+        self.criterion = _CRITERIA[criterion]()
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        sr_feats = self.vgg(sr.float())
+        with torch.no_grad():
+            hr_feats = self.vgg(hr.float())
+        total = sr.new_zeros((), dtype=torch.float32)
+        for weight, fs, fh in zip(self.layer_weights, sr_feats, hr_feats):
+            total = total + weight * self.criterion(gram_matrix(fs.float()), gram_matrix(fh.float()))
+        return total
+
+
+# --------------------------------------------------------------------------- adversarial loss
+ADVERSARIAL_KINDS: tuple[str, ...] = ("vanilla", "lsgan", "ragan", "hinge")
+
+
+class AdversarialLoss:
+    """GAN objectives on raw discriminator logits ``r = D(hr)`` and ``f = D(sr)`` (any shape, usually N x 1).
+
+    With ``sp(x) = log(1 + e^x)`` (so BCE-with-logits is ``sp(-x)`` for target 1 and ``sp(x)`` for
+    target 0) and ``E`` the mean over the batch:
+
+    =========  ==========================================  ============================================
+    kind       generator_loss(f, r)                        discriminator_loss(r, f)
+    =========  ==========================================  ============================================
+    vanilla    ``E sp(-f)`` (non-saturating, SRGAN)        ``(E sp(-r) + E sp(f)) / 2``
+    lsgan      ``E (f - 1)^2``                             ``(E (r - 1)^2 + E f^2) / 2``
+    ragan      ``(E sp(r - E f) + E sp(-(f - E r))) / 2``  ``(E sp(-(r - E f)) + E sp(f - E r)) / 2``
+    hinge      ``-E f``                                    ``(E max(0, 1 - r) + E max(0, 1 + f)) / 2``
+    =========  ==========================================  ============================================
+
+    ``ragan`` is ESRGAN's relativistic average GAN (Wang et al. 2018, eq. 1-2, after
+    Jolicoeur-Martineau 2018): the discriminator estimates whether a real image is more realistic
+    than the average fake one, and the generator gets gradient from both the fake and the real
+    terms. The two terms are averaged, as in ESRGAN's released code, so that its published weight
+    (5e-3) applies as is. The batch means inside it are not detached: the discriminator is trained
+    on the relativistic objective as written. Only ``ragan``'s generator loss needs ``real_logits``.
+    The trainer computes them with the discriminator frozen and passes them detached.
+
+    Discriminator losses are the mean of their real and fake halves for every kind. A discriminator
+    that cannot tell real from fake (all logits 0) then reports ``log 2 = 0.693`` (vanilla, ragan),
+    ``0.5`` (lsgan) or ``1`` (hinge). Adam is invariant to this constant factor, so it affects only
+    the logged value.
+    """
+
+    def __init__(self, kind: str = "vanilla") -> None:
+        if kind not in ADVERSARIAL_KINDS:
+            raise SuperresError(f"adversarial loss: unknown kind {kind!r}; choose {', '.join(ADVERSARIAL_KINDS)}")
+        self.kind = kind
+
+    @property
+    def needs_real_for_generator(self) -> bool:
+        """Whether :meth:`generator_loss` uses the real logits (only the relativistic kind does)."""
+        return self.kind == "ragan"
+
+    def generator_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The generator's loss: low when the discriminator takes ``fake_logits`` for real."""
+        f = fake_logits.float()
+        if self.kind == "vanilla":
+            return F.softplus(-f).mean()
+        if self.kind == "lsgan":
+            return (f - 1.0).pow(2).mean()
+        if self.kind == "hinge":
+            return -f.mean()
+        if real_logits is None:
+            raise ValueError("the ragan generator loss needs real_logits")
+        r = real_logits.float()
+        return 0.5 * (F.softplus(r - f.mean()).mean() + F.softplus(-(f - r.mean())).mean())
+
+    def discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """The discriminator's loss: low when real logits are high and fake logits low."""
+        r, f = real_logits.float(), fake_logits.float()
+        if self.kind == "vanilla":
+            return 0.5 * (F.softplus(-r).mean() + F.softplus(f).mean())
+        if self.kind == "lsgan":
+            return 0.5 * ((r - 1.0).pow(2).mean() + f.pow(2).mean())
+        if self.kind == "hinge":
+            return 0.5 * (F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean())
+        return 0.5 * (F.softplus(-(r - f.mean())).mean() + F.softplus(f - r.mean()).mean())
+
+    def __repr__(self) -> str:
+        return f"AdversarialLoss(kind={self.kind!r})"
+
+
 # --------------------------------------------------------------------------- combined loss
 # type -> (builder, keys it accepts besides "type" and "weight")
 _TERMS: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
@@ -267,7 +415,10 @@ _TERMS: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
     "mse": (MSELoss, ()),
     "charbonnier": (CharbonnierLoss, ("eps",)),
     "perceptual": (PerceptualLoss, ("layers", "criterion", "weights_path")),
+    "style": (GramStyleLoss, ("layers", "criterion", "weights_path")),
 }
+#: Terms that read VGG19 weights: ``build_loss(vgg_weights=...)`` fills their ``weights_path``.
+_VGG_TERMS = ("perceptual", "style")
 
 
 class CombinedLoss(nn.Module):
@@ -307,9 +458,9 @@ def build_loss(terms: Sequence[Mapping[str, Any]], *, vgg_weights: str | Path | 
     """Build the weighted loss from config terms, e.g.
     ``[{"type": "l1", "weight": 1.0}, {"type": "perceptual", "weight": 0.01, "layers": {"conv5_4": 1.0}}]``.
 
-    ``weight`` defaults to 1. ``vgg_weights`` (config ``loss.vgg_weights``) is the weights file for
-    perceptual terms that do not name their own ``weights_path``. An unknown ``type`` or key raises
-    :class:`SuperresError` naming it.
+    ``weight`` defaults to 1. ``vgg_weights`` is the weights file for perceptual and style terms that
+    do not name their own ``weights_path``. An unknown ``type`` or key raises :class:`SuperresError`
+    naming it; so does an ``adversarial`` term (take it out with :func:`split_adversarial`).
     """
     built: list[tuple[str, float, nn.Module]] = []
     seen: dict[str, int] = {}
@@ -317,15 +468,21 @@ def build_loss(terms: Sequence[Mapping[str, Any]], *, vgg_weights: str | Path | 
         if not isinstance(term, Mapping) or "type" not in term:
             raise SuperresError(f"loss term {i + 1}: expected a mapping with a 'type' key, got {term!r}")
         kind = term["type"]
+        if kind == "adversarial":
+            raise SuperresError(
+                f"loss term {i + 1} (adversarial): needs a discriminator, so it is not built here; "
+                "pass the terms through split_adversarial() first (the trainer does)"
+            )
         if kind not in _TERMS:
-            raise SuperresError(f"loss term {i + 1}: unknown type {kind!r}; known types: {', '.join(_TERMS)}")
+            known = ", ".join((*_TERMS, "adversarial"))
+            raise SuperresError(f"loss term {i + 1}: unknown type {kind!r}; known types: {known}")
         builder, accepted = _TERMS[kind]
         kwargs = {k: v for k, v in term.items() if k not in ("type", "weight")}
         for key in kwargs:
             if key not in accepted:
                 allowed = ", ".join(("type", "weight") + accepted)
                 raise SuperresError(f"loss term {i + 1} ({kind}): unknown key {key!r}; allowed keys: {allowed}")
-        if kind == "perceptual" and kwargs.get("weights_path") is None and vgg_weights is not None:
+        if kind in _VGG_TERMS and kwargs.get("weights_path") is None and vgg_weights is not None:
             kwargs["weights_path"] = vgg_weights
         try:
             weight = float(term.get("weight", 1.0))
@@ -339,3 +496,48 @@ def build_loss(terms: Sequence[Mapping[str, Any]], *, vgg_weights: str | Path | 
         name = kind if seen[kind] == 1 else f"{kind}#{seen[kind]}"
         built.append((name, weight, module))
     return CombinedLoss(built)
+
+
+def split_adversarial(
+    terms: Sequence[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], tuple[float, AdversarialLoss] | None]:
+    """Separate the config's loss list into the content terms (for :func:`build_loss`) and the
+    adversarial term, returned as ``(weight, AdversarialLoss(kind))``, or None when there is none.
+
+    The adversarial term takes the keys ``type``, ``weight`` and ``kind``, and ``weight`` must be
+    given: the default weight of 1 suits content terms but would swamp them here (typical values
+    are 1e-3 for SRGAN and 5e-3 for ESRGAN). At most one adversarial term is allowed, and at least
+    one content term must remain, because a generator trained only to fool the discriminator has no
+    reason to keep the image's content.
+    """
+    content: list[Mapping[str, Any]] = []
+    adversarial: tuple[float, AdversarialLoss] | None = None
+    for i, term in enumerate(terms):
+        if not isinstance(term, Mapping) or term.get("type") != "adversarial":
+            content.append(term)
+            continue
+        where = f"loss term {i + 1} (adversarial)"
+        if adversarial is not None:
+            raise SuperresError(f"{where}: only one adversarial term is allowed (there is one discriminator)")
+        unknown = [k for k in term if k not in ("type", "weight", "kind")]
+        if unknown:
+            raise SuperresError(f"{where}: unknown key {unknown[0]!r}; allowed keys: type, weight, kind")
+        if "weight" not in term:
+            raise SuperresError(f"{where}: give its weight explicitly (typically 1e-3 to 5e-3)")
+        if term.get("kind") not in ADVERSARIAL_KINDS:
+            got = f", got {term['kind']!r}" if "kind" in term else ""
+            raise SuperresError(f"{where}: 'kind' must be one of {', '.join(ADVERSARIAL_KINDS)}{got}")
+        weight = term["weight"]
+        if isinstance(weight, str):
+            try:
+                weight = float(weight)
+            except ValueError:
+                pass
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise SuperresError(f"{where}: weight must be a number > 0, got {term['weight']!r}")
+        adversarial = (float(weight), AdversarialLoss(str(term["kind"])))
+    if adversarial is not None and not content:
+        raise SuperresError(
+            "loss: an adversarial term needs at least one content term (l1, mse, charbonnier, perceptual, style)"
+        )
+    return content, adversarial

@@ -207,7 +207,7 @@ def test_round_trip_through_yaml(tmp_path):
     assert again == config
     # the saved file is plain YAML in schema order
     assert list(yaml.safe_load((tmp_path / "saved" / "config.yaml").read_text())) == [
-        "name", "model", "data", "loss", "optim", "schedule", "train", "out"
+        "name", "model", "data", "loss", "optim", "schedule", "train", "discriminator", "out"
     ]
 
 

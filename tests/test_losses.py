@@ -142,7 +142,7 @@ def test_safetensors_weights_file(tmp_path: Path, vgg_state: dict) -> None:
 
 
 def test_wrong_weights_files_are_user_errors(tmp_path: Path, vgg_state: dict) -> None:
-    with pytest.raises(SuperresError, match="loss.vgg_weights.*not found"):
+    with pytest.raises(SuperresError, match="weights_path: file not found"):
         VGGFeatures(["conv1_1"], weights_path=tmp_path / "missing.pth")
     partial = tmp_path / "partial.pth"
     torch.save({k: v for k, v in vgg_state.items() if k.startswith("features.0.")}, partial)
@@ -216,7 +216,7 @@ def test_offline_failure_names_file_url_and_option(tmp_path: Path, monkeypatch: 
     assert str(hub / "checkpoints" / "vgg19-dcbb9e9d.pth") in message
     assert "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
     assert "name resolution" in message
-    assert "loss.vgg_weights=PATH" in message
+    assert "loss.1.weights_path=PATH" in message
 
 
 # --------------------------------------------------------------------------- perceptual loss
@@ -282,3 +282,167 @@ def test_build_loss_errors(vgg_file: Path) -> None:
 
 def test_module_exports_torch_builtins() -> None:
     assert losses.L1Loss is torch.nn.L1Loss and losses.MSELoss is torch.nn.MSELoss
+
+
+# --------------------------------------------------------------------------- style loss
+def test_gram_matrix_by_hand() -> None:
+    from superres.losses import gram_matrix
+
+    # one image, C = 2 channels of H x W = 1 x 2: F = [[1, 2], [3, 4]]
+    features = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    # F F^T = [[1+4, 3+8], [3+8, 9+16]], divided by C*H*W = 4
+    expected = torch.tensor([[[5.0, 11.0], [11.0, 25.0]]]) / 4.0
+    torch.testing.assert_close(gram_matrix(features), expected, rtol=0, atol=0)
+    # batched: each image gets its own matrix
+    two = torch.cat([features, 2 * features])
+    torch.testing.assert_close(gram_matrix(two)[1], 4 * expected[0], rtol=0, atol=0)
+
+
+def test_style_loss_against_a_float64_reference(vgg_file: Path) -> None:
+    import numpy as np
+
+    from superres.losses import GramStyleLoss
+
+    loss = GramStyleLoss({"relu1_2": 1.0, "conv2_1": 0.5}, weights_path=vgg_file)
+    g = torch.Generator().manual_seed(6)
+    hr = torch.rand(2, 3, 12, 10, generator=g)
+    sr = (hr + 0.1 * torch.randn(hr.shape, generator=g)).clamp(0, 1).requires_grad_(True)
+    value = loss(sr, hr)
+
+    def gram64(f: torch.Tensor) -> np.ndarray:
+        a = f.detach().double().numpy()
+        n, c, h, w = a.shape
+        out = np.zeros((n, c, c))
+        for k in range(n):
+            flat = a[k].reshape(c, h * w)
+            for i in range(c):
+                for j in range(c):
+                    out[k, i, j] = np.sum(flat[i] * flat[j]) / (c * h * w)
+        return out
+
+    fs, fh = loss.vgg(sr.detach()), loss.vgg(hr)
+    expected = sum(w * np.mean(np.abs(gram64(a) - gram64(b))) for w, a, b in zip((1.0, 0.5), fs, fh))
+    assert value.item() == pytest.approx(expected, rel=1e-4)
+    assert loss(hr.clone(), hr).item() == 0.0
+    value.backward()
+    assert sr.grad is not None and sr.grad.abs().sum() > 0
+    assert all(not p.requires_grad for p in loss.parameters())
+
+
+def test_style_loss_default_layers_and_build_loss(vgg_file: Path) -> None:
+    from superres.losses import GramStyleLoss
+
+    default = GramStyleLoss(weights_path=vgg_file)
+    assert default.vgg.indices == [vgg19_layer_index(n) for n in ("relu1_2", "relu2_2", "relu3_4", "relu4_4")]
+    loss = build_loss([{"type": "l1"}, {"type": "style", "weight": 2.0, "layers": ["relu1_1"]}], vgg_weights=vgg_file)
+    assert isinstance(loss.terms[1], GramStyleLoss) and loss.terms[1].vgg.weights_file == vgg_file
+    hr = torch.rand(1, 3, 8, 8)
+    sr = hr * 0.5
+    total = loss(sr, hr)
+    parts = loss.last_values
+    assert total.item() == pytest.approx(parts["l1"] + 2.0 * parts["style"], rel=1e-6)
+    assert parts["style"] > 0
+    with pytest.raises(SuperresError, match=r"\(style\).*'layer'"):
+        build_loss([{"type": "style", "layer": "relu1_1", "weights_path": str(vgg_file)}])
+
+
+# --------------------------------------------------------------------------- adversarial loss
+def _sp(x: float) -> float:
+    """softplus, log(1 + e^x), written out for the hand-computed references."""
+    return math.log1p(math.exp(x))
+
+
+REAL = [1.0, -0.5]
+FAKE = [0.5, -2.0]
+
+
+def _hand_values() -> dict[str, tuple[float, float]]:
+    """(generator loss, discriminator loss) of every kind on REAL/FAKE, from the papers' formulas."""
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    mr, mf = mean(REAL), mean(FAKE)  # 0.25, -0.75
+    return {
+        # SRGAN, non-saturating: G = -E log sigmoid(f); D = -(E log sigmoid(r) + E log(1 - sigmoid(f))) / 2
+        "vanilla": (
+            mean([-math.log(1 / (1 + math.exp(-f))) for f in FAKE]),
+            (mean([-math.log(1 / (1 + math.exp(-r))) for r in REAL])
+             + mean([-math.log(1 - 1 / (1 + math.exp(-f))) for f in FAKE])) / 2,
+        ),
+        "lsgan": (mean([(f - 1) ** 2 for f in FAKE]), (mean([(r - 1) ** 2 for r in REAL]) + mean([f**2 for f in FAKE])) / 2),
+        # ESRGAN: D_Ra(a, b) = sigmoid(a - E b); G = -(E log(1 - D_Ra(r, f)) + E log D_Ra(f, r)) / 2
+        "ragan": (
+            (mean([_sp(r - mf) for r in REAL]) + mean([_sp(-(f - mr)) for f in FAKE])) / 2,
+            (mean([_sp(-(r - mf)) for r in REAL]) + mean([_sp(f - mr) for f in FAKE])) / 2,
+        ),
+        "hinge": (-mf, (mean([max(0.0, 1 - r) for r in REAL]) + mean([max(0.0, 1 + f) for f in FAKE])) / 2),
+    }
+
+
+@pytest.mark.parametrize("kind", ["vanilla", "lsgan", "ragan", "hinge"])
+def test_adversarial_losses_by_hand(kind: str) -> None:
+    from superres.losses import AdversarialLoss
+
+    g_expected, d_expected = _hand_values()[kind]
+    loss = AdversarialLoss(kind)
+    real, fake = torch.tensor(REAL).view(2, 1), torch.tensor(FAKE).view(2, 1)
+    assert loss.generator_loss(fake, real).item() == pytest.approx(g_expected, rel=1e-6)
+    assert loss.discriminator_loss(real, fake).item() == pytest.approx(d_expected, rel=1e-6)
+    assert loss.needs_real_for_generator == (kind == "ragan")
+
+
+@pytest.mark.parametrize("kind", ["vanilla", "lsgan", "ragan", "hinge"])
+def test_adversarial_gradients_point_the_right_way(kind: str) -> None:
+    """The generator gains by raising fake logits; the discriminator by raising real, lowering fake.
+
+    The logits lie between LSGAN's targets (0 for fake, 1 for real) and inside the hinge margins,
+    where every kind agrees on the direction.
+    """
+    from superres.losses import AdversarialLoss
+
+    loss = AdversarialLoss(kind)
+    real = torch.tensor([[0.3], [-0.2]], requires_grad=True)
+    fake = torch.tensor([[0.1], [0.4]], requires_grad=True)
+    loss.generator_loss(fake, real.detach()).backward()
+    assert (fake.grad < 0).all()
+    fake.grad = None
+    loss.discriminator_loss(real, fake).backward()
+    assert (real.grad < 0).all() and (fake.grad > 0).all()
+
+
+def test_adversarial_loss_at_chance_and_errors() -> None:
+    from superres.losses import AdversarialLoss
+
+    zeros = torch.zeros(4, 1)
+    chance = {"vanilla": math.log(2), "ragan": math.log(2), "lsgan": 0.5, "hinge": 1.0}
+    for kind, value in chance.items():
+        assert AdversarialLoss(kind).discriminator_loss(zeros, zeros).item() == pytest.approx(value)
+    with pytest.raises(ValueError, match="real_logits"):
+        AdversarialLoss("ragan").generator_loss(zeros)
+    with pytest.raises(SuperresError, match="wgan"):
+        AdversarialLoss("wgan")
+
+
+def test_split_adversarial_and_build_loss_refusal() -> None:
+    from superres.losses import AdversarialLoss, split_adversarial
+
+    terms = [{"type": "l1", "weight": 0.01}, {"type": "adversarial", "weight": "5e-3", "kind": "ragan"}]
+    content, adversarial = split_adversarial(terms)
+    assert content == [terms[0]]
+    assert adversarial is not None
+    weight, loss = adversarial
+    assert weight == 5e-3 and isinstance(loss, AdversarialLoss) and loss.kind == "ragan"
+    assert split_adversarial([{"type": "l1"}]) == ([{"type": "l1"}], None)
+
+    with pytest.raises(SuperresError, match=r"loss term 2 \(adversarial\).*split_adversarial"):
+        build_loss(terms)
+    with pytest.raises(SuperresError, match=r"term 2 \(adversarial\): give its weight"):
+        split_adversarial([{"type": "l1"}, {"type": "adversarial", "kind": "ragan"}])
+    with pytest.raises(SuperresError, match=r"'kind' must be one of vanilla, lsgan, ragan, hinge, got 'gan'"):
+        split_adversarial([{"type": "l1"}, {"type": "adversarial", "weight": 1e-3, "kind": "gan"}])
+    with pytest.raises(SuperresError, match="unknown key 'layers'"):
+        split_adversarial([{"type": "l1"}, {"type": "adversarial", "weight": 1e-3, "kind": "hinge", "layers": [1]}])
+    with pytest.raises(SuperresError, match="must be a number > 0"):
+        split_adversarial([{"type": "l1"}, {"type": "adversarial", "weight": 0, "kind": "hinge"}])
+    with pytest.raises(SuperresError, match="only one adversarial term"):
+        split_adversarial([{"type": "l1"}] + [{"type": "adversarial", "weight": 1e-3, "kind": "hinge"}] * 2)
+    with pytest.raises(SuperresError, match="at least one content term"):
+        split_adversarial([{"type": "adversarial", "weight": 1e-3, "kind": "vanilla"}])

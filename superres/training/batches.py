@@ -16,12 +16,17 @@ Under DDP each rank computes the slots :func:`superres.training.distributed.shar
 ranks together compute the same global batch that a single process would.
 
 Both datasets keep their images in RAM as integers and crop there. No iteration reads the disk.
+
+Two paths deliver these batches (:func:`training_batches`): a DataLoader over :class:`IterationItems`
+(host-side, optionally in worker processes), or, for 8-bit image folders, the device-resident path
+of :mod:`superres.training.device_data`, which keeps the images on the training device and cuts the
+same batches there (``data.device_resident``). Both give identical batches for each (seed, iteration).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from superres.config import DataConfig
 from superres.errors import SuperresError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from superres.training.device_data import DeviceBatches
 
 #: Mixed into the patch-order seed so that it never coincides with a dataset's own (seed, e, j) draws.
 _ORDER_TAG = 0x5EED
@@ -141,3 +149,21 @@ def batch_loader(
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(items.seed),
     )
+
+
+def training_batches(
+    items: IterationItems,
+    device_batches: DeviceBatches | None,
+    *,
+    start: int,
+    stop: int,
+    slots: Sequence[int],
+    workers: int,
+    pin_memory: bool,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(lr, hr)`` batches of iterations ``start..stop`` for ``slots``, from the device-resident
+    source when one was selected (:func:`superres.training.device_data.select_device_batches`), else
+    from :func:`batch_loader`. Both give the same batches; the first already on the device."""
+    if device_batches is not None:
+        return device_batches.batches(start, stop, slots)
+    return batch_loader(items, start=start, stop=stop, slots=slots, workers=workers, pin_memory=pin_memory)

@@ -8,10 +8,19 @@ clipping and the optimizer step, updates the EMA, then logs, validates and saves
 end (last iteration, or ``train.max_seconds`` of wall time) it validates, saves ``last.pt`` and
 exports the model.
 
+Adversarial training (a ``discriminator`` section plus one ``{type: adversarial}`` loss term) is
+the same loop. The adversarial term is taken out of the loss list (:func:`superres.losses.split_adversarial`)
+and handled by :class:`superres.training.gan.GANTraining`: the generator step adds
+``weight * G_adv`` computed through the frozen discriminator, then the discriminator takes its own
+step on real HR vs the detached SR. The discriminator's weights, optimizer and scaler go into
+``last.pt`` next to the generator's. ``model.init_from`` starts the generator from a model file
+(e.g. the PSNR-oriented SRResNet before SRGAN), see :func:`load_initial_weights`.
+
 A run folder holds::
 
     config.yaml          the resolved config (absolute paths); load_config() reads it back
-    last.pt              checkpoint for --resume (atomic; weights_only-loadable)
+    last.pt              checkpoint for --resume (atomic; weights_only-loadable); with a
+                         discriminator, also its weights and optimizer state
     model.safetensors    the final model (EMA weights when train.ema is set), with metadata
     best.safetensors     the best model by validation PSNR-Y (when data.val is set)
     metrics.csv          losses, learning rate, validation and bicubic scores
@@ -45,9 +54,11 @@ from torch import nn
 from superres.config import Config, config_to_dict, load_config, resolve_paths, save_config
 from superres.errors import SuperresError
 from superres.training import distributed
-from superres.training.batches import IterationItems, batch_loader, build_train_dataset
+from superres.training.batches import IterationItems, build_train_dataset, training_batches
+from superres.training.device_data import select_device_batches
 from superres.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from superres.training.ema import EMA
+from superres.training.gan import GANTraining
 from superres.training.logging import RunLog
 from superres.training.optim import build_optimizer, learning_rate, set_learning_rate
 from superres.training.validation import Validator, check_val_folder
@@ -147,20 +158,43 @@ class Trainer:
         dataset = build_train_dataset(config.data, scale=config.model.scale, in_channels=config.model.in_channels, seed=t.seed)
         self.items = IterationItems(dataset, batch_size=config.data.batch_size, seed=t.seed)
         self.slots = distributed.shard(config.data.batch_size, ctx)
+        # The same batches either way: images kept on the device, or a DataLoader (data.device_resident).
+        self.device_batches, data_note = select_device_batches(config.data, dataset, seed=t.seed, device=self.device)
+        notes.append(data_note)
 
-        # Model, EMA copy, loss, optimizer, gradient scaler.
-        from superres.losses import build_loss
+        # Model (optionally warm-started from a model file), EMA copy, loss, optimizer, gradient scaler.
+        from superres.losses import build_loss, split_adversarial
         from superres.models import build
 
         self.model: nn.Module = build(
             config.model.name, scale=config.model.scale, in_channels=config.model.in_channels, **config.model.options
         ).to(self.device)
+        if config.model.init_from is not None and checkpoint is None:
+            load_initial_weights(self.model, config.model.init_from, arch=config.model.name)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, t.ema) if t.ema is not None else None
-        self.loss_fn = build_loss(config.loss).to(self.device)
+        content_terms, adversarial = split_adversarial(config.loss)
+        self.loss_fn = build_loss(content_terms).to(self.device)
         self.optimizer = build_optimizer(config.optim, self.model.parameters(), self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and t.amp == "fp16")
+
+        # Adversarial training: the discriminator side (built after the generator, whose initial
+        # weights therefore do not depend on whether a discriminator is configured).
+        self.gan: GANTraining | None = None
+        if config.discriminator is not None:
+            if adversarial is None:
+                raise SuperresError("discriminator: is set but the loss has no adversarial term")
+            self.gan = GANTraining(
+                config,
+                adversarial,
+                ctx=ctx,
+                autocast=self._autocast,
+                channels_last=self.channels_last,
+                fp16_scaler=self.scaler.is_enabled(),
+            )
+        elif adversarial is not None:
+            raise SuperresError("loss: an adversarial term needs a 'discriminator' section")
 
         # Progress state (restored from the checkpoint when resuming).
         self.iteration = 0
@@ -201,8 +235,9 @@ class Trainer:
     def run(self) -> Path:
         t = self.config.train
         total = t.iterations
-        loader = batch_loader(
+        loader = training_batches(
             self.items,
+            self.device_batches,
             start=self.iteration + 1,
             stop=total,
             slots=self.slots,
@@ -234,6 +269,8 @@ class Trainer:
             i = self.iteration
             lr = learning_rate(self.config.optim, self.config.schedule, i - 1, total, time_fraction)
             set_learning_rate(self.optimizer, lr)
+            if self.gan is not None:
+                self.gan.set_learning_rate(i - 1, total, time_fraction)
             loss = self._step(lr_batch, hr_batch)
             self.window["loss_sum"] += loss.detach()
             self.window["count"] += 1
@@ -269,21 +306,25 @@ class Trainer:
         self.ctx.barrier()
         return model_path
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """A fresh autocast context for the configured AMP dtype (a null context without AMP)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
     def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on this rank's shard; returns the (detached) loss."""
+        """One optimizer step on this rank's shard (then the discriminator's, in a GAN run);
+        returns the (detached) generator loss."""
         t = self.config.train
         lr_batch = lr_batch.to(self.device, non_blocking=True)
         hr_batch = hr_batch.to(self.device, non_blocking=True)
         if self.channels_last:
             lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with self._autocast():
             sr = self.step_model(lr_batch)
         loss = self.loss_fn(sr.float(), hr_batch)  # losses in float32 whatever the autocast dtype
+        if self.gan is not None and self.gan.active(self.iteration):
+            loss = loss + self.gan.generator_loss(sr, hr_batch)  # through the frozen discriminator
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if t.grad_clip is not None:
@@ -293,6 +334,8 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model)
+        if self.gan is not None:
+            self.gan.discriminator_step(sr, hr_batch)  # real HR vs this iteration's SR, detached
         return loss.detach()
 
     # ----------------------------------------------------------------- logging, validation
@@ -307,8 +350,13 @@ class Trainer:
             )
         values = {"elapsed_s": round(self.elapsed, 3), "lr": lr, "loss": mean}
         values.update({f"loss_{k}": v for k, v in self.loss_fn.last_values.items()})
+        postfix = {"loss": f"{mean:.4g}", "lr": f"{lr:.2e}"}
+        if self.gan is not None:
+            values.update(self.gan.log_values())
+            if "d_loss" in values:
+                postfix["d_loss"] = f"{values['d_loss']:.4g}"
         self.log.record(self.iteration, values)
-        self.log.set_postfix({"loss": f"{mean:.4g}", "lr": f"{lr:.2e}"})
+        self.log.set_postfix(postfix)
 
     def _eval_model(self) -> nn.Module:
         """The model that is validated and exported: the EMA copy when enabled."""
@@ -363,16 +411,27 @@ class Trainer:
             "best": self.best,
             "last_scores": self.last_scores,
             "window": {"loss_sum": float(self.window["loss_sum"]), "count": int(self.window["count"])},
+            "gan": self.gan.state_dict() if self.gan is not None else None,
             "config": config_to_dict(self.config),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        saved_model = state["config"]["model"]
-        if saved_model != config_to_dict(self.config)["model"]:
+        # init_from only matters when a run starts, so it may differ (or move) on resume.
+        saved_model = {k: v for k, v in state["config"]["model"].items() if k != "init_from"}
+        current_model = {k: v for k, v in config_to_dict(self.config)["model"].items() if k != "init_from"}
+        if saved_model != current_model:
             raise SuperresError(
                 f"{self.checkpoint_path}: was trained with model {saved_model}, "
-                f"not {config_to_dict(self.config)['model']}; resume with the same model settings"
+                f"not {current_model}; resume with the same model settings"
             )
+        saved_gan = state.get("gan")
+        if (saved_gan is None) != (self.gan is None):
+            raise SuperresError(
+                f"{self.checkpoint_path}: was trained {'with' if saved_gan is not None else 'without'} a discriminator; "
+                "resume with the same 'discriminator' section (start a new run to add or remove one)"
+            )
+        if self.gan is not None:
+            self.gan.load_state_dict(saved_gan, source=str(self.checkpoint_path))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
@@ -429,6 +488,49 @@ class Trainer:
             gain = self.last_scores["psnr_y"] - self.validator.bicubic["psnr_y"]
             text += f"; PSNR-Y {self.last_scores['psnr_y']:.2f} dB ({gain:+.2f} over bicubic)"
         return text
+
+
+def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> None:
+    """Load the weights of model file ``path`` (``model.init_from``) into ``model``, a fresh ``arch``.
+
+    The file must hold the same architecture: its ``arch`` must equal ``arch``, and its tensors must
+    match ``model``'s keys and shapes exactly (a strict load). A file for a different width, depth,
+    scale or channel count is refused with the first key that differs. This is a warm start, such as
+    SRGAN starting from its PSNR-oriented SRResNet. Only the weights are taken. The optimizer, the
+    schedule and the iteration count start afresh.
+    """
+    from safetensors.torch import load_file
+
+    from superres.modelfile import read_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise SuperresError(
+            f"model.init_from: {path}: model file not found (train the model it names first, "
+            "or set model.init_from: null for a random init)"
+        )
+    try:
+        meta = read_metadata(path)
+    except SuperresError as exc:
+        raise SuperresError(f"model.init_from: {exc}") from None
+    if meta["arch"] != arch:
+        raise SuperresError(f"model.init_from: {path} holds a {meta['arch']!r} model but model.name is {arch!r}")
+    state = load_file(str(path), device="cpu")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            detail = f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        else:
+            detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise SuperresError(
+            f"model.init_from: {path} ({meta['arch']} {meta['args']}) does not fit the configured model "
+            f"({detail}); model.options, scale and in_channels must match the file's"
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def _contiguous_copy(model: nn.Module) -> nn.Module:

@@ -1,0 +1,368 @@
+"""Training throughput in patches per second: device-resident data next to the DataLoader path.
+
+Usage (from the repository root)::
+
+    python benchmarks/train_throughput.py                                  # GPU defaults, ../shared/data/train
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/train_throughput.py --threads 1 \\
+        --batch 4 --patch 48 --iters 8 --warmup 2 --paths device,loader0   # a small CPU run
+
+What is measured. Each row is a real ``superres.training.train`` run (the trainer's own step:
+forward, L1 loss, backward, optimizer, and the batch of each iteration made by the data path under
+test), timed from the end of iteration ``warmup`` to the end of iteration ``warmup + iters`` through
+the trainer's per-iteration callback (on CUDA after a device synchronisation at both ends, so queued
+kernels are counted). Start-up (reading the images, building the model) and the final save/export
+fall outside that window. Rows:
+
+* models ``edsr-baseline``, ``enhanced`` and ``espcn`` (3-channel), at ``--scale``, random init;
+* data paths ``device`` (``data.device_resident: true``: the images stay on the training device and
+  each batch is cut there), ``loader0`` (the DataLoader path in the training process,
+  ``data.workers: 0``) and ``loaderN`` (the DataLoader with N worker processes);
+* a data-only figure per path: the same batches made and moved to the device, without a model.
+
+Both paths give identical batches (``tests/test_device_data.py``), so the rows differ in speed only.
+On CUDA the defaults are bf16 autocast and channels_last (``--amp``, ``--channels-last``);
+``--compile`` adds ``torch.compile`` (its compilation falls in the warm-up). ``--profile-iters N``
+(CUDA) then profiles N more iterations with ``torch.profiler`` and reports the share of wall time
+in which some GPU kernel or copy runs ("GPU busy"). cuDNN picks its fastest kernels
+(``train.deterministic: false``) unless ``--deterministic`` is given.
+
+Images come from ``--data`` (folders or files; default ``../shared/data/train``); folders of
+lossless WebP made by ``benchmarks/gpu_time_to_quality.py pack`` are unpacked to a temporary folder
+first. Output: a Markdown table on stdout (and ``--markdown``), the full figures as JSON (``--json``).
+``patches/s`` and ``ms/iteration`` come from the whole synchronised window (the figures to quote);
+``median ms/iteration`` is the median of single iterations on the host clock, which shrugs off
+bursts of other processes on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "train"
+DEFAULT_MODELS = "edsr-baseline,enhanced,espcn"
+
+
+# --------------------------------------------------------------------------- helpers
+def resolve_data(sources: list[str], workdir: Path) -> list[str]:
+    """The training sources, with packed (WebP) folders unpacked into ``workdir`` first."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_time_to_quality import is_packed, unpack
+
+    out = []
+    for i, source in enumerate(sources):
+        path = Path(source)
+        if path.is_dir() and is_packed(path):
+            out.append(str(unpack(path, workdir / f"data{i}")))
+        else:
+            out.append(str(path))
+    return out
+
+
+def cuda_sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gpu_busy_share(prof: Any, wall_s: float) -> float:
+    """Share of ``wall_s`` covered by at least one GPU event (kernels, copies, memsets) of ``prof``:
+    the union of their time intervals, so kernels running side by side are not counted twice."""
+    from torch.autograd import DeviceType
+
+    intervals = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start
+    )
+    if not intervals:
+        raise RuntimeError("the profiler recorded no CUDA events")
+    busy, cur_start, cur_end = 0.0, intervals[0][0], intervals[0][1]
+    for start, end in intervals[1:]:
+        if start > cur_end:
+            busy += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    busy += cur_end - cur_start
+    return busy / 1e6 / wall_s  # event times are in microseconds
+
+
+class Window:
+    """Trainer callback: times iterations ``warmup+1 .. warmup+iters``, then profiles ``profile`` more."""
+
+    def __init__(self, device: torch.device, warmup: int, iters: int, profile: int) -> None:
+        self.device, self.warmup, self.iters, self.profile = device, warmup, iters, profile
+        self.t0 = self.t1 = self.p0 = 0.0
+        self.stamps: list[float] = []  # end of each timed iteration (host clock)
+        self.prof: Any = None
+        self.busy: float | None = None
+        self.busy_error: str | None = None
+
+    def __call__(self, iteration: int, model: torch.nn.Module) -> None:
+        if iteration == self.warmup:
+            cuda_sync(self.device)
+            self.t0 = time.perf_counter()
+            self.stamps = [self.t0]
+        elif self.warmup < iteration < self.warmup + self.iters:
+            self.stamps.append(time.perf_counter())
+        if iteration == self.warmup + self.iters:
+            cuda_sync(self.device)
+            self.t1 = time.perf_counter()
+            self.stamps.append(self.t1)
+            if self.profile:
+                self._start_profile()
+        if self.profile and iteration == self.warmup + self.iters + self.profile and self.prof is not None:
+            self._stop_profile()
+
+    def _start_profile(self) -> None:
+        try:
+            from torch.profiler import ProfilerActivity, profile
+
+            self.prof = profile(activities=[ProfilerActivity.CUDA])
+            self.prof.__enter__()
+            self.p0 = time.perf_counter()
+        except Exception as exc:  # the profiler is optional: report why it is missing
+            self.prof, self.busy_error = None, f"{type(exc).__name__}: {exc}"
+
+    def _stop_profile(self) -> None:
+        cuda_sync(self.device)
+        wall = time.perf_counter() - self.p0
+        try:
+            self.prof.__exit__(None, None, None)
+            self.busy = gpu_busy_share(self.prof, wall)
+        except Exception as exc:
+            self.busy_error = f"{type(exc).__name__}: {exc}"
+
+    @property
+    def seconds(self) -> float:
+        return self.t1 - self.t0
+
+    @property
+    def median_seconds(self) -> float:
+        """Median time of one iteration: robust to other processes' bursts on a shared machine.
+        (On CUDA the host runs ahead of the GPU by at most a few iterations, so in steady state this
+        is the GPU's pace too; the synchronised mean is the figure to trust there.)"""
+        import statistics
+
+        return statistics.median(b - a for a, b in zip(self.stamps, self.stamps[1:]))
+
+
+def parse_path(name: str) -> tuple[bool, int]:
+    """``device`` -> (True, 0); ``loaderN`` -> (False, N)."""
+    if name == "device":
+        return True, 0
+    if name.startswith("loader") and name[6:].isdigit():
+        return False, int(name[6:])
+    raise SystemExit(f"--paths: unknown data path {name!r} (use device, loader0, loader2, ...)")
+
+
+def base_config(args: argparse.Namespace, data: list[str], model: str, path: str) -> Any:
+    from superres.config import config_from_dict
+
+    resident, workers = parse_path(path)
+    total = args.warmup + args.iters + (args.profile_iters if args.cuda else 0)
+    raw = {
+        "name": f"throughput-{model}-{path}",
+        "model": {"name": model, "scale": args.scale, "in_channels": 3, "options": json.loads(args.options)},
+        "data": {"train": data, "patch_size": args.patch, "batch_size": args.batch, "augment": True,
+                 "val": None, "workers": workers, "device_resident": resident},
+        "loss": [{"type": "l1", "weight": 1.0}],
+        "optim": {"name": "adam", "lr": 2e-4},
+        "schedule": {"name": "constant", "warmup": 0},
+        "train": {"iterations": total, "save_every": total, "log_every": total, "val_every": total,
+                  "ema": args.ema, "amp": args.amp_resolved, "channels_last": args.channels_last_resolved,
+                  "compile": args.compile, "seed": 0, "device": args.device, "deterministic": args.deterministic},
+    }
+    return config_from_dict(raw, source="train_throughput")
+
+
+def measure_training(args: argparse.Namespace, data: list[str], model: str, path: str, workdir: Path) -> dict[str, Any]:
+    """One row: a short training run of ``model`` on data path ``path``, timed by :class:`Window`."""
+    from superres.training import train
+
+    config = base_config(args, data, model, path)
+    window = Window(args.torch_device, args.warmup, args.iters, args.profile_iters if args.cuda else 0)
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(log) if not args.verbose else contextlib.nullcontext():
+            model_file = train(config, run_dir=workdir / f"{model}-{path}", callback=window)
+    except BaseException:
+        sys.stderr.write(log.getvalue())
+        raise
+    chosen = [line for line in log.getvalue().splitlines() if "data path:" in line]
+    from superres.modelfile import load_model
+    from superres.models.complexity import count_parameters
+
+    params = count_parameters(load_model(model_file))
+    patches = args.iters * args.batch
+    row = {
+        "model": model,
+        "params": params,
+        "path": path,
+        "data_path_logged": chosen[0].split("data path: ", 1)[1] if chosen else None,
+        "iterations_timed": args.iters,
+        "seconds": round(window.seconds, 4),
+        "patches_per_s": round(patches / window.seconds, 2),
+        "ms_per_iteration": round(1000 * window.seconds / args.iters, 2),
+        "patches_per_s_median": round(args.batch / window.median_seconds, 2),
+        "ms_per_iteration_median": round(1000 * window.median_seconds, 2),
+    }
+    if args.cuda and args.profile_iters:
+        row["gpu_busy"] = None if window.busy is None else round(window.busy, 4)
+        if window.busy_error:
+            row["gpu_busy_error"] = window.busy_error
+    return row
+
+
+def measure_data_only(args: argparse.Namespace, data: list[str], path: str) -> dict[str, Any]:
+    """Batches per second of a data path alone (made, on the device, synchronised), no model."""
+    from superres.training.batches import IterationItems, build_train_dataset, training_batches
+    from superres.training.device_data import DeviceBatches
+
+    config = base_config(args, data, "espcn", path)
+    resident, workers = parse_path(path)
+    dataset = build_train_dataset(config.data, scale=args.scale, in_channels=3, seed=0)
+    items = IterationItems(dataset, batch_size=args.batch, seed=0)
+    device_batches = DeviceBatches(dataset, seed=0, device=args.torch_device) if resident else None
+    n = args.warmup + args.iters
+    batches = training_batches(items, device_batches, start=1, stop=n, slots=range(args.batch), workers=workers,
+                               pin_memory=args.cuda)
+    t0 = 0.0
+    for i, (lr, hr) in enumerate(batches, start=1):
+        lr = lr.to(args.torch_device, non_blocking=True)
+        hr = hr.to(args.torch_device, non_blocking=True)
+        if i == args.warmup:
+            cuda_sync(args.torch_device)
+            t0 = time.perf_counter()
+    cuda_sync(args.torch_device)
+    seconds = time.perf_counter() - t0
+    del batches
+    return {"path": path, "patches_per_s": round(args.iters * args.batch / seconds, 2),
+            "ms_per_batch": round(1000 * seconds / args.iters, 3)}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The table: one row per (model, path), with the ratio to the DataLoader path without workers."""
+    rows = results["training"]
+    base = {r["model"]: r["patches_per_s"] for r in rows if r["path"] == "loader0"}
+    gpu = any("gpu_busy" in r for r in rows)
+    head = ("| model | params | data path | patches/s | ms/iteration | vs loader0 | median ms/iteration |"
+            + (" GPU busy |" if gpu else ""))
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        ratio = f"{r['patches_per_s'] / base[r['model']]:.2f}x" if r["model"] in base else "-"
+        line = (f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['path']} | {r['patches_per_s']:.1f} | "
+                f"{r['ms_per_iteration']:.1f} | {ratio} | {r['ms_per_iteration_median']:.1f} |")
+        if gpu:
+            line += f" {r['gpu_busy']:.0%} |" if r.get("gpu_busy") is not None else " - |"
+        lines.append(line)
+    lines += ["", "| data path alone | patches/s | ms/batch |", "|---|---|---|"]
+    lines += [f"| {d['path']} | {d['patches_per_s']:.1f} | {d['ms_per_batch']:.2f} |" for d in results["data_only"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: str, text: str) -> None:
+    from superres.io import atomic_write
+
+    with atomic_write(Path(path)) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", default=[str(DEFAULT_DATA)], help="training image folders/files (or packed WebP folders)")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated registry names (default {DEFAULT_MODELS})")
+    parser.add_argument("--options", default="{}", help="JSON model options applied to every model (e.g. for one tiny model)")
+    parser.add_argument("--paths", default="device,loader0,loader2", help="comma-separated: device, loader0, loaderN")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=96, help="HR patch side")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=50, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first (compilation, cuDNN autotune)")
+    parser.add_argument("--profile-iters", type=int, default=10, help="CUDA: profiled iterations after the timed ones (0: none)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--amp", default="auto", choices=("auto", "none", "bf16", "fp16"), help="auto: bf16 on CUDA")
+    parser.add_argument("--channels-last", default="auto", choices=("auto", "true", "false"))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    parser.add_argument("--ema", type=float, default=None, help="EMA decay (default: none)")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic kernels (default: fastest)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--json", default=None, help="write the figures here as JSON")
+    parser.add_argument("--markdown", default=None, help="write the table here")
+    parser.add_argument("--verbose", action="store_true", help="show the trainer's progress output")
+    args = parser.parse_args(argv)
+    if args.iters < 1 or args.warmup < 1:
+        parser.error("--iters and --warmup must be >= 1")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from superres.training.distributed import pick_device
+
+    args.torch_device = pick_device(args.device)
+    args.cuda = args.torch_device.type == "cuda"
+    args.amp_resolved = ("bf16" if args.cuda else "none") if args.amp == "auto" else args.amp
+    args.channels_last_resolved = {"auto": "auto", "true": True, "false": False}[args.channels_last]
+    models = [m for m in args.models.split(",") if m]
+    paths = [p for p in args.paths.split(",") if p]
+    for p in paths:
+        parse_path(p)
+
+    with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
+        workdir = Path(tmp)
+        data = resolve_data(args.data, workdir)
+        from superres.training.batches import build_train_dataset
+        from superres.training.device_data import image_bytes
+
+        probe = build_train_dataset(base_config(args, data, models[0], paths[0]).data, scale=args.scale, in_channels=3, seed=0)
+        context = {
+            "device": torch.cuda.get_device_name(args.torch_device) if args.cuda else f"{platform.processor() or platform.machine()} CPU",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_cores": os.cpu_count(),
+            "batch": args.batch, "patch": args.patch, "scale": args.scale,
+            "iters": args.iters, "warmup": args.warmup,
+            "amp": args.amp_resolved, "channels_last": args.channels_last_resolved if args.cuda else False,
+            "compile": args.compile, "ema": args.ema, "deterministic": args.deterministic,
+            "data": [str(d) for d in args.data],
+            "images": len(probe.paths), "image_mib": round(image_bytes(probe) / 2**20, 1),
+        }
+        del probe
+        print(f"# training throughput on {context['device']} ({context['threads']} thread(s)), batch {args.batch}, "
+              f"patch {args.patch}, x{args.scale}", flush=True)
+        results: dict[str, Any] = {"context": context, "data_only": [], "training": []}
+        for path in paths:
+            results["data_only"].append(measure_data_only(args, data, path))
+            print(f"data only {path}: {results['data_only'][-1]}", flush=True)
+        for model in models:
+            for path in paths:
+                results["training"].append(measure_training(args, data, model, path, workdir))
+                print(f"{model} {path}: {results['training'][-1]}", flush=True)
+
+    table = markdown(results)
+    print()
+    print(table, end="")
+    if args.markdown:
+        write_atomic(args.markdown, table)
+    if args.json:
+        write_atomic(args.json, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
