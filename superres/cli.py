@@ -282,6 +282,91 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_models)
 
 
+# --------------------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from superres.export import export_onnx
+
+    result = export_onnx(args.model, Path(args.out), opset=args.opset, check_image=args.check_image)
+    print(result.summary())
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX (dynamic batch/height/width), verified with onnxruntime",
+        description=(
+            "Export a shipped model or model file to ONNX with dynamic batch, height and width and the model's "
+            "metadata (arch, scale, in_channels, value range) in metadata_props. The file is checked with "
+            "onnxruntime against PyTorch on a random input and a real photo (max |diff| < 1e-4, printed) before "
+            "it is written. Run it with `superres upscale --backend onnx --model FILE.onnx`."
+        ),
+    )
+    p.add_argument("model", help="shipped model name or model file (.safetensors)")
+    p.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (default 17; >= 11)")
+    p.add_argument("--check-image", default=None, metavar="IMAGE",
+                   help="LR image for the agreement check (default: scikit-image's astronaut photo)")
+    p.set_defaults(func=_cmd_export)
+
+
+# --------------------------------------------------------------------------- benchmark
+def _benchmark_command(args: argparse.Namespace) -> str:
+    """The full command line equivalent to ``args`` (defaults spelled out), recorded with the table."""
+    parts = ["superres benchmark", "--sets", *args.sets, "--scales", *map(str, args.scales)]
+    if args.models:
+        parts += ["--models", *args.models]
+    parts += ["--peers" if args.peers else "--no-peers", "--data-root", args.data_root]
+    if args.peers_dir is not None:
+        parts += ["--peers-dir", args.peers_dir]
+    parts += ["--threads", str(args.threads), "--backend", args.backend, "--out", args.out]
+    return " ".join(parts)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from superres.benchmark import run_benchmark
+
+    doc = run_benchmark(
+        sets=args.sets,
+        scales=args.scales,
+        models=args.models,
+        peers=args.peers,
+        data_root=Path(args.data_root),
+        peers_dir=None if args.peers_dir is None else Path(args.peers_dir),
+        out=Path(args.out),
+        threads=args.threads,
+        backend=args.backend,
+        command=_benchmark_command(args),
+        progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )
+    print(f"{len(doc['rows'])} rows written to {Path(args.out) / 'benchmark.md'} and {Path(args.out) / 'benchmark.json'}")
+    return 0
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="score shipped models, bicubic and peer models on test sets (quality, params, FLOPs, CPU time)",
+        description=(
+            "Score every shipped model, any --models given, bicubic and (with --peers) the peer models found in "
+            "the peers folder on each set and scale under the paper protocol, with parameters, FLOPs for a "
+            "512x512 output and CPU time per output megapixel at a fixed thread count. Writes DIR/benchmark.md "
+            "and DIR/benchmark.json."
+        ),
+    )
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14"], metavar="SET", help="set folders under --data-root (default: Set5 Set14)")
+    p.add_argument("--scales", nargs="+", type=_scale, default=[2, 3, 4], metavar="S", help="scales (default: 2 3 4)")
+    p.add_argument("--models", nargs="*", default=[], metavar="MODEL", help="extra model files or shipped names")
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="include the peer models (default: yes)")
+    p.add_argument("--data-root", default="../shared/data", help="folder holding the sets (default: ../shared/data)")
+    p.add_argument("--peers-dir", default=None, help="folder with the peer weights (default: DATA_ROOT/../peers)")
+    p.add_argument("--out", default="benchmark-out", help="output folder (default: ./benchmark-out)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for every method (default 1)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for our models")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_benchmark)
+
+
 _ADDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_eval,
     _add_data,
@@ -289,6 +374,8 @@ _ADDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_upscale,
     _add_demo,
     _add_models,
+    _add_export,
+    _add_benchmark,
 )
 
 

@@ -31,7 +31,7 @@ from superres.io import list_images, read_array, to_float, to_integer
 from superres.metrics import PSNR_CAP_DB, mean_psnr, score
 from superres.resize import imresize, modcrop
 
-__all__ = ["SUPPORTED_SCALES", "PROTOCOL", "evaluate", "format_report"]
+__all__ = ["SUPPORTED_SCALES", "PROTOCOL", "evaluate", "format_report", "make_upscaler"]
 
 #: Scales a benchmark can be scored at (8 only makes sense where a model supports it).
 SUPPORTED_SCALES = (2, 3, 4, 8)
@@ -63,12 +63,16 @@ def _bicubic(scale: int) -> _Upscaler:
 
 def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str) -> _Upscaler:
     """A loaded model as an upscaler of file samples: LR as read in, SR rounded to the HR's bit depth out."""
-    if backend != "torch":
-        raise SuperresError(f"--backend {backend}: eval supports the torch backend only")
     from superres.inference import upscale
-    from superres.modelfile import load_model
 
-    net = load_model(model, device=device)
+    if backend == "torch":
+        from superres.modelfile import load_model
+
+        net = load_model(model, device=device)
+    else:  # onnx (an .onnx file, or a model exported on the fly); unknown backends are refused there
+        from superres.inference import load_for_backend
+
+        net = load_for_backend(model, backend=backend, device=device)
     model_scale = getattr(net, "scale", None)
     if model_scale is not None and int(model_scale) != scale:
         raise SuperresError(f"--model {model}: the model upscales x{model_scale}, not x{scale}")
@@ -84,6 +88,13 @@ def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str
     return run
 
 
+def make_upscaler(model: str, scale: int, *, device: str = "cpu", tile: int = 0, backend: str = "torch") -> _Upscaler:
+    """The function :func:`evaluate` runs on each LR (``(lr_samples, hr_bit_depth) -> sr_samples``):
+    bicubic for ``"bicubic"``, else the loaded model (``backend`` "torch" or "onnx"). Public so that
+    callers that time or wrap the upscaling (``superres benchmark``) score exactly what eval scores."""
+    return _bicubic(scale) if model == "bicubic" else _model_upscaler(model, scale, device, tile, backend)
+
+
 def _find_lr(lr_index: dict[str, Path], stem: str, scale: int) -> Path | None:
     return lr_index.get(stem) or lr_index.get(f"{stem}x{scale}")
 
@@ -96,8 +107,12 @@ def evaluate(
     device: str = "cpu",
     tile: int = 0,
     backend: str = "torch",
+    upscaler: _Upscaler | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` ("bicubic", a shipped model name or a model file) on the benchmark folder ``data``.
+
+    ``upscaler`` (``(lr_samples, hr_bit_depth) -> sr_samples``) replaces the one made from ``model``,
+    which is then only the report's label: peers and timed wrappers are scored by the same code.
 
     Returns a JSON-serialisable report::
 
@@ -133,7 +148,8 @@ def evaluate(
     else:
         lr_source = f"generated: MATLAB-bicubic imresize(HR_crop, 1/{s}) (no LR_bicubic/X{s} folder)"
 
-    upscaler = _bicubic(s) if model == "bicubic" else _model_upscaler(model, s, device, tile, backend)
+    if upscaler is None:
+        upscaler = make_upscaler(model, s, device=device, tile=tile, backend=backend)
 
     images: list[dict[str, Any]] = []
     for hr_path in hr_paths:

@@ -45,6 +45,15 @@ Memory: the output canvas lives on the device of the input tensor (:func:`upscal
 CPU tensor) and only one tile (``(tile + 2 * tile_overlap)^2`` input pixels, times the batch) is on
 the model's device at a time, so device memory is bounded by the tile size, not by the image size.
 
+Backends
+--------
+``torch`` runs an ``nn.Module``; ``onnx`` runs an exported file (``superres export``) through
+onnxruntime on the CPU as a :class:`superres.export.OnnxModel`. Both go through the same
+:func:`upscale_tensor`: only the per-tile model call (:func:`_tile_call`) differs, so tiling,
+blending and the channel handling below are identical (tested to 1e-4). :func:`load_for_backend`
+turns a ``--model`` value into either; for ``onnx`` a shipped name or ``.safetensors`` file is
+exported on the fly to a temporary file, verified, and loaded.
+
 Channels
 --------
 :func:`upscale` matches the image to the model: equal channel counts run directly; a 1-channel
@@ -64,7 +73,7 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -74,7 +83,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from superres.export import OnnxModel
     from superres.io import Image
+
+    #: What the functions below run: a torch module, or an exported file run by onnxruntime.
+    Model = nn.Module | OnnxModel
 
 __all__ = [
     "upscale_tensor",
@@ -85,7 +98,12 @@ __all__ = [
     "axis_weights",
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
+    "BACKENDS",
+    "load_for_backend",
 ]
+
+#: Inference backends: PyTorch, or onnxruntime on an exported graph (``superres export``).
+BACKENDS = ("torch", "onnx")
 
 #: BT.601 studio-swing chroma rows for R, G, B in [0, 1] (ITU-R BT.601, as MATLAB ``rgb2ycbcr``):
 #: Cb = 128 + row . RGB, Cr = 128 + row . RGB, both in 16..240. The luma row is taken from
@@ -126,7 +144,13 @@ def resolve_device(device: "str | torch.device") -> "torch.device":
     return dev
 
 
-def _model_device(model: "nn.Module", fallback: "torch.device") -> "torch.device":
+def _model_device(model: "Model", fallback: "torch.device") -> "torch.device":
+    from torch import nn
+
+    if not isinstance(model, nn.Module):  # an OnnxModel: onnxruntime's CPU provider
+        import torch
+
+        return torch.device("cpu")
     for p in model.parameters():
         return p.device
     for b in model.buffers():
@@ -199,8 +223,38 @@ def _model_scale(model: "nn.Module", in_shape: Sequence[int], out_shape: Sequenc
 
 
 # --------------------------------------------------------------------------- tensors
+def _tile_call(model: "Model", fallback: "torch.device", half: bool) -> "Callable[[torch.Tensor], torch.Tensor]":
+    """The one per-tile model call both backends share: input part -> float32 output.
+
+    A torch module runs on the device of its parameters (under float16 autocast for ``half``); an
+    :class:`~superres.export.OnnxModel` runs the part through onnxruntime on the CPU. Everything
+    around it (the tile grid, the context, the blending) is :func:`upscale_tensor`'s, so the two
+    backends cannot tile differently.
+    """
+    import torch
+    from torch import nn
+
+    device = _model_device(model, fallback)
+    _check_half(half, device)
+    if not isinstance(model, nn.Module):
+        return lambda part: model(part).float()
+    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if half else nullcontext()
+    # On the CPU the tile goes in as channels_last (NHWC): oneDNN then runs the convolutions in its
+    # blocked NHWC kernels, 20-25% faster for the residual models (enhanced, baseline) and neutral for
+    # the tiny Y models, with results equal to 1e-6 (docs/BENCHMARKS.md, "CPU inference speed"). Only
+    # the input is converted, so the caller's model is not modified.
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+    def run(part: "torch.Tensor") -> "torch.Tensor":
+        with autocast:
+            part = part.to(device=device, dtype=torch.float32, non_blocking=True)
+            return model(part.contiguous(memory_format=layout)).float()
+
+    return run
+
+
 def upscale_tensor(
-    model: "nn.Module",
+    model: "Model",
     x: "torch.Tensor",
     *,
     tile: int = 0,
@@ -225,14 +279,7 @@ def upscale_tensor(
         raise ValueError(f"upscale_tensor expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
     if tile < 0 or tile_overlap < 0:
         raise SuperresError(f"--tile {tile} / --tile-overlap {tile_overlap}: must be >= 0")
-    device = _model_device(model, x.device)
-    _check_half(half, device)
-    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if half else nullcontext()
-
-    def run(part: "torch.Tensor") -> "torch.Tensor":
-        with autocast:
-            return model(part.to(device=device, dtype=torch.float32, non_blocking=True)).float()
-
+    run = _tile_call(model, x.device, half)
     n, _, height, width = x.shape
     ys, xs = tile_grid(height, tile), tile_grid(width, tile)
     if len(ys) == 2 and len(xs) == 2:  # one tile: no canvas, no weights
@@ -304,31 +351,92 @@ def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
     return (ycc.astype(np.float64) * 255.0 - offset) @ np.linalg.inv(matrix).T
 
 
-# --------------------------------------------------------------------------- images
-def _as_model(model: "nn.Module | str | os.PathLike[str]", device: "torch.device") -> "nn.Module":
-    if isinstance(model, (str, os.PathLike)):
-        from superres.modelfile import load_model
+def _upscale_chroma(chroma: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-bicubic upscaling of the ``H x W x 2`` Cb/Cr planes, as float32 ``H*s x W*s x 2``.
 
-        return load_model(str(model), device=str(device))
-    model.eval()
+    Runs the torch float32 path of :func:`superres.resize.imresize` (it differs from the float64
+    numpy reference by ~3e-7, far below one 16-bit output level, 1.5e-5). On one CPU core the
+    float64 numpy resize took ~16 ms for a 128x128 -> 512x512 x4 chroma pair, longer than
+    ``espcn`` itself; this path takes ~1.7 ms (docs/BENCHMARKS.md, "CPU inference speed").
+    """
+    import torch
+
+    from superres.resize import imresize
+
+    planes = torch.from_numpy(np.ascontiguousarray(chroma.transpose(2, 0, 1), dtype=np.float32))
+    return imresize(planes, scale=scale).permute(1, 2, 0).numpy()
+
+
+def _luma_chroma_to_rgb(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+    """:func:`ycbcr_to_rgb` of ``Y`` (``H x W x 1``) and ``Cb/Cr`` (``H x W x 2``) in float32, without
+    concatenating: ``rgb_c = sum_k B[c, k] * ycc_k + b_c`` with ``B = inv(M) * 255`` and
+    ``b = -inv(M) @ offset`` folded once in float64. Error vs the float64 matrix product ~1e-6,
+    at a fraction of its time and memory on megapixel outputs."""
+    matrix, offset = _ycbcr_matrix()
+    inverse = np.linalg.inv(matrix)
+    gains = (inverse * 255.0).astype(np.float32)
+    bias = (-inverse @ offset).astype(np.float32)
+    planes = (y[:, :, 0], chroma[:, :, 0], chroma[:, :, 1])
+    out = np.empty(y.shape[:2] + (3,), dtype=np.float32)
+    for c in range(3):
+        acc = planes[0] * gains[c, 0]
+        acc += planes[1] * gains[c, 1]
+        acc += planes[2] * gains[c, 2]
+        acc += bias[c]
+        out[:, :, c] = acc
+    return out
+
+
+# --------------------------------------------------------------------------- images
+def _as_model(model: "Model | str | os.PathLike[str]", device: "torch.device") -> "Model":
+    if isinstance(model, (str, os.PathLike)):
+        backend = "onnx" if str(model).lower().endswith(".onnx") else "torch"
+        return load_for_backend(str(model), backend=backend, device=str(device))
+    eval_ = getattr(model, "eval", None)
+    if eval_ is not None:
+        eval_()
     return model
 
 
-def _model_channels(model: "nn.Module") -> int:
+def load_for_backend(model: str, *, backend: str = "torch", device: str = "cpu") -> "Model":
+    """Load ``model`` (a shipped name, a ``.safetensors`` model file, or for ``onnx`` also an ``.onnx``
+    file) for the inference ``backend``.
+
+    ``torch``: :func:`superres.modelfile.load_model` on ``device``. ``onnx``: an
+    :class:`~superres.export.OnnxModel`; a name or ``.safetensors`` file is exported on the fly to a
+    temporary file (verified against PyTorch, see :mod:`superres.export`), so both backends accept
+    the same ``--model`` values. onnxruntime runs on the CPU here, so ``onnx`` needs ``device="cpu"``.
+    """
+    if backend not in BACKENDS:
+        raise SuperresError(f"--backend {backend}: unknown backend; use one of {', '.join(BACKENDS)}")
+    if backend == "onnx":
+        if resolve_device(device).type != "cpu":
+            raise SuperresError(f"--device {device}: the onnx backend runs on the CPU (onnxruntime); use --device cpu")
+        from superres.export import load_onnx
+
+        return load_onnx(model)
+    if str(model).lower().endswith(".onnx"):
+        raise SuperresError(f"--model {model}: an ONNX file runs with --backend onnx")
+    from superres.modelfile import load_model
+
+    return load_model(model, device=device)
+
+
+def _model_channels(model: "Model") -> int:
     channels = getattr(model, "in_channels", None)
     if channels is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no in_channels attribute; load it with superres.load_model")
     return int(channels)
 
 
-def _model_scale_attr(model: "nn.Module") -> int:
+def _model_scale_attr(model: "Model") -> int:
     scale = getattr(model, "scale", None)
     if scale is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no scale attribute; load it with superres.load_model")
     return int(scale)
 
 
-def _run_hwc(model: "nn.Module", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool) -> np.ndarray:
+def _run_hwc(model: "Model", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool) -> np.ndarray:
     """float ``H x W x C`` -> model -> float32 ``H*s x W*s x C'`` (not clamped), through CPU tensors."""
     import torch
 
@@ -338,11 +446,9 @@ def _run_hwc(model: "nn.Module", data: np.ndarray, tile: int, tile_overlap: int,
 
 
 def _upscale_data(
-    model: "nn.Module", data: np.ndarray, *, tile: int, tile_overlap: int, half: bool, progress: bool, what: str
+    model: "Model", data: np.ndarray, *, tile: int, tile_overlap: int, half: bool, progress: bool, what: str
 ) -> np.ndarray:
     """Upscale float ``H x W x C`` data in [0, 1], matching the image's channels to the model's."""
-    from superres.resize import imresize
-
     channels = data.shape[2]
     model_channels = _model_channels(model)
     scale = _model_scale_attr(model)
@@ -351,8 +457,7 @@ def _upscale_data(
     elif model_channels == 1 and channels == 3:
         ycc = rgb_to_ycbcr(data)
         y = _run_hwc(model, ycc[:, :, :1], tile, tile_overlap, half, progress)
-        chroma = np.asarray(imresize(ycc[:, :, 1:], scale=scale), dtype=np.float64)
-        out = ycbcr_to_rgb(np.concatenate([y.astype(np.float64), chroma], axis=2))
+        out = _luma_chroma_to_rgb(y, _upscale_chroma(ycc[:, :, 1:], scale))
     elif model_channels == 3 and channels == 1:
         rgb = np.repeat(data, 3, axis=2)
         out = _run_hwc(model, rgb, tile, tile_overlap, half, progress).mean(axis=2, keepdims=True)
@@ -369,7 +474,7 @@ def _upscale_data(
 
 
 def upscale(
-    model: "nn.Module | str | os.PathLike[str]",
+    model: "Model | str | os.PathLike[str]",
     image: Any,
     *,
     tile: int = 256,
@@ -378,7 +483,8 @@ def upscale(
     half: bool = False,
     progress: bool = False,
 ) -> Any:
-    """Upscale one image with ``model`` (a module, or a shipped model name / model file path).
+    """Upscale one image with ``model`` (a module, an :class:`~superres.export.OnnxModel`, or a shipped
+    model name / model file path; an ``.onnx`` path runs through onnxruntime).
 
     ``image`` is a :class:`superres.io.Image` (the result is an ``Image`` with the same bit depth and
     channel layout, alpha upscaled separately with MATLAB bicubic and clipped to [0, 1], ``path``
@@ -494,16 +600,14 @@ def upscale_files(
     """
     from superres.io import read_image, write_image
 
-    if backend == "onnx":
-        raise SuperresError("--backend onnx: the onnx backend needs the ONNX export, which is not available yet; use --backend torch")
-    if backend != "torch":
-        raise SuperresError(f"--backend {backend}: unknown backend; use torch")
+    if backend not in BACKENDS:
+        raise SuperresError(f"--backend {backend}: unknown backend; use one of {', '.join(BACKENDS)}")
     dev = resolve_device(device)
     _check_half(half, dev)
+    if half and backend == "onnx":
+        raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
     pairs = _plan_outputs(inputs, Path(out_dir))
-    from superres.modelfile import load_model
-
-    net = load_model(model if model is not None else default_model_name(), device=str(dev))
+    net = load_for_backend(model if model is not None else default_model_name(), backend=backend, device=str(dev))
 
     from tqdm import tqdm
 

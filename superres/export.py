@@ -1,0 +1,331 @@
+"""ONNX export of superres models (``superres export``) and running the exported files (``OnnxModel``).
+
+Exporter
+--------
+torch 2.13 offers two exporters. ``torch.onnx.export(..., dynamo=True)`` (the default since 2.9)
+traces with ``torch.export`` and needs the ``onnxscript`` package, which is not a dependency of
+superres (and not installed with the ``onnx`` extra). The TorchScript-based exporter
+(``dynamo=False``) is still shipped, needs only ``onnx`` to post-process the file, and handles every
+registry model (convolutions, transposed convolutions, PixelShuffle -> DepthToSpace, bicubic
+``F.interpolate`` -> Resize, channel attention -> GlobalAveragePool) with dynamic batch, height and
+width. We use it and silence its deprecation notice; the check below catches any numerical
+difference, so a future exporter change cannot ship a wrong file unnoticed.
+
+What the file contains
+----------------------
+One input ``lr`` (``N x C x h x w`` float32 in [0, 1]) and one output ``sr``
+(``N x C x (h*s) x (w*s)`` float32, not clamped), with the batch and spatial axes dynamic. The model
+file's metadata is copied into the ONNX ``metadata_props``: ``arch``, ``scale``, ``in_channels``,
+``value_range`` (JSON ``[0, 1]``), ``args`` (JSON) and ``superres`` (the whole JSON metadata), so
+:class:`OnnxModel` (and any other ONNX consumer) knows how to feed it without the safetensors file.
+
+Verification
+------------
+Every export is checked before the file is put in place: the file is written to a temporary name,
+loaded with onnxruntime and run on (1) a random input of a size different from the one traced, with
+batch 2, and (2) a real photo (``--check-image`` or scikit-image's bundled "astronaut" sample,
+downscaled to an LR of 96x80 pixels with MATLAB bicubic, Y of BT.601 for 1-channel models). The
+largest absolute difference from PyTorch on each must be below ``tolerance`` (1e-4 by default;
+measured values are around 1e-6); otherwise nothing is written and a :class:`SuperresError` reports
+the figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from superres.errors import SuperresError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["DEFAULT_OPSET", "TOLERANCE", "ExportResult", "export_onnx", "OnnxModel", "load_onnx", "check_image_input"]
+
+#: ONNX opset written by default: 17 is read by onnxruntime >= 1.14 and has every op the models use.
+DEFAULT_OPSET = 17
+#: Largest accepted absolute difference between onnxruntime and PyTorch outputs (values in [0, 1]).
+TOLERANCE = 1e-4
+INPUT_NAME = "lr"
+OUTPUT_NAME = "sr"
+#: Size the model is traced at; the check runs at other sizes to prove the axes are really dynamic.
+_TRACE_SIZE = (24, 28)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote and how closely onnxruntime reproduces PyTorch."""
+
+    path: Path
+    arch: str
+    scale: int
+    in_channels: int
+    opset: int
+    max_abs_diff_random: float
+    max_abs_diff_image: float
+    check_image: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"wrote {self.path} ({self.arch}, x{self.scale}, {self.in_channels} channel(s), opset {self.opset}); "
+            f"onnxruntime vs PyTorch max |diff|: {self.max_abs_diff_random:.2e} on a random 2x{self.in_channels}x37x29 "
+            f"input, {self.max_abs_diff_image:.2e} on {self.check_image} (tolerance {TOLERANCE:g})"
+        )
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SuperresError("the onnx backend needs onnxruntime: pip install 'superres[onnx]'") from None
+    return onnxruntime
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise SuperresError("ONNX export needs the onnx package: pip install 'superres[onnx]'") from None
+    return onnx
+
+
+# --------------------------------------------------------------------------- check input
+def check_image_input(in_channels: int, path: Path | None = None) -> tuple[np.ndarray, str]:
+    """A real photo as a ``1 x C x h x w`` float32 LR array for the export check, and its description.
+
+    ``path`` is any image file (used as the LR as is); without it scikit-image's bundled "astronaut"
+    photo is downscaled to 96x80 with MATLAB bicubic. 1-channel models get Y of BT.601 (what they
+    are run on), 3-channel models RGB; other channel counts repeat/trim the RGB channels.
+    """
+    from superres.inference import rgb_to_ycbcr
+
+    if path is not None:
+        from superres.io import read_image
+
+        data = np.asarray(read_image(Path(path)).data, dtype=np.float32)
+        what = str(path)
+    else:
+        from skimage import data as samples
+
+        from superres.resize import imresize
+
+        data = np.asarray(imresize(samples.astronaut(), size=(80, 96)), dtype=np.float32) / 255.0
+        what = "the astronaut sample photo (96x80 LR)"
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if in_channels == 1 and data.shape[2] >= 3:
+        data = rgb_to_ycbcr(data[:, :, :3])[:, :, :1].astype(np.float32)
+    elif data.shape[2] != in_channels:
+        reps = -(-in_channels // data.shape[2])
+        data = np.tile(data, (1, 1, reps))[:, :, :in_channels]
+    return np.ascontiguousarray(data.transpose(2, 0, 1)[None], dtype=np.float32), what
+
+
+# --------------------------------------------------------------------------- export
+def _resolve_model(model: "nn.Module | str | os.PathLike[str]") -> tuple["nn.Module", dict[str, Any]]:
+    from torch import nn
+
+    if isinstance(model, nn.Module):
+        meta = dict(getattr(model, "superres_meta", None) or {})
+        meta.setdefault("arch", type(model).__name__.lower())
+        return model.eval(), meta
+    from superres.modelfile import load_model
+
+    net = load_model(str(model), device="cpu")
+    return net, dict(net.superres_meta)
+
+
+def _max_diff(session: Any, net: "nn.Module", x: np.ndarray) -> float:
+    import torch
+
+    with torch.inference_mode():
+        want = net(torch.from_numpy(x)).numpy()
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    if got.shape != want.shape:
+        raise SuperresError(f"the exported model returns {got.shape}, PyTorch {want.shape}")
+    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+
+
+def export_onnx(
+    model: "nn.Module | str | os.PathLike[str]",
+    out: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    check_image: str | os.PathLike[str] | None = None,
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
+    """Export ``model`` (a module with ``scale``/``in_channels``, a shipped model name or a model file)
+    to the ONNX file ``out``, verified against PyTorch with onnxruntime (module docstring).
+
+    The file is written atomically and only if both checks pass. Raises :class:`SuperresError` for
+    an unknown model, an opset the exporter refuses, or a check above ``tolerance``.
+    """
+    import torch
+
+    onnx = _onnx()
+    ort = _ort()
+    if opset < 11:
+        raise SuperresError(f"--opset {opset}: too old (Resize and DepthToSpace need opset >= 11)")
+    out = Path(out)
+    net, meta = _resolve_model(model)
+    net = net.to("cpu").eval()
+    scale = getattr(net, "scale", None)
+    channels = getattr(net, "in_channels", None)
+    if scale is None or channels is None:
+        raise SuperresError(f"the model ({type(net).__name__}) has no scale/in_channels attribute")
+    scale, channels = int(scale), int(channels)
+
+    props = {
+        "arch": str(meta.get("arch")),
+        "scale": str(scale),
+        "in_channels": str(channels),
+        "value_range": json.dumps(meta.get("value_range", [0, 1])),
+        "args": json.dumps(meta.get("args", {})),
+        "superres": json.dumps({**meta, "scale": scale, "in_channels": channels}, default=str),
+        "input": f"{INPUT_NAME}: N x C x h x w float32 in [0, 1]",
+        "output": f"{OUTPUT_NAME}: N x C x (h*scale) x (w*scale) float32, not clamped",
+    }
+    dummy = torch.rand(1, channels, *_TRACE_SIZE, generator=torch.Generator().manual_seed(0))
+    from superres.io import atomic_write
+
+    with atomic_write(out) as tmp:
+        with warnings.catch_warnings():
+            # The TorchScript exporter announces its deprecation on every call (see module docstring).
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            try:
+                with torch.inference_mode(False), torch.no_grad():
+                    torch.onnx.export(
+                        net,
+                        (dummy,),
+                        str(tmp),
+                        dynamo=False,
+                        opset_version=opset,
+                        input_names=[INPUT_NAME],
+                        output_names=[OUTPUT_NAME],
+                        dynamic_axes={
+                            INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                            OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
+                        },
+                        do_constant_folding=True,
+                    )
+            except Exception as exc:  # exporter errors are long; keep the first line
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise SuperresError(f"{out}: ONNX export of {props['arch']} failed at opset {opset} ({first})") from exc
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, props)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+
+        session = _session(ort, tmp, threads=None)
+        rng = np.random.default_rng(0)
+        x_random = rng.random((2, channels, 37, 29), dtype=np.float32)
+        x_image, image_what = check_image_input(channels, None if check_image is None else Path(check_image))
+        diff_random = _max_diff(session, net, x_random)
+        diff_image = _max_diff(session, net, x_image)
+        if not (diff_random < tolerance and diff_image < tolerance):
+            raise SuperresError(
+                f"{out}: onnxruntime disagrees with PyTorch (max |diff| {diff_random:.2e} on a random input, "
+                f"{diff_image:.2e} on {image_what}; tolerance {tolerance:g}); nothing written"
+            )
+    return ExportResult(
+        path=out,
+        arch=props["arch"],
+        scale=scale,
+        in_channels=channels,
+        opset=opset,
+        max_abs_diff_random=diff_random,
+        max_abs_diff_image=diff_image,
+        check_image=image_what,
+        metadata=props,
+    )
+
+
+# --------------------------------------------------------------------------- running
+def _session(ort: Any, path: Path, threads: int | None) -> Any:
+    """An onnxruntime CPU session with ``threads`` intra-op threads (None: torch's thread count).
+
+    Following torch's count (itself set by ``OMP_NUM_THREADS`` or ``torch.set_num_threads``) keeps
+    the two backends comparable and stops onnxruntime from taking every core on a shared machine.
+    """
+    import torch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise SuperresError(f"{path}: onnxruntime cannot load the file ({str(exc).strip().splitlines()[0]})") from None
+
+
+class OnnxModel:
+    """An exported ``.onnx`` file run by onnxruntime, usable wherever a model is:
+    :func:`superres.inference.upscale_tensor`, :func:`~superres.inference.upscale` and
+    ``superres eval``/``upscale --backend onnx``.
+
+    It is a plain callable (``N x C x h x w`` float tensor -> float32 tensor on the CPU) with the
+    attributes the inference code reads from a model: ``scale``, ``in_channels`` and
+    ``superres_meta``, taken from the file's ``metadata_props`` (written by :func:`export_onnx`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
+        ort = _ort()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SuperresError(f"{self.path}: ONNX file not found")
+        self.session = _session(ort, self.path, threads)
+        props: Mapping[str, str] = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.scale = int(props["scale"])
+            self.in_channels = int(props["in_channels"])
+        except (KeyError, ValueError):
+            raise SuperresError(
+                f"{self.path}: not a superres ONNX export (no scale/in_channels in its metadata); "
+                "export models with `superres export`"
+            ) from None
+        self.arch = props.get("arch", "?")
+        try:
+            self.superres_meta: dict[str, Any] = json.loads(props.get("superres", "{}"))
+        except json.JSONDecodeError:
+            self.superres_meta = {}
+        names = [i.name for i in self.session.get_inputs()]
+        if names != [INPUT_NAME]:
+            raise SuperresError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {names}")
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
+        return torch.from_numpy(out)
+
+    def __repr__(self) -> str:
+        return f"OnnxModel({str(self.path)!r}, arch={self.arch!r}, scale={self.scale}, in_channels={self.in_channels})"
+
+
+def load_onnx(model: str | os.PathLike[str], *, threads: int | None = None) -> OnnxModel:
+    """An :class:`OnnxModel` for an ``.onnx`` file, or for a shipped model name / ``.safetensors`` file,
+    which is exported on the fly (verified as by :func:`export_onnx`) to a temporary file.
+
+    The on-the-fly route lets ``--backend onnx`` take the same ``--model`` values as the torch backend;
+    the session holds the graph in memory, so the temporary file is deleted right away.
+    """
+    text = str(model)
+    if text.lower().endswith(".onnx"):
+        return OnnxModel(text, threads=threads)
+    with tempfile.TemporaryDirectory(prefix="superres-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(text, path)
+        return OnnxModel(path, threads=threads)

@@ -1,0 +1,141 @@
+"""ONNX export (`superres export`) and the onnx backend (`upscale`/`eval --backend onnx`).
+
+The reference for every check is the PyTorch model itself: onnxruntime must reproduce it within
+1e-4 on inputs of sizes other than the traced one, through the same tiling code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx", reason="the onnx extra (onnx, onnxruntime) is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra (onnx, onnxruntime) is not installed")
+
+import onnx  # noqa: E402
+
+from superres.errors import SuperresError  # noqa: E402
+from superres.export import OnnxModel, export_onnx, load_onnx  # noqa: E402
+from superres.models import build  # noqa: E402
+
+# Every registry architecture in a small configuration (the big presets only differ in depth/width).
+SMALL = [
+    ("baseline", 4, 3, {"channels": 8, "num_blocks": 1}),
+    ("enhanced", 3, 3, {"channels": 8, "num_blocks": 2}),
+    ("espcn", 2, 1, {"features": 8, "hidden": 8}),
+    ("fsrcnn", 4, 1, {"d": 8, "s": 4, "m": 1}),
+    ("edsr-baseline", 2, 3, {"blocks": 1, "channels": 8}),
+    ("srresnet", 4, 3, {"channels": 8, "blocks": 1}),
+    ("rcan-small", 2, 3, {"groups": 1, "blocks": 1, "channels": 16, "reduction": 4}),
+]
+
+
+def _model_file(tmp_path: Path, arch: str, scale: int, channels: int, opts: dict) -> Path:
+    from superres.modelfile import save_model
+
+    torch.manual_seed(0)
+    net = build(arch, scale=scale, in_channels=channels, **opts)
+    return save_model(tmp_path / f"{arch}_x{scale}.safetensors", net, arch=arch, args=opts)
+
+
+@pytest.mark.parametrize("arch,scale,channels,opts", SMALL, ids=[s[0] for s in SMALL])
+def test_export_agrees_with_pytorch_and_keeps_metadata(tmp_path: Path, arch: str, scale: int, channels: int, opts: dict) -> None:
+    from superres.modelfile import load_model
+
+    path = _model_file(tmp_path, arch, scale, channels, opts)
+    result = export_onnx(path, tmp_path / "m.onnx")
+    assert result.max_abs_diff_random < 1e-4 and result.max_abs_diff_image < 1e-4
+    assert result.path.is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert props["arch"] == arch and props["scale"] == str(scale) and props["in_channels"] == str(channels)
+    assert props["value_range"] == "[0, 1]"
+
+    # Dynamic batch/height/width: a shape never seen at export time, batch 3, against PyTorch.
+    onnx_model = OnnxModel(result.path)
+    net = load_model(path)
+    x = torch.rand(3, channels, 19, 11, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = net(x)
+    got = onnx_model(x)
+    assert got.shape == (3, channels, 19 * scale, 11 * scale)
+    assert float((got - want).abs().max()) < 1e-4
+
+
+def test_onnx_backend_equals_torch_backend_with_tiling(tmp_path: Path) -> None:
+    from superres.inference import upscale
+    from superres.modelfile import load_model
+
+    path = _model_file(tmp_path, "enhanced", 2, 3, {"channels": 8, "num_blocks": 1})
+    onnx_model = load_onnx(path)  # exported on the fly from the .safetensors file
+    image = np.random.default_rng(0).random((45, 37, 3), dtype=np.float32)
+    # tile 16 with overlap 6: a 3x3 grid of tiles of different shapes, cross-faded.
+    want = upscale(load_model(path), image, tile=16, tile_overlap=6)
+    got = upscale(onnx_model, image, tile=16, tile_overlap=6)
+    assert got.shape == want.shape == (90, 74, 3)
+    assert float(np.abs(got - want).max()) < 1e-4
+    # A Y model on RGB (Y through onnxruntime, chroma bicubic), tiled too.
+    ypath = _model_file(tmp_path, "fsrcnn", 3, 1, {"d": 8, "s": 4, "m": 1})
+    want_y = upscale(load_model(ypath), image, tile=20, tile_overlap=8)
+    got_y = upscale(str(export_onnx(ypath, tmp_path / "y.onnx").path), image, tile=20, tile_overlap=8)
+    assert float(np.abs(got_y - want_y).max()) < 1e-4
+
+
+def test_upscale_files_and_eval_accept_the_onnx_backend(tmp_path: Path) -> None:
+    from superres.evaluate import evaluate
+    from superres.inference import upscale_files
+    from superres.io import Image, read_array, write_image
+
+    path = _model_file(tmp_path, "espcn", 2, 1, {"features": 8, "hidden": 8})
+    onnx_path = export_onnx(path, tmp_path / "espcn.onnx").path
+    rng = np.random.default_rng(2)
+    hr = tmp_path / "bench" / "HR"
+    for i in range(2):
+        write_image(hr / f"im{i}.png", Image(rng.random((24, 30, 3), dtype=np.float32), None, 8))
+    common = dict(out_dir=tmp_path / "t", tile=8, tile_overlap=4, device="cpu", half=False, progress=False)
+    torch_files = upscale_files([hr], model=str(path), backend="torch", **common)
+    onnx_files = upscale_files([hr], model=str(onnx_path), backend="onnx", **{**common, "out_dir": tmp_path / "o"})
+    for a, b in zip(torch_files, onnx_files):
+        # Float outputs agree to 1e-4, so the 8-bit files differ at most where a value sits on a rounding tie.
+        assert np.abs(read_array(a).astype(int) - read_array(b).astype(int)).max() <= 1
+
+    ref = evaluate(str(path), tmp_path / "bench", scale=2, backend="torch")
+    for model in (str(onnx_path), str(path)):  # an .onnx file, and a model file exported on the fly
+        got = evaluate(model, tmp_path / "bench", scale=2, backend="onnx")
+        assert abs(got["psnr_y"] - ref["psnr_y"]) < 1e-3
+
+
+def test_failed_check_writes_nothing_and_options_are_checked(tmp_path: Path) -> None:
+    path = _model_file(tmp_path, "fsrcnn", 2, 1, {"d": 8, "s": 4, "m": 1})
+    out = tmp_path / "out" / "m.onnx"
+    with pytest.raises(SuperresError, match="disagrees"):
+        export_onnx(path, out, tolerance=-1.0)  # no difference can be below -1: the check must refuse
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    with pytest.raises(SuperresError, match="--opset 9"):
+        export_onnx(path, out, opset=9)
+    with pytest.raises(SuperresError, match="--backend onnx"):
+        from superres.inference import load_for_backend
+
+        load_for_backend(str(tmp_path / "x.onnx"), backend="torch")
+    bogus = tmp_path / "plain.onnx"
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["lr"], ["sr"])], "g",
+        [onnx.helper.make_tensor_value_info("lr", onnx.TensorProto.FLOAT, None)],
+        [onnx.helper.make_tensor_value_info("sr", onnx.TensorProto.FLOAT, None)]))
+    onnx.save(model, str(bogus))
+    with pytest.raises(SuperresError, match="not a superres ONNX export"):
+        OnnxModel(bogus)
+
+
+def test_cli_export_prints_the_agreement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from superres.cli import main
+
+    path = _model_file(tmp_path, "espcn", 3, 1, {"features": 8, "hidden": 8})
+    assert main(["export", str(path), "--out", str(tmp_path / "e.onnx"), "--opset", "13"]) == 0
+    text = capsys.readouterr().out
+    assert "max |diff|" in text and "opset 13" in text
+    assert onnx.load(str(tmp_path / "e.onnx")).opset_import[0].version == 13
+    assert main(["export", "no-such-model", "--out", str(tmp_path / "f.onnx")]) == 2
