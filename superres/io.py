@@ -466,6 +466,12 @@ def _apply_colormap(colormap: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed to ``path``.
@@ -485,6 +491,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield tmp
+        # Some writers (safetensors) create private 0600 files; give the result the permissions any
+        # ordinary new file gets, so that a model or image is readable like its neighbours.
+        os.chmod(tmp, 0o666 & ~_umask())
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -476,3 +476,20 @@ def test_shared_benchmark_images(shared_data: Path) -> None:
     assert bridge.dtype == np.uint8 and bridge.ndim == 3 and bridge.shape[2] == 1
     with PILImage.open(shared_data / "Set14" / "HR" / "bridge.png") as im:
         assert np.array_equal(bridge[:, :, 0], np.asarray(im))
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    """A writer that creates a private (0600) temp file still yields a file with the usual mode."""
+    import os
+    import stat
+
+    from superres.io import atomic_write
+
+    target = tmp_path / "model.bin"
+    with atomic_write(target) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
