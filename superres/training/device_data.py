@@ -155,7 +155,15 @@ class DeviceBatches:
 
         hr = self.crops(self.draws(iteration, slots))
         lr = imresize(hr, 1.0 / self.scale)
-        return lr.to(torch.float32).div_(255.0), hr.to(torch.float32).div_(255.0)
+        return self._to_float(lr), self._to_float(hr)
+
+    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float32 ``x / 255`` through a 256-entry table divided on the CPU. Dividing on CUDA
+        by a Python scalar is computed as ``x * (1/255)``, which differs from the DataLoader path's
+        true division in the last bit for some values; the table keeps every device bit-identical."""
+        if getattr(self, "_levels", None) is None or self._levels.device != x.device:
+            self._levels = (torch.arange(256, dtype=torch.float32) / 255.0).to(x.device)
+        return self._levels[x.long()]
 
     def batches(self, start: int, stop: int, slots: Sequence[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of iterations ``start..stop`` (inclusive), like :func:`~superres.training.batches.batch_loader`."""
