@@ -266,15 +266,7 @@ class PerceptualLoss(nn.Module):
         weights_path: str | Path | None = None,
     ) -> None:
         super().__init__()
-        if layers is None:
-            layers = {"conv5_4": 1.0}
-        if not isinstance(layers, Mapping):
-            layers = {layer: 1.0 for layer in layers}
-        if criterion not in _CRITERIA:
-            raise SuperresError(f"perceptual loss: unknown criterion {criterion!r}; choose {', '.join(_CRITERIA)}")
-        self.layer_weights = [float(w) for w in layers.values()]
-        self.vgg = VGGFeatures(list(layers.keys()), weights_path)
-        self.criterion = _CRITERIA[criterion]()
+        _init_vgg_term(self, "perceptual loss", {"conv5_4": 1.0} if layers is None else layers, criterion, weights_path)
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         sr_feats = self.vgg(sr)
@@ -284,6 +276,24 @@ class PerceptualLoss(nn.Module):
         for weight, fs, fh in zip(self.layer_weights, sr_feats, hr_feats):
             total = total + weight * self.criterion(fs, fh)
         return total
+
+
+def _init_vgg_term(
+    term: nn.Module,
+    what: str,
+    layers: Mapping[str | int, float] | Sequence[str | int],
+    criterion: str,
+    weights_path: str | Path | None,
+) -> None:
+    """The set-up shared by the VGG-feature losses: per-layer weights (a list means weight 1 each),
+    the frozen VGG19 truncated after the deepest layer, and the criterion."""
+    if not isinstance(layers, Mapping):
+        layers = {layer: 1.0 for layer in layers}
+    if criterion not in _CRITERIA:
+        raise SuperresError(f"{what}: unknown criterion {criterion!r}; choose {', '.join(_CRITERIA)}")
+    term.layer_weights = [float(w) for w in layers.values()]
+    term.vgg = VGGFeatures(list(layers.keys()), weights_path)
+    term.criterion = _CRITERIA[criterion]()
 
 
 # --------------------------------------------------------------------------- style loss
@@ -316,15 +326,7 @@ class GramStyleLoss(nn.Module):
         weights_path: str | Path | None = None,
     ) -> None:
         super().__init__()
-        if layers is None:
-            layers = self.DEFAULT_LAYERS
-        if not isinstance(layers, Mapping):
-            layers = {layer: 1.0 for layer in layers}
-        if criterion not in _CRITERIA:
-            raise SuperresError(f"style loss: unknown criterion {criterion!r}; choose {', '.join(_CRITERIA)}")
-        self.layer_weights = [float(w) for w in layers.values()]
-        self.vgg = VGGFeatures(list(layers.keys()), weights_path)
-        self.criterion = _CRITERIA[criterion]()
+        _init_vgg_term(self, "style loss", self.DEFAULT_LAYERS if layers is None else layers, criterion, weights_path)
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         sr_feats = self.vgg(sr.float())
