@@ -28,3 +28,16 @@ def shared_data() -> Path:
     if SHARED_DATA is None:
         pytest.skip(SKIP_NO_SHARED)
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for tests that train: faster on a loaded 2-core machine (idle
+    threads spin), and the same as the training subprocesses those tests start.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -36,12 +36,7 @@ from superres.training.device_data import DEVICE_PATH, LOADER_PATH, DeviceBatche
 SIZES = [(24, 28), (30, 26), (16, 16), (19, 40)]  # (16, 16): exactly one crop position at patch 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:

@@ -30,12 +30,7 @@ from superres.training.gan import GANTraining, build_discriminator
 from superres.training.trainer import load_initial_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -59,12 +59,7 @@ VGG19_CONVS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -36,13 +36,7 @@ from superres.training.validation import quantise
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: faster on a loaded 2-core machine, and the same as the subprocesses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _smooth_image(rng: np.random.Generator, h: int, w: int, c: int, peak: int) -> np.ndarray:
