@@ -15,12 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import KILL_SCRIPT
 import torch
 from PIL import Image
 
@@ -202,23 +202,6 @@ def test_both_paths_train_the_same_weights(folder, tmp_path, capsys):
     _assert_same_weights(device, loader)
 
 
-_KILL_SCRIPT = textwrap.dedent(
-    """
-    import os, signal, sys
-    import torch
-    torch.set_num_threads(1)
-    from superres.config import load_config
-    from superres.training import train
-
-    kill_at = int(sys.argv[3])
-
-    def hook(iteration, model):
-        if iteration == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    train(load_config(sys.argv[1]), run_dir=sys.argv[2], callback=hook)
-    """
-)
 
 
 def test_resume_after_sigkill_on_the_device_path(folder, tmp_path):
@@ -232,7 +215,7 @@ def test_resume_after_sigkill_on_the_device_path(folder, tmp_path):
     save_config(config, config_file)
     killed = tmp_path / "killed"
     script = tmp_path / "kill.py"
-    script.write_text(_KILL_SCRIPT)
+    script.write_text(KILL_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script), str(config_file), str(killed), "8"],
                           env=env, capture_output=True, text=True, timeout=120)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import KILL_SCRIPT
 import tifffile
 import torch
 from PIL import Image
@@ -268,23 +269,6 @@ def test_seeded_runs_are_bit_identical(data, tmp_path):
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
 
-_KILL_SCRIPT = textwrap.dedent(
-    """
-    import os, signal, sys
-    import torch
-    torch.set_num_threads(1)
-    from superres.config import load_config
-    from superres.training import train
-
-    kill_at = int(sys.argv[3])
-
-    def hook(iteration, model):
-        if iteration == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    train(load_config(sys.argv[1]), run_dir=sys.argv[2], callback=hook)
-    """
-)
 
 
 def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
@@ -300,7 +284,7 @@ def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
     save_config(config, config_file)
     killed = tmp_path / "killed"
     script = tmp_path / "kill.py"
-    script.write_text(_KILL_SCRIPT)
+    script.write_text(KILL_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script), str(config_file), str(killed), "13"],
                           env=env, capture_output=True, text=True, timeout=120)
