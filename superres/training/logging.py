@@ -137,7 +137,7 @@ class RunLog:
         ax_val.grid(True, alpha=0.3)
         if val or bicubic_psnr is not None:
             ax_val.legend(loc="lower right")
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.28)  # tight_layout costs ~1 s
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.9, wspace=0.28)  # tight_layout costs ~1 s
         with atomic_write(self.run_dir / "curves.png") as tmp:
             fig.savefig(tmp, format="png")
 
