@@ -25,3 +25,19 @@ KILL_SCRIPT = textwrap.dedent(
     train(load_config(sys.argv[1]), run_dir=sys.argv[2], callback=hook)
     """
 )
+
+
+def model_weights(path) -> dict:
+    """The tensors of a model file (safetensors), by name."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Bit-for-bit equality of two state dicts (same names, ``torch.equal`` tensors)."""
+    import torch
+
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

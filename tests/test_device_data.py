@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import KILL_SCRIPT
+from support import KILL_SCRIPT, assert_same_weights, model_weights
 import torch
 from PIL import Image
 
@@ -182,24 +182,13 @@ def _config(train_dir: Path, **data: Any) -> Config:
     return config_from_dict(raw, source="test")
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
 
 def test_both_paths_train_the_same_weights(folder, tmp_path, capsys):
-    device = _weights(train(_config(folder, device_resident=True), run_dir=tmp_path / "device"))
+    device = model_weights(train(_config(folder, device_resident=True), run_dir=tmp_path / "device"))
     assert f"data path: {DEVICE_PATH}" in capsys.readouterr().err  # the choice is logged
-    loader = _weights(train(_config(folder, device_resident=False), run_dir=tmp_path / "loader"))
+    loader = model_weights(train(_config(folder, device_resident=False), run_dir=tmp_path / "loader"))
     assert f"data path: {LOADER_PATH}" in capsys.readouterr().err
-    _assert_same_weights(device, loader)
+    assert_same_weights(device, loader)
 
 
 
@@ -223,7 +212,7 @@ def test_resume_after_sigkill_on_the_device_path(folder, tmp_path):
     assert torch.load(killed / "last.pt", weights_only=True)["iteration"] == 5
 
     train(load_config(config_file, ["data.device_resident=true"]), run_dir=killed, resume=True)
-    _assert_same_weights(_weights(full / "model.safetensors"), _weights(killed / "model.safetensors"))
+    assert_same_weights(model_weights(full / "model.safetensors"), model_weights(killed / "model.safetensors"))
 
     # and once more, killed on the device path and resumed on the DataLoader path
     other = tmp_path / "other"
@@ -231,7 +220,7 @@ def test_resume_after_sigkill_on_the_device_path(folder, tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     train(load_config(config_file, ["data.device_resident=false"]), run_dir=other, resume=True)
-    _assert_same_weights(_weights(full / "model.safetensors"), _weights(other / "model.safetensors"))
+    assert_same_weights(model_weights(full / "model.safetensors"), model_weights(other / "model.safetensors"))
     with open(full / "metrics.csv", newline="") as a, open(killed / "metrics.csv", newline="") as b:
         strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
         assert strip(csv.DictReader(a)) == strip(csv.DictReader(b))

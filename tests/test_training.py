@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import KILL_SCRIPT
+from support import KILL_SCRIPT, assert_same_weights, model_weights
 import tifffile
 import torch
 from PIL import Image
@@ -88,17 +88,6 @@ def _config(paths: dict[str, Path], **sections: Any) -> Config:
         raw[key] = {**raw.get(key, {}), **values} if isinstance(values, dict) else values
     return config_from_dict(raw, source="test")
 
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def _metrics(path: Path) -> list[dict[str, str]]:
@@ -223,7 +212,7 @@ def test_tiny_run_writes_the_run_folder(data, tmp_path):
 
     # the exported file is the EMA copy and loads through the public API
     model = load_model(model_path)
-    _assert_same_weights({k: v for k, v in model.state_dict().items()}, state["ema"]["weights"])
+    assert_same_weights({k: v for k, v in model.state_dict().items()}, state["ema"]["weights"])
     lr = torch.rand(1, 3, 5, 6)
     assert model(lr).shape == (1, 3, 10, 12)
 
@@ -261,10 +250,10 @@ def test_loss_falls_on_a_tiny_overfit(tmp_path):
 
 def test_seeded_runs_are_bit_identical(data, tmp_path):
     config = _config(data, data={"val": None}, train={"iterations": 6, "ema": 0.9})
-    a = _weights(train(config, run_dir=tmp_path / "a"))
-    b = _weights(train(config, run_dir=tmp_path / "b"))
-    _assert_same_weights(a, b)
-    other = _weights(train(_config(data, data={"val": None}, train={"iterations": 6, "ema": 0.9, "seed": 1}),
+    a = model_weights(train(config, run_dir=tmp_path / "a"))
+    b = model_weights(train(config, run_dir=tmp_path / "b"))
+    assert_same_weights(a, b)
+    other = model_weights(train(_config(data, data={"val": None}, train={"iterations": 6, "ema": 0.9, "seed": 1}),
                            run_dir=tmp_path / "c"))
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
@@ -294,8 +283,8 @@ def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
     assert int(_metrics(killed / "metrics.csv")[-1]["iteration"]) == 12  # logged past the checkpoint
 
     train(load_config(config_file), run_dir=killed, resume=True)
-    _assert_same_weights(_weights(full / "model.safetensors"), _weights(killed / "model.safetensors"))
-    _assert_same_weights(_weights(full / "best.safetensors"), _weights(killed / "best.safetensors"))
+    assert_same_weights(model_weights(full / "model.safetensors"), model_weights(killed / "model.safetensors"))
+    assert_same_weights(model_weights(full / "best.safetensors"), model_weights(killed / "best.safetensors"))
     a = torch.load(full / "last.pt", weights_only=True)
     b = torch.load(killed / "last.pt", weights_only=True)
     for k, v in a["optimizer"]["state"].items():
