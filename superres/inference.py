@@ -437,12 +437,16 @@ def _model_scale_attr(model: "Model") -> int:
 
 
 def _run_hwc(model: "Model", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool) -> np.ndarray:
-    """float ``H x W x C`` -> model -> float32 ``H*s x W*s x C'`` (not clamped), through CPU tensors."""
+    """float ``H x W x C`` -> model -> float32 ``H*s x W*s x C'`` (not clamped), through CPU tensors.
+
+    The result is C-contiguous: the clamp and the integer conversion that follow then stream through
+    memory instead of striding across the model's channel planes.
+    """
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1), dtype=np.float32))[None]
     y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress)
-    return y[0].permute(1, 2, 0).cpu().numpy()
+    return y[0].to("cpu", torch.float32).permute(1, 2, 0).contiguous().numpy()
 
 
 def _upscale_data(
