@@ -196,6 +196,15 @@ def test_gan_run_logs_d_and_resumes_exactly(images: Path, tmp_path: Path) -> Non
     train(config, run_dir=cut, resume=True)
 
     _same(load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors")))
+    # the warm start is recorded in the model's metadata, also by the resumed run (from last.pt)
+    from superres.modelfile import read_metadata
+
+    for run in (full, cut):
+        meta = read_metadata(run / "model.safetensors")
+        assert meta["init_from"]["path"] == str(init)
+        assert meta["init_from"]["iterations"] == 0  # a hand-made file: no training recorded
+        assert meta["total_iterations"] == meta["iterations"] == 10
+        assert meta["total_wall_time_s"] == pytest.approx(meta["wall_time_s"], abs=1e-3)
     a, b = torch.load(full / "last.pt", weights_only=True), torch.load(cut / "last.pt", weights_only=True)
     _same(a["model"], b["model"])
     _same(a["gan"]["model"], b["gan"]["model"])  # D's weights and batch-norm buffers
@@ -236,6 +245,16 @@ def test_load_initial_weights_copies_exactly_and_checks_the_file(tmp_path: Path)
     target = build("baseline", scale=2, channels=4, num_blocks=1)
     load_initial_weights(target, path, arch="baseline")
     _same(source.state_dict(), target.state_dict())
+
+    # the lineage it returns carries the totals of a chain of warm starts forward
+    chained = save_model(tmp_path / "stage2.safetensors", source, arch="baseline", args={"channels": 4, "num_blocks": 1},
+                         metadata={"name": "stage2", "iterations": 100, "wall_time_s": 50.0,
+                                   "total_iterations": 300, "total_wall_time_s": 150.0})
+    parent = load_initial_weights(target, chained, arch="baseline")
+    assert (parent["name"], parent["iterations"], parent["wall_time_s"]) == ("stage2", 100, 50.0)
+    assert (parent["total_iterations"], parent["total_wall_time_s"]) == (300, 150.0)
+    first = load_initial_weights(target, path, arch="baseline")
+    assert (first["total_iterations"], first["total_wall_time_s"]) == (0, 0.0)
 
     with pytest.raises(SuperresError, match=r"model.init_from: .*nope.safetensors: model file not found"):
         load_initial_weights(target, tmp_path / "nope.safetensors", arch="baseline")

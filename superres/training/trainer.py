@@ -169,8 +169,10 @@ class Trainer:
         self.model: nn.Module = build(
             config.model.name, scale=config.model.scale, in_channels=config.model.in_channels, **config.model.options
         ).to(self.device)
+        # Where the starting weights came from (recorded in the exported model's metadata).
+        self.parent: dict[str, Any] | None = None
         if config.model.init_from is not None and checkpoint is None:
-            load_initial_weights(self.model, config.model.init_from, arch=config.model.name)
+            self.parent = load_initial_weights(self.model, config.model.init_from, arch=config.model.name)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, t.ema) if t.ema is not None else None
@@ -413,6 +415,7 @@ class Trainer:
             "window": {"loss_sum": float(self.window["loss_sum"]), "count": int(self.window["count"])},
             "gan": self.gan.state_dict() if self.gan is not None else None,
             "config": config_to_dict(self.config),
+            "parent": self.parent,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -433,6 +436,7 @@ class Trainer:
         if self.gan is not None:
             self.gan.load_state_dict(saved_gan, source=str(self.checkpoint_path))
         self.model.load_state_dict(state["model"])
+        self.parent = state.get("parent")  # absent in checkpoints from before it was recorded
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
             if state["ema"] is None:
@@ -465,6 +469,11 @@ class Trainer:
             "wall_time_s": round(self.elapsed, 3),
             "ema": c.train.ema is not None,
         }
+        if self.parent is not None:
+            # A warm start: what this run started from, and the totals of the whole chain of runs.
+            metadata["init_from"] = self.parent
+            metadata["total_iterations"] = self.iteration + int(self.parent.get("total_iterations", 0))
+            metadata["total_wall_time_s"] = round(self.elapsed + float(self.parent.get("total_wall_time_s", 0.0)), 3)
         if self.validator is not None and scores:
             set_name = Path(self.validator.root).name
             metadata["scores"] = {
@@ -490,7 +499,7 @@ class Trainer:
         return text
 
 
-def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> None:
+def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> dict[str, Any]:
     """Load the weights of model file ``path`` (``model.init_from``) into ``model``, a fresh ``arch``.
 
     The file must hold the same architecture: its ``arch`` must equal ``arch``, and its tensors must
@@ -498,6 +507,10 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> No
     scale or channel count is refused with the first key that differs. This is a warm start, such as
     SRGAN starting from its PSNR-oriented SRResNet. Only the weights are taken. The optimizer, the
     schedule and the iteration count start afresh.
+
+    Returns the lineage to record in the new model's metadata: the file, its run name, iterations
+    and wall time, and the totals over its own warm starts (``total_iterations``,
+    ``total_wall_time_s``).
     """
     from safetensors.torch import load_file
 
@@ -531,6 +544,22 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> No
             f"({detail}); model.options, scale and in_channels must match the file's"
         )
     model.load_state_dict(state, strict=True)
+    return lineage(path, meta)
+
+
+def lineage(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of model file ``path`` (its metadata ``meta``) for a run that starts from it."""
+    iterations = int(meta.get("iterations", 0))
+    wall = float(meta.get("wall_time_s", 0.0))
+    return {
+        "path": str(path),
+        "name": meta.get("name"),
+        "iterations": iterations,
+        "wall_time_s": wall,
+        "total_iterations": int(meta.get("total_iterations", iterations)),
+        "total_wall_time_s": float(meta.get("total_wall_time_s", wall)),
+        "scores": meta.get("scores", {}),
+    }
 
 
 def _contiguous_copy(model: nn.Module) -> nn.Module:
