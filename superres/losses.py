@@ -2,6 +2,8 @@
 and their weighted sum.
 
 All content losses take ``(sr, hr)``, ``N x C x H x W`` float tensors in [0, 1], and return a scalar.
+The pixel terms compare all channels by default; ``space: y`` compares the BT.601 luma instead
+(:class:`LumaLoss`; RGB or gray), the channel that PSNR-Y scores, e.g. ``{type: l1, space: y}``.
 The adversarial loss is different (it scores a discriminator's logits, not images); see
 "Adversarial terms" below.
 
@@ -34,11 +36,10 @@ layer width.
 Adversarial terms. A config's loss list may hold one ``{type: adversarial, weight: 5e-3, kind: ragan}``
 term. It cannot be a ``(sr, hr)`` module like the others, because it needs the discriminator's logits
 and a discriminator that is trained alongside. So :func:`build_loss` refuses it, and the trainer
-separates it first with :func:`split_adversarial`. The content terms go to :func:`build_loss`, and the
-adversarial term goes to :func:`build_adversarial`, which returns its weight and an
-:class:`AdversarialLoss`. :mod:`superres.training.gan` then adds
-``weight * AdversarialLoss.generator_loss(D(sr), D(hr))`` to the generator's loss and trains the
-discriminator with ``AdversarialLoss.discriminator_loss``. ``kind`` is one of ``vanilla`` (SRGAN),
+separates it first with :func:`split_adversarial`, which returns the content terms (for
+:func:`build_loss`) and the adversarial term as its weight and an :class:`AdversarialLoss`.
+:mod:`superres.training.gan` then adds ``weight * AdversarialLoss.generator_loss(D(sr), D(hr))`` to
+the generator's loss and trains the discriminator with ``AdversarialLoss.discriminator_loss``. ``kind`` is one of ``vanilla`` (SRGAN),
 ``lsgan``, ``ragan`` (ESRGAN) and ``hinge``; :class:`AdversarialLoss` gives the formulas.
 """
 
@@ -58,6 +59,8 @@ __all__ = [
     "L1Loss",
     "MSELoss",
     "CharbonnierLoss",
+    "LumaLoss",
+    "PIXEL_SPACES",
     "VGGFeatures",
     "PerceptualLoss",
     "GramStyleLoss",
@@ -66,7 +69,6 @@ __all__ = [
     "ADVERSARIAL_KINDS",
     "CombinedLoss",
     "build_loss",
-    "build_adversarial",
     "split_adversarial",
     "resolve_vgg19_weights",
     "vgg19_layer_index",
@@ -100,6 +102,47 @@ class CharbonnierLoss(nn.Module):
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         diff = sr - hr
         return torch.sqrt(diff * diff + self.eps * self.eps).mean()
+
+
+#: BT.601 luma weights for RGB in [0, 1], the Y of the paper protocol without its constant offset.
+_LUMA = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+PIXEL_SPACES = ("all", "y")
+
+
+class LumaLoss(nn.Module):
+    """A pixel criterion applied to the luma (BT.601 Y) of RGB images: the quantity PSNR-Y scores.
+
+    Gray images (1 channel) are their own luma. Other channel counts have no luma and are refused.
+    Useful for models whose output differs from a fixed base only in luma (``lumanet``), where an
+    RGB loss would weigh the three channels' errors instead of the Y error the benchmark measures.
+    """
+
+    def __init__(self, criterion: nn.Module) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.register_buffer("weights", torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
+
+    def _luma(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            return x
+        if x.shape[1] != 3:
+            raise SuperresError(f"loss with space: y needs RGB or gray images, got {x.shape[1]} channels; use space: all")
+        return (x * self.weights.to(x.dtype)).sum(dim=1, keepdim=True)
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self._luma(sr), self._luma(hr))
+
+
+def _pixel_term(criterion: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Builder of a pixel loss term with a ``space`` option: ``all`` channels (default) or ``y``."""
+
+    def build(space: str = "all", **options: Any) -> nn.Module:
+        if space not in PIXEL_SPACES:
+            raise ValueError(f"space must be one of {', '.join(PIXEL_SPACES)}, got {space!r}")
+        module = criterion(**options)
+        return module if space == "all" else LumaLoss(module)
+
+    return build
 
 
 # --------------------------------------------------------------------------- VGG19 features
@@ -413,9 +456,9 @@ class AdversarialLoss:
 # --------------------------------------------------------------------------- combined loss
 # type -> (builder, keys it accepts besides "type" and "weight")
 _TERMS: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
-    "l1": (L1Loss, ()),
-    "mse": (MSELoss, ()),
-    "charbonnier": (CharbonnierLoss, ("eps",)),
+    "l1": (_pixel_term(L1Loss), ("space",)),
+    "mse": (_pixel_term(MSELoss), ("space",)),
+    "charbonnier": (_pixel_term(CharbonnierLoss), ("eps", "space")),
     "perceptual": (PerceptualLoss, ("layers", "criterion", "weights_path")),
     "style": (GramStyleLoss, ("layers", "criterion", "weights_path")),
 }

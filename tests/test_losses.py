@@ -7,6 +7,7 @@ import os
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,31 @@ def test_pixel_losses_by_hand() -> None:
 
 
 # --------------------------------------------------------------------------- layer names
+def test_pixel_losses_on_luma() -> None:
+    """space: y compares BT.601 Y (PROTOCOL.md's weights, no offset): an error that leaves Y alone costs
+    nothing, one along Y costs its Y amount; gray is its own luma; other band counts are refused."""
+    from superres.inference import rgb_to_ycbcr
+
+    rng = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 6, 5, generator=rng)
+    loss = build_loss([{"type": "l1", "space": "y"}])
+    chroma_only = torch.tensor([1.0, -0.5, 0.0]).view(1, 3, 1, 1) * 0.01
+    chroma_only[:, 2] = -(65.481 * chroma_only[0, 0] + 128.553 * chroma_only[0, 1]) / 24.966  # Y unchanged
+    assert float(loss(hr + chroma_only, hr)) < 1e-7
+    sr = hr + 0.02 * torch.randn(hr.shape, generator=rng)
+    y = lambda t: rgb_to_ycbcr(t.permute(0, 2, 3, 1).double().numpy())[..., 0]  # noqa: E731
+    assert float(loss(sr, hr)) == pytest.approx(float(np.abs(y(sr) - y(hr)).mean()), rel=1e-5)
+    mse = build_loss([{"type": "mse", "space": "y"}])
+    assert float(mse(sr, hr)) == pytest.approx(float(((y(sr) - y(hr)) ** 2).mean()), rel=1e-4)
+    gray = build_loss([{"type": "charbonnier", "space": "y", "eps": 1e-3}])
+    assert float(gray(hr[:, :1] + 0.1, hr[:, :1])) == pytest.approx(float(np.sqrt(0.01 + 1e-6)), rel=1e-5)
+    with pytest.raises(SuperresError, match="space: y needs RGB or gray images, got 4 channels"):
+        loss(torch.rand(1, 4, 3, 3), torch.rand(1, 4, 3, 3))
+    with pytest.raises(SuperresError, match="space must be one of all, y"):
+        build_loss([{"type": "l1", "space": "ycbcr"}])
+    assert float(build_loss([{"type": "l1", "space": "all"}])(sr, hr)) == pytest.approx(float((sr - hr).abs().mean()))
+
+
 def test_layer_names_map_to_torchvision_indices() -> None:
     assert vgg19_layer_index("conv1_1") == 0
     assert vgg19_layer_index("relu1_1") == 1
