@@ -7,9 +7,9 @@ Usage (from the repository root; one thread, as on a shared machine)::
 What is measured, all on the same images in the same process (so machine load affects every row
 alike), reported as milliseconds per output megapixel and as a ratio to OpenCV FSRCNN x4:
 
-* our models at x4 with random weights (speed does not depend on the weights): ``espcn`` and
-  ``fsrcnn`` as the 1-channel (Y) models of their papers, ``enhanced`` and ``baseline`` as RGB
-  models, each
+* our models at x4 with random weights (speed does not depend on the weights): ``lumanet`` (the
+  shipped compact model, RGB in/out), ``espcn`` and ``fsrcnn`` as the 1-channel (Y) models of their
+  papers, ``enhanced`` and ``baseline`` as RGB models (``--models`` picks some), each
   - **pipeline** rows: uint8 RGB in -> :func:`superres.inference.upscale` -> uint8 RGB out, i.e. what
     ``superres upscale`` does per image (Y/CbCr conversion and chroma resize for Y models included),
     with the torch backend at several tile sizes and with the onnx backend (an
@@ -41,7 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "Set5" / "LR_bicubic" / "X4"
 DEFAULT_PEERS = REPO.parent / "shared" / "peers"
-MODELS = (("espcn", 1), ("fsrcnn", 1), ("enhanced", 3), ("baseline", 3))
+MODELS = (("lumanet", 3), ("espcn", 1), ("fsrcnn", 1), ("enhanced", 3), ("baseline", 3))
 SCALE = 4
 
 
@@ -81,7 +81,8 @@ def time_entries(entries: list[tuple[str, str, Callable[[np.ndarray], object]]],
     return best
 
 
-def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peers_dir: Path, tmp: Path) -> list[tuple[str, str, Callable[[np.ndarray], object]]]:
+def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peers_dir: Path, tmp: Path,
+                  models: list[str]) -> list[tuple[str, str, Callable[[np.ndarray], object]]]:
     """(method, variant, fn(uint8 RGB image)) for every row of the table."""
     import torch
 
@@ -112,7 +113,7 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
 
     torch.manual_seed(0)
     index = {id(im): i for i, im in enumerate(images)}
-    for name, channels in MODELS:
+    for name, channels in [m for m in MODELS if m[0] in models]:
         net = build(name, scale=SCALE, in_channels=channels).eval()
         net.superres_meta = {"arch": name, "args": {"scale": SCALE, "in_channels": channels}}
 
@@ -156,12 +157,13 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
     return entries
 
 
-def measure(threads: int, tiles: list[int], repeats: int, images: list[np.ndarray], peers_dir: Path) -> list[dict]:
+def measure(threads: int, tiles: list[int], repeats: int, images: list[np.ndarray], peers_dir: Path,
+            models: list[str]) -> list[dict]:
     import tempfile
 
     out_mp = sum(im.shape[0] * im.shape[1] * SCALE * SCALE for im in images) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
-        entries = build_entries(threads, tiles, images, peers_dir, Path(tmp))
+        entries = build_entries(threads, tiles, images, peers_dir, Path(tmp), models)
         seconds = time_entries(entries, images, repeats)
     rows = []
     for (method, variant, _), sec in zip(entries, seconds):
@@ -186,13 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts to measure (default: 1)")
     parser.add_argument("--tiles", type=int, nargs="+", default=[0, 256, 128, 64], help="tile sizes (0: whole image)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure (fastest kept)")
+    parser.add_argument("--models", nargs="+", default=[m for m, _ in MODELS], choices=[m for m, _ in MODELS],
+                        help="our models to time (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
 
     images, what = load_images(args.data)
     rows: list[dict] = []
     for threads in args.threads:
-        rows += measure(threads, args.tiles, args.repeats, images, args.peers)
+        rows += measure(threads, args.tiles, args.repeats, images, args.peers, args.models)
 
     import torch
 

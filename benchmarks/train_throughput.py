@@ -13,7 +13,7 @@ the trainer's per-iteration callback (on CUDA after a device synchronisation at 
 kernels are counted). Start-up (reading the images, building the model) and the final save/export
 fall outside that window. Rows:
 
-* models ``edsr-baseline``, ``enhanced`` and ``espcn`` (3-channel), at ``--scale``, random init;
+* models ``edsr-baseline``, ``enhanced`` and ``lumanet`` (the compact model; 3-channel), at ``--scale``, random init;
 * data paths ``device`` (``data.device_resident: true``: the images stay on the training device and
   each batch is cut there), ``loader0`` (the DataLoader path in the training process,
   ``data.workers: 0``) and ``loaderN`` (the DataLoader with N worker processes);
@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "train"
-DEFAULT_MODELS = "edsr-baseline,enhanced,espcn"
+DEFAULT_MODELS = "edsr-baseline,enhanced,lumanet"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -84,7 +84,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from superres.export import OnnxModel
-    from superres.io import Image
 
     #: What the functions below run: a torch module, or an exported file run by onnxruntime.
     Model = nn.Module | OnnxModel

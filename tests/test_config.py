@@ -6,6 +6,8 @@ names, defaults) and from what the YAML text in each test says.
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -241,10 +243,12 @@ def test_presets_load_round_trip_and_build(preset):
     config = load_config(preset)
     assert isinstance(config, Config)
     assert config_from_dict(yaml.safe_load(dump_config(config))) == config
-    assert config.model.scale == 4
+    named = re.search(r"_x(\d)", preset.stem)
+    assert named, f"{preset.name}: preset names say their scale (<model>_x<scale>...)"
+    assert config.model.scale == int(named.group(1))
     assert config.data.patch_size % config.model.scale == 0
     model = build(config.model.name, scale=config.model.scale, in_channels=config.model.in_channels, **config.model.options)
-    assert model.scale == 4
+    assert model.scale == config.model.scale
     for path in config.data.train + [config.data.val]:
         assert path.startswith("../shared/data/"), "presets name the shared data relative to the repository root"
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from superres.errors import SuperresError
 from superres.models import REGISTRY, build, names
-from superres.models.blocks import UPSAMPLER_KINDS, make_upsampler, upsample_stages
+from superres.models.blocks import UPSAMPLER_KINDS, PixelShuffle, make_upsampler, upsample_stages
 from superres.models.complexity import count_flops, count_parameters
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -122,7 +122,7 @@ def test_pixelshuffle_feature_upsampler_is_two_x2_stages_at_x4() -> None:
     assert [(c.in_channels, c.out_channels) for c in convs] == [(4, 16), (4, 16)]
     # Projection mode is one conv to C*s^2 at LR and one PixelShuffle(s) (ESPCN's last layer).
     proj = make_upsampler("pixelshuffle", 4, 4, out_channels=3)
-    assert [type(m) for m in proj] == [nn.Conv2d, nn.PixelShuffle]
+    assert [type(m) for m in proj] == [nn.Conv2d, PixelShuffle]  # our faster subclass of nn.PixelShuffle
     assert proj[0].out_channels == 3 * 16 and proj[1].upscale_factor == 4
 
 
@@ -209,7 +209,9 @@ def test_enhanced_parameter_and_flop_count_from_its_layer_list() -> None:
     lr_convs = [(3, c)] + [(c, c)] * (2 * blocks + 1) + [(c, 3 * 16)]  # all at LR, incl. the sub-pixel conv
     model = build("enhanced", scale=4)
     assert count_parameters(model) == sum(_conv_params(a, b) for a, b in lr_convs)
-    assert count_flops(model, (1, 3, h, w)) == sum(2 * a * b * 9 * h * w for a, b in lr_convs)
+    # the fixed bicubic base is a grouped 5x5 conv: 25 taps for each of the 16 phases of 3 channels
+    bicubic = 2 * 3 * 16 * 25 * h * w
+    assert count_flops(model, (1, 3, h, w)) == sum(2 * a * b * 9 * h * w for a, b in lr_convs) + bicubic
 
 
 _COST_LINE = re.compile(r"^\s*(?P<name>[\w.-]+): (?P<params>[\d,]+) parameters, (?P<gflops>[\d.]+) GFLOPs", re.M)
@@ -239,3 +241,46 @@ def test_models_doc_lists_every_architecture_with_its_parameter_count() -> None:
     for name in names():
         params = count_parameters(build(name, scale=4, in_channels=3))
         assert re.search(rf"^\| `{re.escape(name)}` \| {params:,} \|", doc, re.M), f"{name} missing or stale in MODELS.md"
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_pixel_shuffle_moves_the_same_values(factor: int, channels_last: bool) -> None:
+    x = torch.randn(2, 3 * factor * factor, 5, 7, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    fast_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    fast, ref = PixelShuffle(factor)(fast_in), nn.PixelShuffle(factor)(y)
+    assert torch.equal(fast, ref)
+    grad = torch.randn_like(ref)
+    fast.backward(grad)
+    ref.backward(grad)
+    assert torch.equal(x.grad, y.grad)
+
+
+def test_onnx_export_keeps_depth_to_space(tmp_path) -> None:
+    pytest.importorskip("onnx")
+    import onnx
+
+    from superres.export import export_onnx
+
+    net = build("enhanced", scale=4, channels=4, num_blocks=1).eval()
+    export_onnx(net, tmp_path / "m.onnx")
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    # one for the sub-pixel tail and one for the bicubic base (the fast path, traced, would give
+    # none); and no cubic Resize, which onnxruntime runs ~30x slower than the conv form
+    assert ops.count("DepthToSpace") == 2 and "Resize" not in ops
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("shape", [(2, 3, 13, 17), (1, 4, 1, 1), (1, 1, 2, 5)])
+def test_bicubic_upsample_is_torch_bicubic_with_a_075(scale: int, shape: tuple[int, ...]) -> None:
+    """The conv form of the bicubic base equals F.interpolate(mode="bicubic") (a = -0.75, edge pixels
+    replicated), including images of one or two pixels."""
+    from superres.models.blocks import TORCH_CUBIC_A, BicubicUpsample
+
+    x = _lr(*shape, seed=scale)
+    want = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    got = BicubicUpsample(scale, shape[1], a=TORCH_CUBIC_A)(x)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not BicubicUpsample(scale, shape[1]).state_dict()  # fixed filters: nothing saved with a model

@@ -34,7 +34,7 @@ from superres.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = sorted((REPO / "configs").glob("*.yaml"))
-PATCH = 16  # HR patch side in the tiny runs (LR 4x4 at x4)
+PATCH = 16  # HR patch side in the tiny runs (LR 4x4 at x4; 18 at x3)
 
 #: Model options that make each architecture tiny (the full ones stay as the presets give them).
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
@@ -47,6 +47,7 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "rcan-small": {"groups": 1, "blocks": 1, "channels": 8, "reduction": 4},
     "espcn": {},  # already small
     "fsrcnn": {"d": 16, "s": 8, "m": 1},
+    "lumanet": {"channels": 4, "num_convs": 1},
 }
 SMALL_DISCRIMINATOR: dict[str, Any] = {"width": 4, "hidden": 8}
 
@@ -92,11 +93,13 @@ def _overrides(preset: Path, ws: dict[str, Path], run_of: Callable[[str], Path])
     """The command-line overrides that shrink ``preset`` to a two-iteration CPU run."""
     raw = yaml.safe_load(preset.read_text())
     model = raw["model"]["name"]
+    scale = int(raw["model"]["scale"])
+    patch = PATCH if PATCH % scale == 0 else 6 * scale  # an HR patch must be a multiple of the scale
     assert model in SMALL_OPTIONS, f"{preset.name}: add tiny options for model {model!r} to SMALL_OPTIONS"
     out = [
         f"data.train=[{ws['train']}]",
         f"data.val={ws['val']}",
-        f"data.patch_size={PATCH}",
+        f"data.patch_size={patch}",
         "data.batch_size=2",
         "train.iterations=2",
         "train.max_seconds=null",
@@ -165,12 +168,13 @@ def test_preset_trains_exports_and_upscales(preset: Path, workspace: dict[str, P
 
     model = superres.load_model(model_path)
     meta = model.superres_meta
-    assert meta["arch"] == config.model.name and meta["scale"] == 4 and meta["iterations"] == 2
-    assert meta["args"] == {"scale": 4, "in_channels": config.model.in_channels,
+    scale = config.model.scale
+    assert meta["arch"] == config.model.name and meta["scale"] == scale and meta["iterations"] == 2
+    assert meta["args"] == {"scale": scale, "in_channels": config.model.in_channels,
                             **config.model.options, **SMALL_OPTIONS[config.model.name]}
     image = np.random.default_rng(2).random((6, 7, 3)).astype(np.float32)
     out = superres.upscale(model, image)
-    assert out.shape == (24, 28, 3) and out.dtype == np.float32
+    assert out.shape == (6 * scale, 7 * scale, 3) and out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
 
 

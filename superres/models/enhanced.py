@@ -16,11 +16,14 @@ residual over bicubic (global residual learning, Kim et al. 2016), so at step 0 
 like bicubic; the tail's last conv starts at 0.1x its default initialisation with zero bias
 (``tail_init``) so that starting point is not disturbed by noise.
 
-Bicubic path: ``F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)``, i.e. PyTorch's
-cubic convolution with a = -0.75 and no antialiasing (none is needed for upscaling). It is not the
-MATLAB kernel (a = -0.5) that made the LR images, but it is one fused call, differentiable and fast
-on any device; the learned residual absorbs the small kernel difference, so bit-exact MATLAB bicubic
-(:func:`superres.resize.imresize`) would cost time for no gain here.
+Bicubic path: PyTorch's bicubic upscale, ``F.interpolate(x, scale_factor=s, mode="bicubic",
+align_corners=False)`` (Keys' cubic with a = -0.75, edge pixels replicated), computed as a fixed
+grouped 5x5 conv and a pixel shuffle (:class:`superres.models.blocks.BicubicUpsample`; equal to the
+``F.interpolate`` call within 5e-6). It is not the MATLAB kernel (a = -0.5) that made the LR images;
+the learned residual absorbs the small kernel difference, and the shipped weights were trained with
+this one. The conv form is 2.3x faster than ``F.interpolate`` on a CPU (13 vs 30 ms for a 256x256 RGB
+input at x4, one thread) and about 30x faster than onnxruntime's cubic ``Resize`` (10 vs 307 ms),
+which had taken half of this model's ONNX run time.
 
 Upsampler choices (``upsampler``), all in projection mode from :mod:`superres.models.blocks`; the
 output is always ``bicubic(x) + tail(features)`` and the kinds differ only in how the residual is
@@ -37,7 +40,7 @@ brought to HR:
 
 Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
 
-    enhanced: 375,456 parameters, 0.767 GFLOPs
+    enhanced: 375,456 parameters, 0.770 GFLOPs
 
 Why these defaults (checked 2026-11-26, one-off experiment, x4, Set5 PSNR-Y under the paper protocol
 with the official LR files): one training step (forward + backward, 16 LR patches of 32x32, 2 torch
@@ -57,10 +60,11 @@ the 30.5 dB target even at half the steps; 32 x 8 is an equally good choice for 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from superres.models.blocks import (
+    TORCH_CUBIC_A,
+    BicubicUpsample,
     ResidualBlock,
     UpsamplerKind,
     check_channels,
@@ -108,10 +112,10 @@ class Enhanced(nn.Module):
         self.trunk_conv = conv3x3(channels, channels)
         self.tail = make_upsampler(upsampler, channels, scale, out_channels=in_channels)
         scale_init_(last_conv(self.tail), tail_init)
+        self.bicubic = BicubicUpsample(self.scale, in_channels, a=TORCH_CUBIC_A)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""
         features = self.head(x - 0.5)
         features = features + self.trunk_conv(self.blocks(features))
-        base = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return base + self.tail(features)
+        return self.bicubic(x) + self.tail(features)

@@ -26,6 +26,7 @@ from superres.models.edsr import EDSR
 from superres.models.enhanced import Enhanced
 from superres.models.espcn import ESPCN
 from superres.models.fsrcnn import FSRCNN
+from superres.models.lumanet import LumaNet
 from superres.models.rcan import RCAN
 from superres.models.srresnet import SRResNet
 
@@ -36,6 +37,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     # small and fast (Y-channel models in their papers: in_channels=1)
     "espcn": ESPCN,
     "fsrcnn": FSRCNN,
+    "lumanet": LumaNet,  # RGB in/out, learns the luma only: the shipped compact model
     # classic residual networks and their presets
     "srresnet": SRResNet,
     "edsr-baseline": functools.partial(EDSR, blocks=16, channels=64, res_scale=1.0),

@@ -1,0 +1,95 @@
+"""``lumanet``: a compact, fast model that sharpens only the luma and leaves colour to bicubic.
+
+Layers (defaults: 32 features, 2 middle convs; RGB in, RGB out)::
+
+    luma       y = (65.481 R + 128.553 G + 24.966 B) / 255 - 0.5        (LR, fixed, 1 channel)
+    head       3x3 conv, 1 -> 32, ReLU                                   (LR)
+    middle     2 x [3x3 conv 32 -> 32, ReLU]                             (LR)
+    tail       3x3 conv 32 -> s^2, PixelShuffle(s): a luma residual r     (LR -> HR, 1 channel)
+    output     bicubic(x) + r / 0.8588, the same r added to R, G and B    (HR)
+
+Why luma only: the paper protocol (docs/PROTOCOL.md) scores the Y channel, and the eye is far less
+sensitive to chroma detail, which is why FSRCNN and ESPCN super-resolve Y alone and resize Cb/Cr
+with bicubic. Adding the same amount ``k`` to R, G and B leaves Cb and Cr unchanged (their BT.601
+coefficients sum to zero) and moves Y by ``0.8588 k`` (the Y coefficients sum to 219/255). So
+``bicubic(rgb) + r / 0.8588`` *is* "bicubic chroma, learned luma" without any YCbCr conversion at HR:
+the model maps RGB to RGB, is one ONNX graph, and needs no colour handling in the pipeline. The
+colour conversions that FSRCNN/ESPCN pipelines do on every output pixel were a large part of what
+made our Y-model pipelines slower than OpenCV's (docs/BENCHMARKS.md, "CPU inference speed").
+
+Gray images (``in_channels=1``): the channel is the luma and the residual is added to it unchanged.
+Other band counts have no luma; use ``enhanced`` or ``espcn`` for them.
+
+Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
+
+    lumanet: 23,440 parameters, 0.050 GFLOPs
+
+Per LR pixel that is ``9 (F + m F^2 + F s^2)`` multiply-adds in the learned convs, 23,328 at the
+defaults (F=32, m=2), about 1.5k per output pixel, plus 25 taps per output sample for the bicubic
+base.
+
+The tail's last conv starts at 0.1x its default initialisation with zero bias, so a fresh model
+starts close to bicubic (as in ``enhanced``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from superres.models.blocks import BicubicUpsample, bicubic_phase_kernels, check_scale, conv3x3, scale_init_
+
+__all__ = ["LumaNet", "LUMA_WEIGHTS", "LUMA_GAIN", "bicubic_phase_kernels"]
+
+#: BT.601 luma weights for RGB in [0, 1] (PROTOCOL.md's Y without the 16/255 offset).
+LUMA_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+#: How much Y moves when R, G and B all move by 1: 219/255.
+LUMA_GAIN = sum(LUMA_WEIGHTS)
+
+
+class LumaNet(nn.Module):
+    """Plain conv chain on the luma at LR, pixel-shuffled to an HR luma residual over bicubic RGB.
+
+    Args:
+        scale: upscaling factor, 2, 3 or 4.
+        in_channels: 3 (RGB) or 1 (gray).
+        channels: feature width.
+        num_convs: 3x3 convs between the head and the tail.
+        tail_init: factor on the default initialisation of the tail conv.
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        in_channels: int = 3,
+        channels: int = 32,
+        num_convs: int = 2,
+        tail_init: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.scale = check_scale(scale)
+        if in_channels not in (1, 3):
+            raise ValueError(f"lumanet works on RGB (3 channels) or gray (1 channel) images, got {in_channels} channels")
+        if channels < 1 or num_convs < 0:
+            raise ValueError(f"channels must be >= 1 and num_convs >= 0, got {channels} and {num_convs}")
+        self.in_channels = in_channels
+        layers: list[nn.Module] = [conv3x3(1, channels), nn.ReLU(inplace=True)]
+        for _ in range(num_convs):
+            layers += [conv3x3(channels, channels), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.tail = conv3x3(channels, self.scale**2)
+        scale_init_(self.tail, tail_init)
+        self.bicubic = BicubicUpsample(self.scale, in_channels)  # MATLAB's kernel: exactly imresize
+        if in_channels == 3:
+            self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1), persistent=False)
+        else:
+            self.register_buffer("luma", torch.ones(1, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""
+        y = (x * self.luma).sum(dim=1, keepdim=True) - 0.5
+        residual = self.tail(self.body(y))  # N x s^2 x h x w: the luma residual, phase-major
+        base = self.bicubic.phases(x)  # N x C*s^2 x h x w, channel-major like the residual
+        if self.in_channels == 3:
+            residual = (residual * (1.0 / LUMA_GAIN)).repeat(1, 3, 1, 1)
+        return self.bicubic.shuffle(base + residual)
