@@ -174,3 +174,44 @@ def test_load_onto_device_string(tmp_path: Path) -> None:
     path = save_model(tmp_path / "m.safetensors", _trained_like(), arch="enhanced", args=ARGS)
     model = load_model(str(path), device="cpu")
     assert next(model.parameters()).device.type == "cpu"
+
+
+# --------------------------------------------------------------------------- scripts/ship_model.py
+@pytest.mark.shared_data
+def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    from superres.evaluate import evaluate
+
+    spec = importlib.util.spec_from_file_location("ship_model", Path(__file__).parent.parent / "scripts" / "ship_model.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    weights = tmp_path / "weights"
+    monkeypatch.setattr(modelfile, "WEIGHTS_DIR", weights)
+
+    args = {"scale": 4, "in_channels": 3, "channels": 4, "num_convs": 1}
+    parent = save_model(tmp_path / "stage1.safetensors", _trained_like("lumanet", **args), arch="lumanet", args=args,
+                        metadata={"name": "stage1", "iterations": 5, "wall_time_s": 2.0})
+    child = save_model(tmp_path / "stage2.safetensors", _trained_like("lumanet", **args), arch="lumanet", args=args,
+                       metadata={"name": "stage2", "iterations": 3, "wall_time_s": 1.5,
+                                 "config": {"model": {"init_from": str(parent)}},
+                                 "scores": {"Set5": {"psnr_y": 1.0, "ssim_y": 0.1}}})
+    assert ship.main([str(child), "tiny-x4", "--sets", "Set5", "--data-root", str(shared_data)]) == 0
+
+    shipped = weights / "tiny-x4.safetensors"
+    meta = read_metadata(shipped)
+    report = evaluate(str(child), shared_data / "Set5", scale=4)
+    assert meta["scores"]["Set5"]["psnr_y"] == report["psnr_y"] and meta["scores"]["Set5"]["ssim_y"] == report["ssim_y"]
+    assert meta["training_scores"] == {"Set5": {"psnr_y": 1.0, "ssim_y": 0.1}}
+    assert meta["name"] == "tiny-x4" and meta["shipped_from"] == str(child)
+    assert meta["init_from"]["name"] == "stage1" and meta["init_from"]["iterations"] == 5
+    assert meta["total_iterations"] == 8 and meta["total_wall_time_s"] == 3.5
+    want, got = load_file(str(child)), load_file(str(shipped))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert [e["name"] for e in list_models() if e["shipped"]] == ["tiny-x4"]
+
+    # a missing set is one error line and exit code 2, and nothing is written
+    assert ship.main([str(child), "other-x4", "--sets", "Nope", "--data-root", str(shared_data)]) == 2
+    assert not (weights / "other-x4.safetensors").exists()

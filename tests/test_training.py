@@ -220,6 +220,7 @@ def test_tiny_run_writes_the_run_folder(data, tmp_path):
     assert meta["arch"] == "baseline" and meta["args"] == {"scale": 2, "in_channels": 3, "channels": 4, "num_blocks": 1}
     assert meta["iterations"] == 12 and meta["data"] == [str(data["train"].resolve())]
     assert meta["config"]["train"]["iterations"] == 12
+    assert meta["hardware"].endswith(f"{torch.get_num_threads()} torch thread(s)")  # where it trained
     scores = meta["scores"]["val"]
     assert float(rows[-1]["val_psnr_y"]) == pytest.approx(scores["psnr_y"])
     # the validator's bicubic figure agrees with `superres eval --model bicubic`

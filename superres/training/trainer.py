@@ -468,6 +468,7 @@ class Trainer:
             "iterations": self.iteration,
             "wall_time_s": round(self.elapsed, 3),
             "ema": c.train.ema is not None,
+            "hardware": _hardware(self.device),
         }
         if self.parent is not None:
             # A warm start: what this run started from, and the totals of the whole chain of runs.
@@ -497,6 +498,22 @@ class Trainer:
             gain = self.last_scores["psnr_y"] - self.validator.bicubic["psnr_y"]
             text += f"; PSNR-Y {self.last_scores['psnr_y']:.2f} dB ({gain:+.2f} over bicubic)"
         return text
+
+
+def _hardware(device: torch.device) -> str:
+    """Where a run trained, for the model's metadata: the GPU's name, or the CPU model and torch's
+    thread count (wall times mean little without it)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} torch thread(s)"
 
 
 def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> dict[str, Any]:

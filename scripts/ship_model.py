@@ -1,0 +1,82 @@
+"""Ship a trained model: copy a run's model file into ``superres/weights/NAME.safetensors`` with its
+benchmark scores measured now.
+
+Usage (from the repository root, ``../shared/data`` next to it)::
+
+    python scripts/ship_model.py runs/lumanet_x4/model.safetensors lumanet-x4
+    python scripts/ship_model.py runs/enhanced_x4_stage2/model.safetensors enhanced-x4 --sets Set5 Set14
+
+What the shipped file holds: the same weights, and the run's metadata (config, training data,
+iterations, wall time, the warm-start lineage) plus
+
+* ``scores``: PSNR-Y / SSIM-Y on each ``--sets`` folder at the model's scale, measured by
+  :func:`superres.evaluate.evaluate` (the code behind ``superres eval``, PROTOCOL.md scoring). The
+  scores the run itself recorded on its validation set are kept as ``training_scores``;
+* ``init_from`` and ``total_iterations`` / ``total_wall_time_s`` when the run was a warm start whose
+  model file predates the trainer recording them (read from the parent file named by
+  ``config.model.init_from``, which must then still exist);
+* ``shipped_from``: the run's model file, and ``name``: the shipped name.
+
+The file is written atomically; nothing else in the package changes (the shipped list is the folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="the run's model file (runs/NAME/model.safetensors)")
+    parser.add_argument("name", help="shipped name, e.g. lumanet-x4 (used as --model NAME)")
+    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="benchmark sets to score on")
+    parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    args = parser.parse_args(argv)
+
+    from superres import modelfile
+    from superres.errors import SuperresError
+    from superres.evaluate import evaluate
+    from superres.modelfile import load_model, read_metadata, save_model
+    from superres.training.trainer import lineage
+
+    WEIGHTS_DIR = modelfile.WEIGHTS_DIR
+
+    try:
+        meta: dict[str, Any] = read_metadata(args.source)
+        scale = int(meta["scale"])
+        scores = {}
+        for name in args.sets:
+            report = evaluate(str(args.source), args.data_root / name, scale=scale)
+            scores[name] = {"psnr_y": report["psnr_y"], "ssim_y": report["ssim_y"], "images": report["count"],
+                            "scale": scale, "measured_by": "superres.evaluate (superres eval)"}
+            print(f"{args.name}: {name} x{scale}: PSNR-Y {report['psnr_y']:.3f} dB / SSIM-Y {report['ssim_y']:.4f}")
+        if "scores" in meta:
+            meta["training_scores"] = meta["scores"]
+        meta["scores"] = scores
+        parent_path = (meta.get("config") or {}).get("model", {}).get("init_from")
+        if parent_path and "init_from" not in meta:
+            parent = lineage(parent_path, read_metadata(parent_path))
+            meta["init_from"] = parent
+            meta["total_iterations"] = int(meta.get("iterations", 0)) + parent["total_iterations"]
+            meta["total_wall_time_s"] = round(float(meta.get("wall_time_s", 0.0)) + parent["total_wall_time_s"], 3)
+        meta["shipped_from"] = str(args.source)
+        meta["name"] = args.name
+        model = load_model(args.source)
+        model_args = dict(meta["args"])
+        extra = {k: v for k, v in meta.items() if k not in ("format", "arch", "args", "scale", "in_channels", "value_range", "params")}
+        out = save_model(WEIGHTS_DIR / f"{args.name}.safetensors", model, arch=meta["arch"], args=model_args, metadata=extra)
+    except SuperresError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
