@@ -46,8 +46,11 @@ def test_rows_equal_evaluate_and_files_are_written(bench_root: Path, model_file:
     doc = run_benchmark(sets=["Tiny"], scales=[2, 3], models=[str(model_file)], peers=False,
                         data_root=bench_root, out=out, threads=1, command="superres benchmark ...")
     rows = {(r["method"], r["scale"]): r for r in doc["rows"]}
-    # bicubic at both scales; the x2 model only at x2
-    assert set(rows) == {("bicubic", 2), ("bicubic", 3), ("tiny_x2", 2)}
+    # bicubic at both scales, every shipped model at its own scale, and the x2 model only at x2
+    from superres.modelfile import list_models
+
+    shipped = {(e["name"], e["scale"]) for e in list_models() if e.get("shipped") and e["scale"] in (2, 3)}
+    assert set(rows) == {("bicubic", 2), ("bicubic", 3), ("tiny_x2", 2)} | shipped
     for scale in (2, 3):
         ref = evaluate("bicubic", bench_root / "Tiny", scale=scale)
         assert rows[("bicubic", scale)]["psnr_y"] == ref["psnr_y"]
@@ -84,7 +87,7 @@ def test_cli_benchmark_and_errors(bench_root: Path, tmp_path: Path, capsys: pyte
     from superres.modelfile import list_models
 
     shipped_x4 = sorted(e["name"] for e in list_models() if e.get("shipped") and e["scale"] == 4)
-    assert [r["method"] for r in doc["rows"]] == ["bicubic", *shipped_x4]  # every shipped x4 model, none at x2/x3
+    assert [r["method"] for r in doc["rows"]] == ["bicubic", *shipped_x4]  # every shipped x4 model, no other scale
     assert doc["command"].startswith("superres benchmark --sets Tiny --scales 4 --no-peers")
     assert main(["benchmark", "--sets", "Nope", "--no-peers", "--data-root", str(bench_root), "--out", str(out)]) == 2
     assert "Nope" in capsys.readouterr().err
