@@ -110,9 +110,9 @@ class ResidualBlock(nn.Module):
 class PixelShuffle(nn.PixelShuffle):
     """``nn.PixelShuffle`` computed as view -> permute -> reshape: the same values, moved faster.
 
-    On the CPU, ``aten::pixel_shuffle`` costs about 3.6x the equivalent reshape-permute copy (7.3 vs
-    2.0 ms for 48 x 256 x 256 -> 3 x 1024 x 1024, torch 2.13, one thread); in a small model such as
-    ``lumanet`` it was 16% of the forward time. During ONNX export the built-in op is used, so the
+    On the CPU, ``aten::pixel_shuffle`` costs about 3.4x the equivalent reshape-permute copy (48 x 256
+    x 256 -> 3 x 1024 x 1024, torch 2.13, one thread; ``benchmarks/ops_speed.py``); in a small model
+    such as ``lumanet`` it was 16% of the forward time. During ONNX export the built-in op is used, so the
     graph keeps its single DepthToSpace node.
     """
 
@@ -160,9 +160,9 @@ def bicubic_phase_kernels(scale: int, a: float = MATLAB_CUBIC_A) -> np.ndarray:
 class BicubicUpsample(nn.Module):
     """Fixed bicubic upscaling by an integer factor as one grouped 5x5 conv and a pixel shuffle.
 
-    Much cheaper than a resampling op: on one CPU thread, 1 MP of RGB output at x4 costs about 10 ms
-    in onnxruntime against about 300 ms for its cubic ``Resize``, and 13 ms in PyTorch against 30 ms
-    for ``F.interpolate`` (measured 2026-11-26 on the project's 2-core machine, under load). No parameters; the filters are a non-persistent buffer, so model
+    Much cheaper than a resampling op: for 1 MP of RGB output at x4 on one CPU thread it is 2.5-4x
+    faster than ``F.interpolate`` in PyTorch and about 40x faster than onnxruntime's cubic ``Resize``
+    (``benchmarks/ops_speed.py``; figures in docs/BENCHMARKS.md). No parameters; the filters are a non-persistent buffer, so model
     files do not store them. ``a`` picks the kernel: -0.5 (MATLAB, default) or -0.75 (PyTorch).
     """
 

@@ -21,9 +21,9 @@ align_corners=False)`` (Keys' cubic with a = -0.75, edge pixels replicated), com
 grouped 5x5 conv and a pixel shuffle (:class:`superres.models.blocks.BicubicUpsample`; equal to the
 ``F.interpolate`` call within 5e-6). It is not the MATLAB kernel (a = -0.5) that made the LR images;
 the learned residual absorbs the small kernel difference, and the shipped weights were trained with
-this one. The conv form is 2.3x faster than ``F.interpolate`` on a CPU (13 vs 30 ms for a 256x256 RGB
-input at x4, one thread) and about 30x faster than onnxruntime's cubic ``Resize`` (10 vs 307 ms),
-which had taken half of this model's ONNX run time.
+this one. The conv form is 2.5-4x faster than ``F.interpolate`` on a CPU and about 40x faster than
+onnxruntime's cubic ``Resize`` (``benchmarks/ops_speed.py``), which had taken half of this model's
+ONNX run time.
 
 Upsampler choices (``upsampler``), all in projection mode from :mod:`superres.models.blocks`; the
 output is always ``bicubic(x) + tail(features)`` and the kinds differ only in how the residual is
