@@ -215,3 +215,45 @@ def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp
     # a missing set is one error line and exit code 2, and nothing is written
     assert ship.main([str(child), "other-x4", "--sets", "Nope", "--data-root", str(shared_data)]) == 2
     assert not (weights / "other-x4.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- `superres models`
+def test_cli_models_json_lists_every_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from superres.cli import main
+
+    assert main(["models", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    shipped = [e for e in entries if e["shipped"]]
+    assert sorted(e["name"] for e in shipped) == modelfile.shipped_names()
+    for e in shipped:
+        assert {"name", "arch", "scale", "params", "scores"} <= set(e)
+        meta = read_metadata(modelfile.WEIGHTS_DIR / f"{e['name']}.safetensors")
+        assert e["params"] == meta["params"] and e["scale"] == meta["scale"] and e["arch"] == meta["arch"]
+        for scores in e["scores"].values():  # as measured when shipped (scripts/ship_model.py)
+            assert 20 < scores["psnr_y"] < 45 and 0 < scores["ssim_y"] < 1
+
+
+@pytest.mark.shared_data
+def test_shipped_names_work_as_model_in_eval(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every shipped lumanet (fast enough for a test) scores on Set5 what its metadata says."""
+    from superres.cli import main
+
+    for name in [n for n in modelfile.shipped_names() if n.startswith("lumanet")]:
+        scale = read_metadata(modelfile.WEIGHTS_DIR / f"{name}.safetensors")["scale"]
+        assert main(["eval", "--model", name, "--data", str(shared_data / "Set5"), "--scale", str(scale), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        recorded = load_model(name).superres_meta["scores"]["Set5"]
+        assert report["psnr_y"] == pytest.approx(recorded["psnr_y"], abs=1e-6)
+
+
+def test_cli_output_into_a_closed_pipe_is_quiet() -> None:
+    """`superres models | true`: the reader is gone before the first write (the child needs a second
+    to import torch), so the write fails with EPIPE; that must end quietly with status 0."""
+    import subprocess
+    import sys
+
+    code = "import sys; from superres.cli import main; sys.exit(main(['models']))"
+    proc = subprocess.run(["bash", "-c", f'set -o pipefail; "{sys.executable}" -c "{code}" | true'],
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0
