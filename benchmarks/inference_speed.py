@@ -3,6 +3,9 @@
 Usage (from the repository root; one thread, as on a shared machine)::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/inference_speed.py --threads 1 --out speed.md
+    # other scales / images, e.g. Set14 at x3, lumanet only, one tile size:
+    OMP_NUM_THREADS=1 python benchmarks/inference_speed.py --scale 3 --data ../shared/data/Set14/LR_bicubic/X3 \
+        --models lumanet --tiles 256
 
 What is measured, all on the same images in the same process (so machine load affects every row
 alike), reported as milliseconds per output megapixel and as a ratio to OpenCV FSRCNN x4:
@@ -42,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "Set5" / "LR_bicubic" / "X4"
 DEFAULT_PEERS = REPO.parent / "shared" / "peers"
 MODELS = (("lumanet", 3), ("espcn", 1), ("fsrcnn", 1), ("enhanced", 3), ("baseline", 3))
-SCALE = 4
+SCALE = 4  # --scale sets it
 
 
 def load_images(folder: Path) -> tuple[list[np.ndarray], str]:
@@ -56,7 +59,10 @@ def load_images(folder: Path) -> tuple[list[np.ndarray], str]:
     if folder.is_dir():
         from superres.io import list_images, read_array
 
-        images = [read_array(p)[:, :, :3] for p in list_images([folder])]
+        images = [read_array(p) for p in list_images([folder])]
+        # as RGB: gray images (Set14 has two) repeated to three channels, alpha dropped
+        images = [np.repeat(im.reshape(*im.shape[:2], -1), 3, axis=2) if im.ndim == 2 or im.shape[2] == 1 else im[:, :, :3]
+                  for im in images]
         return images + [large], f"the {len(images)} images of {folder} + astronaut 256x256"
     crops = [photo[y : y + 96, x : x + 128] for y, x in ((0, 0), (100, 200), (300, 100), (400, 380), (200, 300))]
     return crops + [large], "5 crops (96x128) of the astronaut photo + astronaut 256x256 (no data folder)"
@@ -107,7 +113,7 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
         for stem in ("FSRCNN", "ESPCN"):
             graph = peers_dir / f"{stem}_x{SCALE}.pb"
             if graph.is_file():
-                entries.append((f"OpenCV {stem} x4 (.pb)", "pipeline (uint8 RGB in/out)", opencv_peer(graph, threads=threads).upscale))
+                entries.append((f"OpenCV {stem} x{SCALE} (.pb)", "pipeline (uint8 RGB in/out)", opencv_peer(graph, threads=threads).upscale))
     elif reason is not None:
         print(f"OpenCV peers skipped: {reason}", file=sys.stderr)
 
@@ -174,7 +180,7 @@ def measure(threads: int, tiles: list[int], repeats: int, images: list[np.ndarra
 
 def to_markdown(rows: list[dict], context: str) -> str:
     ref = {r["threads"]: r["ms_per_mp"] for r in rows if r["method"].startswith("OpenCV FSRCNN")}
-    lines = [context, "", "| threads | method | variant | ms / output MP | x OpenCV FSRCNN x4 |", "|---:|---|---|---:|---:|"]
+    lines = [context, "", f"| threads | method | variant | ms / output MP | x OpenCV FSRCNN x{SCALE} |", "|---:|---|---|---:|---:|"]
     for r in rows:
         ratio = f"{r['ms_per_mp'] / ref[r['threads']]:.2f}" if r["threads"] in ref else "-"
         lines.append(f"| {r['threads']} | {r['method']} | {r['variant']} | {r['ms_per_mp']:.0f} | {ratio} |")
@@ -183,7 +189,9 @@ def to_markdown(rows: list[dict], context: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LR images (default: Set5 x4 LR)")
+    parser.add_argument("--data", type=Path, default=None, help="folder of LR images (default: Set5 LR at --scale)")
+    parser.add_argument("--scale", type=int, default=4, choices=[2, 3, 4],
+                        help="upscaling factor of our models and of the OpenCV graphs (default 4)")
     parser.add_argument("--peers", type=Path, default=DEFAULT_PEERS, help="folder with FSRCNN_x4.pb / ESPCN_x4.pb")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts to measure (default: 1)")
     parser.add_argument("--tiles", type=int, nargs="+", default=[0, 256, 128, 64], help="tile sizes (0: whole image)")
@@ -192,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="our models to time (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
+    global SCALE
+    SCALE = args.scale
+    data = args.data if args.data is not None else DEFAULT_DATA.parent / f"X{SCALE}"
 
-    images, what = load_images(args.data)
+    images, what = load_images(data)
     rows: list[dict] = []
     for threads in args.threads:
         rows += measure(threads, args.tiles, args.repeats, images, args.peers, args.models)
