@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -211,11 +210,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from superres.benchmark import cpu_name
+
+    cpu = cpu_name()
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else "?"
     out_mp = sum(im.shape[0] * im.shape[1] * SCALE * SCALE for im in images) / 1e6
     context = (

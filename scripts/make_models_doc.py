@@ -19,13 +19,13 @@ import datetime as _dt
 import importlib
 import inspect
 import os
-import platform
 import sys
 from functools import partial
 from pathlib import Path
 
 import torch
 
+from superres.benchmark import cpu_name
 from superres.io import atomic_write
 from superres.models import REGISTRY, build, names, options
 from superres.models.complexity import count_flops, count_parameters, time_forward, time_train_step
@@ -35,16 +35,6 @@ SCALE, CHANNELS = 4, 3
 SMALL_LR = (1, CHANNELS, 32, 32)     # 32x32 -> 128x128, the figure quoted in the docstrings
 LARGE_LR = (1, CHANNELS, 128, 128)   # 128x128 -> 512x512, a typical photo tile
 TRAIN_BATCH = (16, CHANNELS, 32, 32)  # one training iteration with 16 LR patches of 32x32
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _target(name: str) -> tuple[object, dict]:
@@ -151,7 +141,7 @@ def make_document(threads: int, repeats: int) -> str:
         "",
         f"All figures are for x{SCALE} on {CHANNELS}-channel images with each model's default options.",
         "FLOPs are 2 x multiply-adds of convolutions and matrix products (torch.utils.flop_counter), for one pass.",
-        f"Times: fastest of {repeats} rounds (all rows measured round-robin), torch {torch.__version__}, {threads} thread(s), {_cpu_name()}, "
+        f"Times: fastest of {repeats} rounds (all rows measured round-robin), torch {torch.__version__}, {threads} thread(s), {cpu_name()}, "
         f"generated {_dt.date.today().isoformat()} ({load_before} at the start; a load above the thread count "
         "means the times include waiting for other processes). A training step is forward + L1 + backward on a batch of "
         "16 LR patches of 32x32 (no optimizer update); 1800 s divided by it bounds the iterations that fit in "

@@ -36,7 +36,7 @@ import numpy as np
 
 from superres.errors import SuperresError
 
-__all__ = ["run_benchmark", "format_markdown", "DEFAULT_SETS", "DEFAULT_SCALES", "FLOPS_OUTPUT_SIDE"]
+__all__ = ["run_benchmark", "format_markdown", "cpu_name", "DEFAULT_SETS", "DEFAULT_SCALES", "FLOPS_OUTPUT_SIDE"]
 
 DEFAULT_SETS = ("Set5", "Set14")
 DEFAULT_SCALES = (2, 3, 4)
@@ -105,17 +105,22 @@ def _model_costs(model: str) -> tuple[int, int]:
     return count_parameters(net), count_flops(net, (1, int(net.in_channels), _FLOPS_PROBE, _FLOPS_PROBE))
 
 
-def _context(threads: int) -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows: for the machine
+    context of benchmark tables, generated docs and model files."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def _context(threads: int) -> dict[str, Any]:
+    import torch
+
+    cpu = cpu_name()
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for mod in ("onnxruntime", "cv2"):
         try:

@@ -505,15 +505,9 @@ def _hardware(device: torch.device) -> str:
     thread count (wall times mean little without it)."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    import platform
+    from superres.benchmark import cpu_name
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s)"
+    return f"{cpu_name()}, {torch.get_num_threads()} torch thread(s)"
 
 
 def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> dict[str, Any]:
