@@ -54,6 +54,7 @@ from torch import nn
 from torch.nn import L1Loss, MSELoss
 
 from superres.errors import SuperresError
+from superres.metrics import Y_COEFFS
 
 __all__ = [
     "L1Loss",
@@ -104,8 +105,9 @@ class CharbonnierLoss(nn.Module):
         return torch.sqrt(diff * diff + self.eps * self.eps).mean()
 
 
-#: BT.601 luma weights for RGB in [0, 1], the Y of the paper protocol without its constant offset.
-_LUMA = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+#: BT.601 luma weights for RGB in [0, 1]: the Y that PSNR-Y scores (superres.metrics), without its
+#: constant offset and scaled to [0, 1].
+_LUMA = tuple(c / 255.0 for c in Y_COEFFS)
 PIXEL_SPACES = ("all", "y")
 
 

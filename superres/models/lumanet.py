@@ -37,12 +37,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from superres.metrics import Y_COEFFS
 from superres.models.blocks import BicubicUpsample, bicubic_phase_kernels, check_scale, conv3x3, scale_init_
 
 __all__ = ["LumaNet", "LUMA_WEIGHTS", "LUMA_GAIN", "bicubic_phase_kernels"]
 
-#: BT.601 luma weights for RGB in [0, 1] (PROTOCOL.md's Y without the 16/255 offset).
-LUMA_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+#: BT.601 luma weights for RGB in [0, 1]: the Y the model is scored on (superres.metrics), without
+#: its 16/255 offset and scaled to [0, 1].
+LUMA_WEIGHTS = tuple(c / 255.0 for c in Y_COEFFS)
 #: How much Y moves when R, G and B all move by 1: 219/255.
 LUMA_GAIN = sum(LUMA_WEIGHTS)
 
