@@ -43,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from superres.errors import SuperresError
     from superres.evaluate import evaluate
     from superres.modelfile import load_model, read_metadata, save_model
-    from superres.training.trainer import lineage
-
-    WEIGHTS_DIR = modelfile.WEIGHTS_DIR
+    from superres.training.trainer import lineage, warm_start_metadata
 
     try:
         meta: dict[str, Any] = read_metadata(args.source)
@@ -62,15 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         parent_path = (meta.get("config") or {}).get("model", {}).get("init_from")
         if parent_path and "init_from" not in meta:
             parent = lineage(parent_path, read_metadata(parent_path))
-            meta["init_from"] = parent
-            meta["total_iterations"] = int(meta.get("iterations", 0)) + parent["total_iterations"]
-            meta["total_wall_time_s"] = round(float(meta.get("wall_time_s", 0.0)) + parent["total_wall_time_s"], 3)
+            meta.update(warm_start_metadata(parent, int(meta.get("iterations", 0)), float(meta.get("wall_time_s", 0.0))))
         meta["shipped_from"] = str(args.source)
         meta["name"] = args.name
-        model = load_model(args.source)
-        model_args = dict(meta["args"])
-        extra = {k: v for k, v in meta.items() if k not in ("format", "arch", "args", "scale", "in_channels", "value_range", "params")}
-        out = save_model(WEIGHTS_DIR / f"{args.name}.safetensors", model, arch=meta["arch"], args=model_args, metadata=extra)
+        extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}  # save_model writes those
+        out = save_model(modelfile.WEIGHTS_DIR / f"{args.name}.safetensors", load_model(args.source),
+                         arch=meta["arch"], args=meta["args"], metadata=extra)
     except SuperresError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -471,10 +471,7 @@ class Trainer:
             "hardware": _hardware(self.device),
         }
         if self.parent is not None:
-            # A warm start: what this run started from, and the totals of the whole chain of runs.
-            metadata["init_from"] = self.parent
-            metadata["total_iterations"] = self.iteration + int(self.parent.get("total_iterations", 0))
-            metadata["total_wall_time_s"] = round(self.elapsed + float(self.parent.get("total_wall_time_s", 0.0)), 3)
+            metadata.update(warm_start_metadata(self.parent, self.iteration, self.elapsed))
         if self.validator is not None and scores:
             set_name = Path(self.validator.root).name
             metadata["scores"] = {
@@ -570,6 +567,16 @@ def lineage(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
         "total_iterations": int(meta.get("total_iterations", iterations)),
         "total_wall_time_s": float(meta.get("total_wall_time_s", wall)),
         "scores": meta.get("scores", {}),
+    }
+
+
+def warm_start_metadata(parent: dict[str, Any], iterations: int, wall_time_s: float) -> dict[str, Any]:
+    """Model metadata for a warm-started run: what it started from (:func:`lineage`) and the totals
+    of the whole chain of runs, this one's ``iterations`` and ``wall_time_s`` included."""
+    return {
+        "init_from": parent,
+        "total_iterations": int(iterations) + int(parent.get("total_iterations", 0)),
+        "total_wall_time_s": round(float(wall_time_s) + float(parent.get("total_wall_time_s", 0.0)), 3),
     }
 
 
