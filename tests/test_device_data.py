@@ -11,16 +11,12 @@ uninterrupted run for the resumed one. Tiny images and a tiny model on one CPU t
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from support import KILL_SCRIPT, assert_same_weights, model_weights
+from support import assert_same_weights, model_weights, train_until_killed
 import torch
 from PIL import Image
 
@@ -203,12 +199,7 @@ def test_resume_after_sigkill_on_the_device_path(folder, tmp_path):
     config_file = tmp_path / "tiny.yaml"
     save_config(config, config_file)
     killed = tmp_path / "killed"
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script), str(config_file), str(killed), "8"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    train_until_killed(config_file, killed, 8, tmp_path)
     assert torch.load(killed / "last.pt", weights_only=True)["iteration"] == 5
 
     train(load_config(config_file, ["data.device_resident=true"]), run_dir=killed, resume=True)
@@ -216,9 +207,7 @@ def test_resume_after_sigkill_on_the_device_path(folder, tmp_path):
 
     # and once more, killed on the device path and resumed on the DataLoader path
     other = tmp_path / "other"
-    proc = subprocess.run([sys.executable, str(script), str(config_file), str(other), "7"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    train_until_killed(config_file, other, 7, tmp_path)
     train(load_config(config_file, ["data.device_resident=false"]), run_dir=other, resume=True)
     assert_same_weights(model_weights(full / "model.safetensors"), model_weights(other / "model.safetensors"))
     with open(full / "metrics.csv", newline="") as a, open(killed / "metrics.csv", newline="") as b:

@@ -10,15 +10,13 @@ half-batch gradients where the single process takes one mean.
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support import run_two_ranks
 from PIL import Image
 
 from superres.config import config_from_dict, save_config
@@ -69,13 +67,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     )
     config_file = tmp_path / "ddp.yaml"
     save_config(config, config_file)
-    (tmp_path / "script.py").write_text(_SCRIPT)
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(tmp_path / "script.py"), str(config_file), str(tmp_path / "run"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_two_ranks(_SCRIPT, config_file, tmp_path)
     assert proc.stdout.count("model 0 ") == 1 and proc.stdout.count("model 1 ") == 1
 
     run = tmp_path / "run"

@@ -9,9 +9,6 @@ the resumed one, and the model file itself for the warm start.
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support import run_two_ranks
 from PIL import Image
 
 from superres.config import Config, config_from_dict, dump_config, load_config, save_config
@@ -377,12 +375,7 @@ def test_gan_under_ddp_two_cpu_processes(images: Path, tmp_path: Path) -> None:
     config = _config(images, train={"iterations": 3, "save_every": 3, "log_every": 1})
     config_file = tmp_path / "ddp.yaml"
     save_config(config, config_file)
-    (tmp_path / "script.py").write_text(_DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(tmp_path / "script.py"), str(config_file), str(tmp_path / "run"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_ranks(_DDP_SCRIPT, config_file, tmp_path)
     d0, d1 = (torch.load(tmp_path / f"d{r}.pt", weights_only=True) for r in (0, 1))
     for k in d0:
         if "running" not in k and "num_batches" not in k:  # BN buffers are synced from rank 0 at each forward

@@ -11,17 +11,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from support import KILL_SCRIPT, assert_same_weights, model_weights
+from support import assert_same_weights, model_weights, train_until_killed
 import tifffile
 import torch
 from PIL import Image
@@ -273,12 +269,7 @@ def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
     config_file = tmp_path / "tiny.yaml"
     save_config(config, config_file)
     killed = tmp_path / "killed"
-    script = tmp_path / "kill.py"
-    script.write_text(KILL_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script), str(config_file), str(killed), "13"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    train_until_killed(config_file, killed, 13, tmp_path)
     assert torch.load(killed / "last.pt", weights_only=True)["iteration"] == 10
     assert not (killed / "model.safetensors").exists()
     assert int(_metrics(killed / "metrics.csv")[-1]["iteration"]) == 12  # logged past the checkpoint
