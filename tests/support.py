@@ -54,6 +54,22 @@ def run_two_ranks(script_text: str, config_file: Path, tmp_path: Path) -> subpro
     return proc
 
 
+def l1_fit(model, lr, hr, steps: int, learning_rate: float) -> list[float]:
+    """``steps`` Adam steps of ``model`` on the L1 loss of one ``(lr, hr)`` batch; the losses, in order."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.l1_loss(model(lr), hr)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def model_weights(path) -> dict:
     """The tensors of a model file (safetensors), by name."""
     from safetensors.torch import load_file

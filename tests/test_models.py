@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 import torch
+from support import l1_fit
 import torch.nn.functional as F
 from torch import nn
 
@@ -164,14 +165,7 @@ def test_overfits_one_batch(name: str) -> None:
     lr = F.avg_pool2d(hr, 4)
     torch.manual_seed(0)
     model = build(name, scale=4, channels=16, num_blocks=2)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(50):
-        opt.zero_grad()
-        loss = F.l1_loss(model(lr), hr)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = l1_fit(model, lr, hr, steps=50, learning_rate=2e-3)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 import torch
+from support import l1_fit
 import torch.nn.functional as F
 from torch import nn
 
@@ -252,14 +253,7 @@ def test_tiny_model_fits_one_batch(name: str) -> None:
     hr = F.interpolate(torch.rand(2, c, 3, 3), size=(6 * scale, 6 * scale), mode="bilinear", align_corners=False)
     lr = F.avg_pool2d(hr, scale)
     model = TINY[name](scale, c)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        opt.zero_grad()
-        loss = F.l1_loss(model(lr), hr)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = l1_fit(model, lr, hr, steps=40, learning_rate=3e-3)
     assert losses[-1] < 0.4 * losses[0], losses
 
 
