@@ -2,28 +2,34 @@
 
 Two steps, on two machines::
 
-    # here (once): pack T91 + BSD200 and Set5/Set14 HR as lossless WebP into .gpu/ (git-ignored)
+    # here (once): pack T91 + BSD200 and Set5/Set14 HR as lossless WebP into .gpu/ (git-ignored),
+    # and General100 into .gpu_extra/ (a device call carries at most 64 MiB with the tree, so the
+    # two travel in two calls to the same warm machine; ignored folders stay there between calls)
     python benchmarks/gpu_time_to_quality.py pack                # 44 MiB, ~75 s on one core
+    python benchmarks/gpu_time_to_quality.py pack --train ../shared/data/train/General100 --no-sets --out .gpu_extra
 
-    # on the GPU machine, from the repository root, carrying .gpu:
-    python3 benchmarks/gpu_time_to_quality.py run --packed .gpu --minutes 8 --budget-s 570 --out "$OUT"
+    # on the GPU machine, from the repository root: one call carrying .gpu_extra, then one carrying .gpu:
+    python3 benchmarks/gpu_time_to_quality.py run --packed .gpu .gpu_extra --minutes 8 --budget-s 570 --out "$OUT"
 
 ``run`` does, in order:
 
-1. unpacks ``--packed`` (``train/``, ``Set5/HR``, ``Set14/HR``; WebP decoded to PNG, other files
-   copied) into a scratch folder, in parallel; a folder without WebP files is used as it is;
+1. unpacks each ``--packed`` folder (``train/``, ``Set5/HR``, ``Set14/HR``; WebP decoded to PNG,
+   other files copied) into one scratch folder, in parallel, the ``train/`` folders merged; a
+   ``--packed`` folder that is missing is skipped with a note (the second call's machine may be a
+   fresh one), and a folder without WebP files is used as it is;
 2. (unless ``--no-throughput``) measures training throughput with ``benchmarks/train_throughput.py``
    for ``edsr-baseline`` at the config's batch and patch size, device-resident data next to the
    DataLoader path, and sets ``train.val_every`` so that Set5 is scored about every
    ``--val-seconds`` of training (from the device path's iterations per second);
 3. trains with ``superres train --config configs/edsr_baseline_x4_gpu.yaml`` (bf16, channels_last,
    device-resident data, warm-up then cosine over ``train.max_seconds = minutes * 60``), validating
-   on Set5 (the trainer takes one validation set);
+   on Set5 and on Set14 (``data.val_extra``) at each validation;
 4. scores the final model on Set5 and Set14 with ``superres eval``;
 5. writes into ``--out`` (default ``$OUT``): ``model.safetensors``, ``metrics.csv``, ``config.yaml``,
    ``curves.png``, ``train.log``, ``summary.json`` and ``throughput.{md,json}`` (8 files), and prints
-   the time to 31.5 dB and to 31.8 dB PSNR-Y on Set5: the ``elapsed_s`` (training wall time,
-   validation included) of the first validation row at or above each threshold.
+   every validation (training time, Set5 and Set14 PSNR-Y) and the time to 31.5 dB and to 31.8 dB
+   PSNR-Y on Set5: the ``elapsed_s`` (training wall time, validation included) of the first
+   validation row at or above each threshold.
 
 Extra ``key=value`` arguments are config overrides (e.g. ``train.compile=true``). The run folder
 itself (with ``last.pt``) stays in the scratch folder: it is too large to bring back. ``--budget-s``
@@ -52,9 +58,11 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without `pip in
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_CONFIG = REPO / "configs" / "edsr_baseline_x4_gpu.yaml"
 THRESHOLDS = (31.5, 31.8)
-#: The "291 images" of the protocol. General100 (21 MiB as WebP) would take the packed folder past
-#: the 64 MiB that a device call can carry; pass --train to pack other folders.
+#: The "291 images" of the protocol. General100 (20 MiB as WebP) would take the packed folder past
+#: the 64 MiB that a device call can carry, so it is packed on its own (see above).
 DEFAULT_TRAIN = ("T91", "BSD200")
+#: Where the final scores and the per-validation table come from: data.val and data.val_extra.
+VAL_SETS = ("Set5", "Set14")
 #: Seconds that --budget-s keeps for what follows the training loop: the trainer's start-up (images,
 #: CUDA, bicubic baseline), its final validation and export, and two `superres eval` processes.
 END_RESERVE_S = 75.0
@@ -148,13 +156,23 @@ def time_to(rows: list[dict[str, str]], threshold: float) -> dict[str, Any] | No
 
 
 def summarise(metrics_csv: Path, batch_size: int) -> dict[str, Any]:
-    """Times to each threshold, the best and last Set5 scores, and training throughput from ``metrics.csv``."""
+    """Times to each threshold, every validation (time, Set5 and Set14 PSNR-Y), the best and last Set5
+    scores, and training throughput from ``metrics.csv``."""
     with open(metrics_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     val = [r for r in rows if r.get("val_psnr_y")]
     last = rows[-1]
     iterations, elapsed = int(last["iteration"]), float(last["elapsed_s"])
+
+    def number(row: dict[str, str], key: str) -> float | None:
+        return float(row[key]) if row.get(key) else None
+
     return {
+        "validations_table": [
+            {"iteration": int(r["iteration"]), "seconds": float(r["elapsed_s"]),
+             "Set5": number(r, "val_psnr_y"), "Set14": number(r, "val_Set14_psnr_y")}
+            for r in val
+        ],
         "time_to": {f"{t:.1f}": time_to(rows, t) for t in THRESHOLDS},
         "iterations": iterations,
         "elapsed_s": elapsed,
@@ -183,11 +201,6 @@ def _tee(cmd: list[str], log: Path, env: dict[str, str]) -> int:
         return proc.wait()
 
 
-def _folder(packed: Path, name: str, fallback: Path) -> Path:
-    path = packed / name
-    return path if path.exists() else fallback
-
-
 def run(args: argparse.Namespace) -> int:
     from superres.config import load_config
 
@@ -201,17 +214,30 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     # 1. data
-    packed = Path(args.packed)
+    packed = []
+    for folder in map(Path, args.packed):
+        if folder.is_dir():
+            packed.append(folder)
+        else:
+            print(f"--packed {folder}: not here, skipped", flush=True)
     folders = {}
     for name, fallback in (("train", SHARED / "train"), ("Set5", SHARED / "Set5"), ("Set14", SHARED / "Set14")):
-        src = _folder(packed, name, fallback)
-        folders[name] = unpack(src, scratch / name) if src.is_dir() and is_packed(src) else src
-        print(f"{name}: {folders[name]}", flush=True)
+        sources = [folder / name for folder in packed if (folder / name).exists()] or [fallback]
+        if all(src.is_dir() and is_packed(src) for src in sources):
+            for src in sources:
+                unpack(src, scratch / name, args.workers)  # train/ folders merge: each holds its own sub-folders
+            folders[name] = scratch / name
+        elif len(sources) == 1:
+            folders[name] = sources[0]
+        else:
+            raise SystemExit(f"{name}: {', '.join(map(str, sources))} must all be packed folders to be merged")
+        print(f"{name}: {folders[name]} (from {', '.join(map(str, sources))})", flush=True)
     print(f"data ready in {time.monotonic() - started:.1f} s", flush=True)
 
     overrides = [
         f"data.train=[{folders['train']}]",
         f"data.val={folders['Set5']}",
+        f"data.val_extra=[{folders['Set14']}]",
         f"train.device={args.device}",
         *args.overrides,
     ]
@@ -262,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 4. scores of the final model
     scores = {}
-    for name in ("Set5", "Set14"):
+    for name in VAL_SETS:
         cmd = [*_python(), "-m", "superres", "eval", "--model", str(run_dir / "model.safetensors"),
                "--data", str(folders[name]), "--scale", str(config.model.scale), "--json",
                "--device", "cuda" if _cuda(args.device) else "cpu"]
@@ -312,6 +338,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"data path: {summary['data_path']}")
     print(f"trained {summary['iterations']} iterations in {summary['elapsed_s']:.0f} s "
           f"({summary['patches_per_s_with_validation']} patches/s, validation included)")
+    print("validations: training time, Set5 / Set14 PSNR-Y")
+    for row in summary["validations_table"]:
+        set14 = "-" if row["Set14"] is None else f"{row['Set14']:.2f}"
+        print(f"  {row['seconds']:7.1f} s  iteration {row['iteration']:6d}  {row['Set5']:.2f} / {set14} dB")
     for key, hit in summary["time_to"].items():
         text = "not reached" if hit is None else f"{hit['seconds']:.0f} s (iteration {hit['iteration']}, {hit['psnr_y']:.2f} dB)"
         print(f"time to {key} dB on Set5: {text}")
@@ -328,10 +358,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="training folders, each packed as train/<folder name> (default: T91 and BSD200)")
     p.add_argument("--set5", default=str(SHARED / "Set5" / "HR"))
     p.add_argument("--set14", default=str(SHARED / "Set14" / "HR"))
+    p.add_argument("--no-sets", dest="sets", action="store_false",
+                   help="pack the training folders only (e.g. a second folder for a second device call)")
     p.add_argument("--out", default=str(REPO / ".gpu"))
     p.add_argument("--workers", type=int, default=None)
     r = sub.add_parser("run", help="train for --minutes and report the time to 31.5/31.8 dB on Set5")
-    r.add_argument("--packed", default=str(REPO / ".gpu"), help="packed folder (train/, Set5/HR, Set14/HR) or plain folders")
+    r.add_argument("--packed", nargs="+", default=[str(REPO / ".gpu"), str(REPO / ".gpu_extra")],
+                   help="packed folders (train/, Set5/HR, Set14/HR; train/ folders are merged) or plain folders")
     r.add_argument("--minutes", type=float, default=8.0, help="training time budget (train.max_seconds)")
     r.add_argument("--budget-s", type=float, default=None,
                    help="whole-script wall-time limit: trains for less than --minutes when needed to end in time")
@@ -339,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config", default=str(DEFAULT_CONFIG))
     r.add_argument("--device", default="auto")
     r.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder)")
+    r.add_argument("--workers", type=int, default=None, help="unpacking processes (default: one per core)")
     r.add_argument("--val-seconds", type=float, default=30.0, help="validate about this often (needs the throughput step)")
     r.add_argument("--no-throughput", dest="throughput", action="store_false")
     r.add_argument("--throughput-paths", default="device,loader0,loader8")
@@ -349,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         out = Path(args.out)
         sources = {f"train/{Path(t).name}": Path(t) for t in args.train}
-        sources.update({"Set5/HR": Path(args.set5), "Set14/HR": Path(args.set14)})
+        if args.sets:
+            sources.update({"Set5/HR": Path(args.set5), "Set14/HR": Path(args.set14)})
         t0 = time.monotonic()
         info = pack(sources, out, args.workers)
         print(f"packed {info['files']} files, {info['bytes'] / 2**20:.1f} MiB, into {out} in {time.monotonic() - t0:.0f} s")

@@ -64,7 +64,9 @@ class DataConfig:
 
     ``train`` lists image files/folders (random HR crops, LR made on the fly with MATLAB bicubic)
     or names exactly one ``.npz`` patch file (``superres data patches``). ``val`` is a benchmark
-    folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training.
+    folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training; it picks
+    ``best.safetensors``. ``val_extra`` lists more benchmark folders scored at the same validations
+    and logged beside it as ``val_<folder name>_psnr_y`` / ``_ssim_y`` (e.g. Set14 next to Set5).
 
     ``device_resident`` keeps 8-bit training images on the training device and cuts each batch there
     (:mod:`superres.training.device_data`; the same batches as the DataLoader path): ``auto`` does so
@@ -78,6 +80,7 @@ class DataConfig:
     augment: bool = True
     in_memory: bool = True
     val: Union[str, None] = None
+    val_extra: list[str] = field(default_factory=list)
     val_limit: Union[int, None] = None
     workers: int = 0
     device_resident: Union[Literal["auto"], bool] = "auto"
@@ -223,7 +226,7 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
-    """A copy with ``data.train``, ``data.val``, ``model.init_from`` and ``out`` made absolute against
+    """A copy with ``data.train``, ``data.val``, ``data.val_extra``, ``model.init_from`` and ``out`` made absolute against
     ``base`` (default: cwd).
 
     The run folder's ``config.yaml`` stores resolved paths so that it can be reused from anywhere.
@@ -238,6 +241,7 @@ def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
         config.data,
         train=[absolute(p) for p in config.data.train],
         val=None if config.data.val is None else absolute(config.data.val),
+        val_extra=[absolute(p) for p in config.data.val_extra],
     )
     model = dataclasses.replace(
         config.model, init_from=None if config.model.init_from is None else absolute(config.model.init_from)
@@ -490,6 +494,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- value checks
+def val_set_name(path: str) -> str:
+    """The name a validation folder goes by in logs, metrics columns and metadata: its folder name,
+    with anything but letters, digits, ``-`` and ``_`` made ``_`` (``../data/Set14`` -> ``Set14``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", Path(path).name) or "val"
+
+
 def _check_values(c: Config, source: str) -> None:
     """Range and consistency checks that types alone cannot express; each names its key."""
 
@@ -510,6 +520,11 @@ def _check_values(c: Config, source: str) -> None:
         bad("data.batch_size", f"must be >= 1, got {c.data.batch_size}")
     if c.data.val_limit is not None and c.data.val_limit < 1:
         bad("data.val_limit", f"must be >= 1 or null, got {c.data.val_limit}")
+    if c.data.val_extra and c.data.val is None:
+        bad("data.val_extra", "needs data.val (the set that picks best.safetensors)")
+    names = [val_set_name(p) for p in ([c.data.val] if c.data.val else []) + list(c.data.val_extra)]
+    if len(set(names)) != len(names):
+        bad("data.val_extra", f"needs folders with distinct names (they name the metrics columns), got {names}")
     if c.data.workers < 0:
         bad("data.workers", f"must be >= 0, got {c.data.workers}")
     if not c.loss:

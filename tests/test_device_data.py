@@ -264,3 +264,49 @@ def test_time_to_threshold_from_metrics(tmp_path):
     assert summary["iterations"] == 600 and summary["patches_per_s_with_validation"] == round(600 * 8 / 63.0, 1)
     assert summary["set5_best"] == 31.85 and summary["set5_last"] == 31.85 and summary["validations"] == 4
     assert script.time_to([{"val_psnr_y": "30", "elapsed_s": "1", "iteration": "1"}], 31.5) is None
+
+
+def test_run_end_to_end_at_tiny_scale(tmp_path, capsys):
+    """The whole device-call script on the CPU at tiny scale: two packed folders (their train/ merged,
+    a third one missing), throughput for both data paths, training with Set5 and Set14 scored at each
+    validation, final `superres eval` scores, and the files it brings back."""
+    import json
+
+    script = _script()
+    rng = np.random.default_rng(7)
+    src = tmp_path / "src"
+    for i in range(3):
+        _write_png(src / "A" / f"a{i}.png", rng.integers(0, 256, (28, 30, 3), dtype=np.uint8))
+    _write_png(src / "B" / "b0.png", rng.integers(0, 256, (26, 26, 3), dtype=np.uint8))
+    for name, count in (("Set5", 2), ("Set14", 3)):
+        for i in range(count):
+            _write_png(src / name / "HR" / f"{name}_{i}.png", rng.integers(0, 256, (24, 20, 3), dtype=np.uint8))
+    script.pack({"train/A": src / "A", "Set5/HR": src / "Set5" / "HR", "Set14/HR": src / "Set14" / "HR"},
+                tmp_path / "p1", workers=1)
+    script.pack({"train/B": src / "B"}, tmp_path / "p2", workers=1)
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    status = script.main([
+        "run", "--packed", str(tmp_path / "p1"), str(tmp_path / "p2"), str(tmp_path / "missing"),
+        "--minutes", "5", "--out", str(out), "--work", str(work), "--workers", "1", "--device", "cpu",
+        "--throughput-paths", "device,loader0", "--throughput-iters", "2", "--throughput-warmup", "1",
+        "model.options={blocks: 1, channels: 4}", "data.patch_size=16", "data.batch_size=2",
+        "train.iterations=6", "train.val_every=3", "train.log_every=3", "train.amp=none", "train.ema=null",
+    ])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert f"--packed {tmp_path / 'missing'}: not here, skipped" in printed
+    assert "validations: training time, Set5 / Set14 PSNR-Y" in printed
+    merged = sorted(p.relative_to(work / "train").as_posix() for p in (work / "train").rglob("*.png"))
+    assert merged == ["A/a0.png", "A/a1.png", "A/a2.png", "B/b0.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "model.safetensors", "metrics.csv", "config.yaml", "curves.png", "train.log", "summary.json",
+        "throughput.json", "throughput.md"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["path"] for r in summary["throughput"]] == ["device", "loader0"]
+    table = summary["validations_table"]
+    assert [r["iteration"] for r in table] == [3, 6] and summary["iterations"] == 6
+    assert all(r["Set5"] is not None and r["Set14"] is not None and r["Set5"] != r["Set14"] for r in table)
+    # the last validation is the exported model, and `superres eval` agrees with it on both sets
+    assert summary["final_scores"]["Set5"]["psnr_y"] == pytest.approx(table[-1]["Set5"], abs=1e-4)
+    assert summary["final_scores"]["Set14"]["psnr_y"] == pytest.approx(table[-1]["Set14"], abs=1e-4)

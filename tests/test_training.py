@@ -228,6 +228,52 @@ def test_tiny_run_writes_the_run_folder(data, tmp_path):
     assert scores["psnr_y"] == pytest.approx(scored["psnr_y"], abs=1e-4)
 
 
+def test_extra_validation_sets_are_scored_beside_val(data, tmp_path):
+    """data.val_extra: each set gets its own metrics columns at every validation and its own entry in
+    the model's scores, equal to `superres eval` on the exported file; best.safetensors still follows
+    data.val alone."""
+    from superres.evaluate import evaluate
+    from superres.modelfile import read_metadata
+
+    rng = np.random.default_rng(5)
+    other = tmp_path / "Other-Set"  # '-' is kept; a second, different set
+    for i in range(3):
+        _write(other / "HR" / f"o{i}.png", _smooth_image(rng, 28, 24, 3, 255), 255)
+    config = _config(data, data={"val_extra": [str(other)]})
+    run = tmp_path / "run"
+    model_path = train(config, run_dir=run)
+
+    rows = _metrics(run / "metrics.csv")
+    validated = [r for r in rows if r["val_psnr_y"]]
+    assert [int(r["iteration"]) for r in validated] == [6, 12]
+    assert all(r["val_Other-Set_psnr_y"] and r["val_Other-Set_ssim_y"] for r in validated)
+    assert not any(r["val_Other-Set_psnr_y"] for r in rows if not r["val_psnr_y"])
+    assert validated[-1]["val_Other-Set_psnr_y"] != validated[-1]["val_psnr_y"]  # scored on its own images
+
+    scores = read_metadata(model_path)["scores"]
+    assert sorted(scores) == ["Other-Set", "val"]
+    assert scores["Other-Set"]["images"] == 3 and scores["val"]["images"] == 2
+    assert scores["Other-Set"]["psnr_y"] == pytest.approx(float(validated[-1]["val_Other-Set_psnr_y"]))
+    scored = evaluate(str(model_path), other, scale=2)
+    assert scores["Other-Set"]["psnr_y"] == pytest.approx(scored["psnr_y"], abs=1e-4)
+    assert scores["Other-Set"]["bicubic_psnr_y"] == pytest.approx(evaluate("bicubic", other, scale=2)["psnr_y"], abs=1e-6)
+
+    best_row = max(validated, key=lambda r: float(r["val_psnr_y"]))
+    assert read_metadata(run / "best.safetensors")["scores"]["val"]["iteration"] == int(best_row["iteration"])
+
+
+@pytest.mark.parametrize(
+    "data_section, message",
+    [
+        ({"val": None, "val_extra": ["x"]}, "'data.val_extra' needs data.val"),
+        ({"val_extra": ["elsewhere/val"]}, "'data.val_extra' needs folders with distinct names"),
+    ],
+)
+def test_val_extra_config_errors(data, data_section, message):
+    with pytest.raises(SuperresError, match=message):
+        _config(data, data=data_section)
+
+
 def test_loss_falls_on_a_tiny_overfit(tmp_path):
     rng = np.random.default_rng(5)
     _write(tmp_path / "one" / "a.png", _smooth_image(rng, 16, 16, 3, 255), 255)
@@ -340,6 +386,7 @@ def test_run_folder_guards(data, tmp_path):
     [
         ({"data": {"train": ["does/not/exist"]}}, "data.train: .*does/not/exist does not exist"),
         ({"data": {"val": "no/such/val"}}, "data.val: .*no/such/val is not a folder"),
+        ({"data": {"val_extra": ["no/such/Set14"]}}, "data.val_extra: .*no/such/Set14 is not a folder"),
         ({"model": {"in_channels": 1}}, "model.in_channels=1 but the training data .* has 3 channel"),
         ({"data": {"batch_size": 3}, "model": {"name": "nosuchmodel"}}, "unknown model 'nosuchmodel'"),
         ({"loss": [{"type": "l3"}]}, "unknown type 'l3'"),

@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from superres.config import Config, config_to_dict, load_config, resolve_paths, save_config
+from superres.config import Config, config_to_dict, load_config, resolve_paths, save_config, val_set_name
 from superres.errors import SuperresError
 from superres.training import distributed
 from superres.training.batches import IterationItems, build_train_dataset, training_batches
@@ -217,16 +217,18 @@ class Trainer:
             self.step_model = torch.compile(self.step_model)
 
         self.validator: Validator | None = None
-        if config.data.val is not None:
-            check_val_folder(config.data.val, config.model.scale)  # on every rank: fail together, not hang
+        self.extra_validators: dict[str, Validator] = {}  # data.val_extra, by val_set_name()
+        if config.data.val is not None:  # on every rank: fail together, not hang
+            check_val_folder(config.data.val, config.model.scale)
+        for folder in config.data.val_extra:
+            check_val_folder(folder, config.model.scale, key="data.val_extra")
         if config.data.val is not None and ctx.is_main:
-            self.validator = Validator(
-                config.data.val,
-                scale=config.model.scale,
-                in_channels=config.model.in_channels,
-                limit=config.data.val_limit,
-                device=self.device,
-            )
+            self.validator, *extra = [
+                Validator(folder, scale=config.model.scale, in_channels=config.model.in_channels,
+                          limit=config.data.val_limit, device=self.device)
+                for folder in [config.data.val, *config.data.val_extra]
+            ]
+            self.extra_validators = {val_set_name(v.root): v for v in extra}
         self.log = RunLog(run_dir, enabled=ctx.is_main, resume_from=self.iteration if checkpoint is not None else None)
         if ctx.is_main:
             save_config(config, run_dir / "config.yaml")
@@ -249,11 +251,10 @@ class Trainer:
         self.log.start_progress(total=total, initial=self.iteration)
         if self.iteration > 0:
             self.log.message(f"resumed from {self.checkpoint_path} at iteration {self.iteration}")
-        if self.validator is not None:
-            b = self.validator.bicubic
+        for v in [self.validator, *self.extra_validators.values()] if self.validator is not None else []:
             self.log.message(
-                f"validation on {self.validator.root} ({len(self.validator.names)} images): "
-                f"bicubic PSNR-Y {b['psnr_y']:.2f} dB / SSIM-Y {b['ssim_y']:.4f}"
+                f"validation on {v.root} ({len(v.names)} images): "
+                f"bicubic PSNR-Y {v.bicubic['psnr_y']:.2f} dB / SSIM-Y {v.bicubic['ssim_y']:.4f}"
             )
         started = time.monotonic() - self.elapsed
         saved_at = validated_at = -1
@@ -366,23 +367,27 @@ class Trainer:
 
     def _validate(self) -> None:
         assert self.validator is not None
-        scores = self.validator.score(self._eval_model())
+        model = self._eval_model()
+        scores = self.validator.score(model)
+        extra = {name: v.score(model) for name, v in self.extra_validators.items()}
         b = self.validator.bicubic
-        self.last_scores = {**scores, "iteration": self.iteration}
-        self.log.record(
-            self.iteration,
-            {
-                "elapsed_s": round(self.elapsed, 3),
-                "val_psnr_y": scores["psnr_y"],
-                "val_ssim_y": scores["ssim_y"],
-                "bicubic_psnr_y": b["psnr_y"],
-                "bicubic_ssim_y": b["ssim_y"],
-            },
-        )
+        self.last_scores = {**scores, "iteration": self.iteration, "extra": extra}
+        values = {
+            "elapsed_s": round(self.elapsed, 3),
+            "val_psnr_y": scores["psnr_y"],
+            "val_ssim_y": scores["ssim_y"],
+            "bicubic_psnr_y": b["psnr_y"],
+            "bicubic_ssim_y": b["ssim_y"],
+        }
+        for name, s in extra.items():
+            values[f"val_{name}_psnr_y"] = s["psnr_y"]
+            values[f"val_{name}_ssim_y"] = s["ssim_y"]
+        self.log.record(self.iteration, values)
         improved = not self.best or scores["psnr_y"] > self.best["psnr_y"]
+        also = "".join(f"; {name} {s['psnr_y']:.2f} dB / {s['ssim_y']:.4f}" for name, s in extra.items())
         self.log.message(
             f"iteration {self.iteration}: PSNR-Y {scores['psnr_y']:.2f} dB / SSIM-Y {scores['ssim_y']:.4f} "
-            f"({scores['psnr_y'] - b['psnr_y']:+.2f} dB over bicubic){' best' if improved else ''}"
+            f"({scores['psnr_y'] - b['psnr_y']:+.2f} dB over bicubic){' best' if improved else ''}{also}"
         )
         if improved:
             self.best = dict(self.last_scores)
@@ -473,16 +478,20 @@ class Trainer:
         if self.parent is not None:
             metadata.update(warm_start_metadata(self.parent, self.iteration, self.elapsed))
         if self.validator is not None and scores:
-            set_name = Path(self.validator.root).name
+            set_name = val_set_name(str(self.validator.root))
+            sets = {set_name: (self.validator, scores)}
+            sets.update({name: (v, scores.get("extra", {}).get(name)) for name, v in self.extra_validators.items()})
             metadata["scores"] = {
-                set_name: {
-                    "psnr_y": scores["psnr_y"],
-                    "ssim_y": scores["ssim_y"],
-                    "bicubic_psnr_y": self.validator.bicubic["psnr_y"],
-                    "bicubic_ssim_y": self.validator.bicubic["ssim_y"],
+                name: {
+                    "psnr_y": s["psnr_y"],
+                    "ssim_y": s["ssim_y"],
+                    "bicubic_psnr_y": v.bicubic["psnr_y"],
+                    "bicubic_ssim_y": v.bicubic["ssim_y"],
                     "iteration": scores["iteration"],
-                    "images": len(self.validator.names),
+                    "images": len(v.names),
                 }
+                for name, (v, s) in sets.items()
+                if s is not None
             }
             metadata["validation"] = {"set": str(self.validator.root), "scale": c.model.scale}
         model = self._eval_model()

@@ -36,12 +36,12 @@ def quantise(x: torch.Tensor, bit_depth: int) -> torch.Tensor:
     return x.clamp(0.0, 1.0).mul(levels).round().div(levels)
 
 
-def check_val_folder(root: str | Path, scale: int) -> None:
-    """Raise a :class:`SuperresError` naming ``data.val`` unless ``root`` is a benchmark folder (has ``HR/``)."""
+def check_val_folder(root: str | Path, scale: int, key: str = "data.val") -> None:
+    """Raise a :class:`SuperresError` naming ``key`` unless ``root`` is a benchmark folder (has ``HR/``)."""
     root = Path(root)
     if not (root / "HR").is_dir():
         what = "is not a folder" if not root.is_dir() else "has no HR/ folder"
-        raise SuperresError(f"data.val: {root} {what} (expected DIR/HR and DIR/LR_bicubic/X{scale})")
+        raise SuperresError(f"{key}: {root} {what} (expected DIR/HR and DIR/LR_bicubic/X{scale})")
 
 
 def _scores(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[float, float]:
@@ -67,12 +67,13 @@ class Validator:
         items = dataset.items[:limit] if limit is not None else dataset.items
         for item in items:
             channels = item["hr"].shape[2]
-            if channels != in_channels:
+            if channels != in_channels and not (channels == 1 and in_channels == 3):
                 raise SuperresError(
                     f"data.val: {root}/HR/{item['name']} has {channels} channel(s) but model.in_channels is {in_channels}"
                 )
         self.root = root
         self.scale = scale
+        self.in_channels = in_channels
         self.device = device
         self.names = [item["name"] for item in items]
         self.bit_depths = [int(item["bit_depth"]) for item in items]
@@ -97,7 +98,12 @@ class Validator:
         psnrs, ssims = [], []
         try:
             for lr, hr, bits in zip(self._lr, self._hr, self.bit_depths):
-                sr = model(lr.to(self.device)).float().cpu()
+                if lr.shape[1] == 1 and self.in_channels == 3:
+                    # a gray image (Set14's bridge, say) as `superres eval` runs it: replicated to RGB,
+                    # the output averaged back to one channel (superres.inference)
+                    sr = model(lr.expand(-1, 3, -1, -1).to(self.device)).float().cpu().mean(dim=1, keepdim=True)
+                else:
+                    sr = model(lr.to(self.device)).float().cpu()
                 if sr.shape != hr.shape:
                     raise SuperresError(
                         f"data.val: the model maps {tuple(lr.shape[-2:])} to {tuple(sr.shape[-2:])}, "
