@@ -15,7 +15,10 @@ iterations, wall time, the warm-start lineage) plus
 * ``init_from`` and ``total_iterations`` / ``total_wall_time_s`` when the run was a warm start whose
   model file predates the trainer recording them (read from the parent file named by
   ``config.model.init_from``, which must then still exist);
-* ``shipped_from``: the run's model file, and ``name``: the shipped name.
+* ``shipped_from``: the run's model file, and ``name``: the shipped name;
+* with ``--data FOLDER ...``: ``data`` names those folders, for a run that trained on a scratch
+  copy of them (``benchmarks/gpu_time_to_quality.py`` unpacks into a temporary folder); the paths
+  the run saw are kept as ``data_as_trained``.
 
 The file is written atomically; nothing else in the package changes (the shipped list is the folder).
 """
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="shipped name, e.g. lumanet-x4 (used as --model NAME)")
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"], help="benchmark sets to score on")
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", nargs="+", default=None, metavar="FOLDER",
+                        help="the training folders the run's data was a copy of (recorded as metadata 'data')")
     args = parser.parse_args(argv)
 
     from superres import modelfile
@@ -61,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         if parent_path and "init_from" not in meta:
             parent = lineage(parent_path, read_metadata(parent_path))
             meta.update(warm_start_metadata(parent, int(meta.get("iterations", 0)), float(meta.get("wall_time_s", 0.0))))
+        if args.data:
+            meta["data_as_trained"] = meta.get("data")
+            meta["data"] = list(args.data)
         meta["shipped_from"] = str(args.source)
         meta["name"] = args.name
         extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}  # save_model writes those

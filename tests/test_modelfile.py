@@ -198,7 +198,8 @@ def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp
                        metadata={"name": "stage2", "iterations": 3, "wall_time_s": 1.5,
                                  "config": {"model": {"init_from": str(parent)}},
                                  "scores": {"Set5": {"psnr_y": 1.0, "ssim_y": 0.1}}})
-    assert ship.main([str(child), "tiny-x4", "--sets", "Set5", "--data-root", str(shared_data)]) == 0
+    assert ship.main([str(child), "tiny-x4", "--sets", "Set5", "--data-root", str(shared_data),
+                      "--data", "train/T91", "train/BSD200"]) == 0
 
     shipped = weights / "tiny-x4.safetensors"
     meta = read_metadata(shipped)
@@ -206,6 +207,7 @@ def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp
     assert meta["scores"]["Set5"]["psnr_y"] == report["psnr_y"] and meta["scores"]["Set5"]["ssim_y"] == report["ssim_y"]
     assert meta["training_scores"] == {"Set5": {"psnr_y": 1.0, "ssim_y": 0.1}}
     assert meta["name"] == "tiny-x4" and meta["shipped_from"] == str(child)
+    assert meta["data"] == ["train/T91", "train/BSD200"] and meta["data_as_trained"] is None  # child had none
     assert meta["init_from"]["name"] == "stage1" and meta["init_from"]["iterations"] == 5
     assert meta["total_iterations"] == 8 and meta["total_wall_time_s"] == 3.5
     want, got = load_file(str(child)), load_file(str(shipped))
