@@ -31,7 +31,7 @@ Two steps, on two machines::
    PSNR-Y on Set5: the ``elapsed_s`` (training wall time, validation included) of the first
    validation row at or above each threshold.
 
-Extra ``key=value`` arguments are config overrides (e.g. ``train.compile=true``). The run folder
+Extra ``key=value`` arguments are config overrides (e.g. ``train.compile=reduce-overhead``). The run folder
 itself (with ``last.pt``) stays in the scratch folder: it is too large to bring back. ``--budget-s``
 caps the whole script's wall time (a device call may last 600 s): the training then gets what is
 left after unpacking and the throughput step, less :data:`END_RESERVE_S`, if that is under ``--minutes``.
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
                "--channels-last", str(config.train.channels_last).lower(),
                "--json", str(out / "throughput.json"), "--markdown", str(out / "throughput.md")]
         if config.train.compile:
-            cmd.append("--compile")
+            cmd.append("--compile" if config.train.compile is True else f"--compile={config.train.compile}")
         if _tee(cmd, log, env) != 0:
             print("throughput benchmark failed; training goes on with the config's val_every", flush=True)
         else:

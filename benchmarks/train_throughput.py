@@ -21,7 +21,8 @@ fall outside that window. Rows:
 
 Both paths give identical batches (``tests/test_device_data.py``), so the rows differ in speed only.
 On CUDA the defaults are bf16 autocast and channels_last (``--amp``, ``--channels-last``);
-``--compile`` adds ``torch.compile`` (its compilation falls in the warm-up). ``--profile-iters N``
+``--compile [MODE]`` adds ``torch.compile`` (its compilation falls in the warm-up; ``reduce-overhead``
+replays the steps from CUDA graphs). ``--profile-iters N``
 (CUDA) then profiles N more iterations with ``torch.profiler`` and reports the share of wall time
 in which some GPU kernel or copy runs ("GPU busy"). cuDNN picks its fastest kernels
 (``train.deterministic: false``) unless ``--deterministic`` is given.
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--amp", default="auto", choices=("auto", "none", "bf16", "fp16"), help="auto: bf16 on CUDA")
     parser.add_argument("--channels-last", default="auto", choices=("auto", "true", "false"))
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help="torch.compile the training model; MODE: a torch.compile mode (reduce-overhead: CUDA graphs)")
     parser.add_argument("--ema", type=float, default=None, help="EMA decay (default: none)")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels (default: fastest)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")

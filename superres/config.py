@@ -120,7 +120,10 @@ class TrainConfig:
     exports like a normal end; the schedule then follows whichever of iterations and time runs out
     first (:mod:`superres.training.optim`). ``ema`` is the EMA decay (e.g. 0.999) or null. ``amp`` and
     ``channels_last`` apply on CUDA only and are ignored on the CPU. ``deterministic`` asks torch for
-    deterministic kernels; on the CPU a seeded run is bit-reproducible either way.
+    deterministic kernels; on the CPU a seeded run is bit-reproducible either way. ``compile`` is
+    false, true (``torch.compile`` in its default mode) or a ``torch.compile`` mode name;
+    ``reduce-overhead`` and ``max-autotune`` replay the forward and backward passes from CUDA graphs
+    on CUDA, which takes the per-kernel launch cost off the host.
     """
 
     iterations: int = 10000
@@ -129,7 +132,7 @@ class TrainConfig:
     ema: Union[float, None] = None
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: Union[Literal["auto"], bool] = "auto"
-    compile: bool = False
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = False
     seed: int = 0
     device: str = "auto"
     val_every: int = 500

@@ -83,7 +83,8 @@ def test_free_form_sections_accept_any_key(tmp_path):
         (("iterations: 10", "iterations: 10.5"), "'train.iterations' must be an integer, got 10.5 (float)"),
         (("iterations: 10", "iterations: true"), "'train.iterations' must be an integer, got True (bool)"),
         (("iterations: 10", "iterations: 10, amp: fp32"), "'train.amp' must be one of 'none', 'bf16', 'fp16', got 'fp32'"),
-        (("iterations: 10", "iterations: 10, compile: 1"), "'train.compile' must be true/false, got 1 (int)"),
+        (("iterations: 10", "iterations: 10, compile: 1"), "'train.compile' must be true/false or one of 'default', 'reduce-overhead', 'max-autotune', "
+         "'max-autotune-no-cudagraphs', got 1 (int)"),
         (("iterations: 10", "iterations: 10, ema: fast"), "'train.ema' must be a number or null, got 'fast' (str)"),
         (("[some/folder]", "[a, 3]"), "'data.train.1' must be a string, got 3 (int)"),
         (("options: {channels: 8}", "options: [8]"), "'model.options' must be a mapping, got [8] (list)"),
@@ -142,6 +143,7 @@ def test_defaults_and_name_from_file_stem(tmp_path):
         ("model.name=enhanced", ["model", "name"], "enhanced"),
         ("train.amp=bf16", ["train", "amp"], "bf16"),
         ("train.compile=true", ["train", "compile"], True),
+        ("train.compile=reduce-overhead", ["train", "compile"], "reduce-overhead"),
         ("optim.lr=2.5e-4", ["optim", "lr"], 2.5e-4),
         ("name=a=b", ["name"], "a=b"),  # only the first '=' splits
     ],

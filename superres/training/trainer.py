@@ -214,7 +214,10 @@ class Trainer:
 
             self.step_model = DDP(self.model, device_ids=[self.device.index] if cuda else None)
         if t.compile:
-            self.step_model = torch.compile(self.step_model)
+            self.step_model = torch.compile(self.step_model, mode=None if t.compile is True else t.compile)
+        # CUDA-graph modes: tell torch where each step begins, so that a replay may reuse the memory of
+        # the last step's outputs (nothing keeps them past their step)
+        self.mark_steps = cuda and t.compile in ("reduce-overhead", "max-autotune")
 
         self.validator: Validator | None = None
         self.extra_validators: dict[str, Validator] = {}  # data.val_extra, by val_set_name()
@@ -323,6 +326,8 @@ class Trainer:
         hr_batch = hr_batch.to(self.device, non_blocking=True)
         if self.channels_last:
             lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
+        if self.mark_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             sr = self.step_model(lr_batch)
         loss = self.loss_fn(sr.float(), hr_batch)  # losses in float32 whatever the autocast dtype
