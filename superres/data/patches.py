@@ -74,7 +74,10 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     """
     if array.ndim == 2:
         array = array[:, :, None]
-    chw = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    planes = np.ascontiguousarray(array.transpose(2, 0, 1))
+    if not planes.flags.writeable:  # e.g. a read-only memory map: torch tensors must own writable memory
+        planes = planes.copy()
+    chw = torch.from_numpy(planes)
     if array.dtype == np.uint8:
         return chw.to(torch.float32).div_(255.0)
     if array.dtype == np.uint16:
