@@ -20,7 +20,10 @@ fall outside that window. Rows:
 * a data-only figure per path: the same batches made and moved to the device, without a model.
 
 Both paths give identical batches (``tests/test_device_data.py``), so the rows differ in speed only.
-On CUDA the defaults are bf16 autocast and channels_last (``--amp``, ``--channels-last``);
+On CUDA the defaults are bf16 autocast and channels_last (``--amp``, ``--channels-last``).
+``--amp none,bf16`` times each model and path under both, side by side (bf16 applies on CUDA and
+on CPUs with native bf16, where the trainer uses channels_last with it; a row the trainer ran
+without autocast says ``none``);
 ``--compile [MODE]`` adds ``torch.compile`` (its compilation falls in the warm-up; ``reduce-overhead``
 replays the steps from CUDA graphs). ``--profile-iters N``
 (CUDA) then profiles N more iterations with ``torch.profiler`` and reports the share of wall time
@@ -171,7 +174,7 @@ def parse_path(name: str) -> tuple[bool, int]:
     raise SystemExit(f"--paths: unknown data path {name!r} (use device, loader0, loader2, ...)")
 
 
-def base_config(args: argparse.Namespace, data: list[str], model: str, path: str) -> Any:
+def base_config(args: argparse.Namespace, data: list[str], model: str, path: str, amp: str = "none") -> Any:
     from superres.config import config_from_dict
 
     resident, workers = parse_path(path)
@@ -185,26 +188,29 @@ def base_config(args: argparse.Namespace, data: list[str], model: str, path: str
         "optim": {"name": "adam", "lr": 2e-4},
         "schedule": {"name": "constant", "warmup": 0},
         "train": {"iterations": total, "save_every": total, "log_every": total, "val_every": total,
-                  "ema": args.ema, "amp": args.amp_resolved, "channels_last": args.channels_last_resolved,
+                  "ema": args.ema, "amp": amp, "channels_last": args.channels_last_resolved,
                   "compile": args.compile, "seed": 0, "device": args.device, "deterministic": args.deterministic},
     }
     return config_from_dict(raw, source="train_throughput")
 
 
-def measure_training(args: argparse.Namespace, data: list[str], model: str, path: str, workdir: Path) -> dict[str, Any]:
-    """One row: a short training run of ``model`` on data path ``path``, timed by :class:`Window`."""
+def measure_training(args: argparse.Namespace, data: list[str], model: str, path: str, workdir: Path,
+                     amp: str = "none") -> dict[str, Any]:
+    """One row: a short training run of ``model`` on data path ``path`` under autocast ``amp``, timed by
+    :class:`Window`."""
     from superres.training import train
 
-    config = base_config(args, data, model, path)
+    config = base_config(args, data, model, path, amp)
     window = Window(args.torch_device, args.warmup, args.iters, args.profile_iters if args.cuda else 0)
     log = io.StringIO()
     try:
         with contextlib.redirect_stderr(log) if not args.verbose else contextlib.nullcontext():
-            model_file = train(config, run_dir=workdir / f"{model}-{path}", callback=window)
+            model_file = train(config, run_dir=workdir / f"{model}-{path}-{amp}", callback=window)
     except BaseException:
         sys.stderr.write(log.getvalue())
         raise
     chosen = [line for line in log.getvalue().splitlines() if "data path:" in line]
+    ignored = [line.strip() for line in log.getvalue().splitlines() if "train.amp=" in line and "ignored" in line]
     from superres.modelfile import load_model
     from superres.models.complexity import count_parameters
 
@@ -214,6 +220,8 @@ def measure_training(args: argparse.Namespace, data: list[str], model: str, path
         "model": model,
         "params": params,
         "path": path,
+        "amp_requested": amp,
+        "amp": "none" if ignored else amp,  # what the trainer used (it ignores bf16 on CPUs without it)
         "data_path_logged": chosen[0].split("data path: ", 1)[1] if chosen else None,
         "iterations_timed": args.iters,
         "seconds": round(window.seconds, 4),
@@ -257,17 +265,24 @@ def measure_data_only(args: argparse.Namespace, data: list[str], path: str) -> d
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The table: one row per (model, path), with the ratio to the DataLoader path without workers."""
+    """The table: one row per (model, autocast, path), with the ratio to the DataLoader path without
+    workers at the same autocast, and to the first autocast listed (``--amp``) on the same path."""
     rows = results["training"]
-    base = {r["model"]: r["patches_per_s"] for r in rows if r["path"] == "loader0"}
+    base = {(r["model"], r["amp_requested"]): r["patches_per_s"] for r in rows if r["path"] == "loader0"}
+    first_amp = {}
+    for r in rows:
+        first_amp.setdefault((r["model"], r["path"]), r)
     gpu = any("gpu_busy" in r for r in rows)
-    head = ("| model | params | data path | patches/s | ms/iteration | vs loader0 | median ms/iteration |"
-            + (" GPU busy |" if gpu else ""))
+    head = ("| model | params | data path | autocast | patches/s | ms/iteration | vs loader0 | vs "
+            f"{rows[0]['amp'] if rows else '-'} | median ms/iteration |" + (" GPU busy |" if gpu else ""))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        ratio = f"{r['patches_per_s'] / base[r['model']]:.2f}x" if r["model"] in base else "-"
-        line = (f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['path']} | {r['patches_per_s']:.1f} | "
-                f"{r['ms_per_iteration']:.1f} | {ratio} | {r['ms_per_iteration_median']:.1f} |")
+        key = (r["model"], r["amp_requested"])
+        ratio = f"{r['patches_per_s'] / base[key]:.2f}x" if key in base else "-"
+        ref = first_amp[(r["model"], r["path"])]
+        vs_amp = f"{r['patches_per_s'] / ref['patches_per_s']:.2f}x"
+        line = (f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['path']} | {r['amp']} | {r['patches_per_s']:.1f} | "
+                f"{r['ms_per_iteration']:.1f} | {ratio} | {vs_amp} | {r['ms_per_iteration_median']:.1f} |")
         if gpu:
             line += f" {r['gpu_busy']:.0%} |" if r.get("gpu_busy") is not None else " - |"
         lines.append(line)
@@ -298,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first (compilation, cuDNN autotune)")
     parser.add_argument("--profile-iters", type=int, default=10, help="CUDA: profiled iterations after the timed ones (0: none)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    parser.add_argument("--amp", default="auto", choices=("auto", "none", "bf16", "fp16"), help="auto: bf16 on CUDA")
+    parser.add_argument("--amp", default="auto",
+                        help="comma-separated autocast settings, each timed: auto (bf16 on CUDA, none elsewhere), "
+                             "none, bf16 (CUDA, or a CPU with native bf16), fp16 (CUDA); e.g. none,bf16")
     parser.add_argument("--channels-last", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                         help="torch.compile the training model; MODE: a torch.compile mode (reduce-overhead: CUDA graphs)")
@@ -318,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args.torch_device = pick_device(args.device)
     args.cuda = args.torch_device.type == "cuda"
-    args.amp_resolved = ("bf16" if args.cuda else "none") if args.amp == "auto" else args.amp
+    amps = []
+    for amp in (a for a in args.amp.split(",") if a):
+        if amp not in ("auto", "none", "bf16", "fp16"):
+            parser.error(f"--amp: unknown autocast {amp!r} (use auto, none, bf16, fp16)")
+        amps.append(("bf16" if args.cuda else "none") if amp == "auto" else amp)
+    if not amps:
+        parser.error("--amp: give at least one of auto, none, bf16, fp16")
     args.channels_last_resolved = {"auto": "auto", "true": True, "false": False}[args.channels_last]
     models = [m for m in args.models.split(",") if m]
     paths = [p for p in args.paths.split(",") if p]
@@ -339,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_cores": os.cpu_count(),
             "batch": args.batch, "patch": args.patch, "scale": args.scale,
             "iters": args.iters, "warmup": args.warmup,
-            "amp": args.amp_resolved, "channels_last": args.channels_last_resolved if args.cuda else False,
+            "amp": amps, "channels_last": args.channels_last_resolved,
             "compile": args.compile, "ema": args.ema, "deterministic": args.deterministic,
             "data": [str(d) for d in args.data],
             "images": len(probe.paths), "image_mib": round(image_bytes(probe) / 2**20, 1),
@@ -352,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             results["data_only"].append(measure_data_only(args, data, path))
             print(f"data only {path}: {results['data_only'][-1]}", flush=True)
         for model in models:
-            for path in paths:
-                results["training"].append(measure_training(args, data, model, path, workdir))
-                print(f"{model} {path}: {results['training'][-1]}", flush=True)
+            for amp in amps:
+                for path in paths:
+                    results["training"].append(measure_training(args, data, model, path, workdir, amp))
+                    print(f"{model} {amp} {path}: {results['training'][-1]}", flush=True)
 
     table = markdown(results)
     print()

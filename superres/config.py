@@ -118,9 +118,12 @@ class TrainConfig:
 
     ``max_seconds`` stops by wall time (accumulated across resumes), then validates, saves and
     exports like a normal end; the schedule then follows whichever of iterations and time runs out
-    first (:mod:`superres.training.optim`). ``ema`` is the EMA decay (e.g. 0.999) or null. ``amp`` and
-    ``channels_last`` apply on CUDA only and are ignored on the CPU. ``deterministic`` asks torch for
-    deterministic kernels; on the CPU a seeded run is bit-reproducible either way. ``compile`` is
+    first (:mod:`superres.training.optim`). ``ema`` is the EMA decay (e.g. 0.999) or null. ``amp``:
+    ``bf16``/``fp16`` autocast on CUDA; on the CPU ``bf16`` applies where the CPU computes bf16
+    natively (AVX512-BF16 or AMX, about 2x faster convolutions) and is ignored with a note elsewhere.
+    ``channels_last``: ``auto`` uses it on CUDA and with CPU bf16, ``true`` everywhere.
+    ``deterministic`` asks torch for deterministic kernels; on the CPU a seeded run is
+    bit-reproducible either way. ``compile`` is
     false, true (``torch.compile`` in its default mode) or a ``torch.compile`` mode name;
     ``reduce-overhead`` and ``max-autotune`` replay the forward and backward passes from CUDA graphs
     on CUDA, which takes the per-kernel launch cost off the host.

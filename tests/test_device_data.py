@@ -310,3 +310,38 @@ def test_run_end_to_end_at_tiny_scale(tmp_path, capsys):
     # the last validation is the exported model, and `superres eval` agrees with it on both sets
     assert summary["final_scores"]["Set5"]["psnr_y"] == pytest.approx(table[-1]["Set5"], abs=1e-4)
     assert summary["final_scores"]["Set14"]["psnr_y"] == pytest.approx(table[-1]["Set14"], abs=1e-4)
+
+
+# --------------------------------------------------------------------------- benchmarks/train_throughput.py
+def test_throughput_benchmark_rows_and_table(folder, tmp_path, monkeypatch):
+    """One row per (model, autocast, data path), ratios within the table, the JSON and Markdown files;
+    a bf16 row on a CPU without native bf16 says the trainer ran it without autocast."""
+    import importlib.util
+    import json
+
+    from superres.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    out_json, out_md = tmp_path / "t.json", tmp_path / "t.md"
+    assert module.main(["--data", str(folder), "--models", "espcn", "--paths", "device,loader0", "--amp", "none,bf16",
+                        "--batch", "2", "--patch", "8", "--scale", "2", "--iters", "2", "--warmup", "1",
+                        "--device", "cpu", "--threads", "1", "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    results = json.loads(out_json.read_text())
+    rows = results["training"]
+    assert [(r["model"], r["path"]) for r in rows] == [("espcn", "device"), ("espcn", "loader0")] * 2
+    assert [r["amp"] for r in rows] == ["none", "none", "none", "none"]  # bf16 ignored: no native bf16 here
+    assert all(r["patches_per_s"] > 0 and r["iterations_timed"] == 2 for r in rows)
+    assert [d["path"] for d in results["data_only"]] == ["device", "loader0"]
+    table = out_md.read_text().splitlines()
+    assert table[0].startswith("| model | params | data path | autocast | patches/s |")
+    loader0 = [line.split(" | ") for line in table if line.startswith("| espcn |") and "| loader0 |" in line]
+    assert len(loader0) == 2 and all(cells[6] == "1.00x" for cells in loader0)  # the "vs loader0" column
+    first = [line.split(" | ") for line in table if line.startswith("| espcn |")][:2]
+    assert all(cells[7] == "1.00x" for cells in first)  # the "vs none" column of the first autocast
+    with pytest.raises(SystemExit):
+        module.main(["--amp", "fp8", "--device", "cpu"])

@@ -315,6 +315,39 @@ def test_compiled_step_trains_the_same_weights(data, tmp_path):
                    run_dir=tmp_path / "short"))[k]) for k in eager)  # 4 steps differ from 2: the check can fail
 
 
+def test_cpu_bf16_autocast_where_the_cpu_has_it(data, tmp_path, monkeypatch, capsys):
+    """train.amp=bf16 on the CPU: without native bf16 it is ignored with a note (the run is then the
+    fp32 run, bit for bit); with it, the step runs under bf16 autocast (other weights than fp32,
+    close to them) and validation/export stay fp32."""
+    from superres.training import trainer as trainer_module
+
+    base = {"iterations": 4, "ema": 0.9}
+    fp32 = model_weights(train(_config(data, data={"val": None}, train=base), run_dir=tmp_path / "fp32"))
+    capsys.readouterr()
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    emulated = model_weights(train(_config(data, data={"val": None}, train={**base, "amp": "bf16"}),
+                                   run_dir=tmp_path / "emulated"))
+    out = capsys.readouterr()
+    assert "train.amp=bf16 ignored on cpu: this CPU has no native bf16 (AVX512-BF16 or AMX)" in out.out + out.err
+    assert_same_weights(emulated, fp32)
+    train(_config(data, data={"val": None}, train={**base, "amp": "fp16"}), run_dir=tmp_path / "fp16")
+    out = capsys.readouterr()
+    assert "train.amp=fp16 ignored on cpu: fp16 autocast is CUDA only" in out.out + out.err
+    monkeypatch.undo()
+
+    if not trainer_module.cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX); the bf16 run itself is not tested here")
+    run = tmp_path / "bf16"
+    bf16 = model_weights(train(_config(data, train={**base, "amp": "bf16"}), run_dir=run))
+    assert "ignored" not in capsys.readouterr().out
+    assert not all(torch.equal(bf16[k], fp32[k]) for k in fp32)  # autocast changed the arithmetic
+    for k in fp32:  # 4 Adam steps of lr <= 2e-3 move a weight by at most 8e-3: bf16 stays within half of that
+        torch.testing.assert_close(bf16[k], fp32[k], rtol=0, atol=4e-3)
+    assert all(v.dtype == torch.float32 for v in bf16.values())  # weights and export stay fp32
+    assert float(_metrics(run / "metrics.csv")[-1]["val_psnr_y"]) > 0
+
+
 def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
     from superres.config import save_config
 

@@ -144,14 +144,25 @@ class Trainer:
         self.checkpoint_path = run_dir / "last.pt"
         checkpoint = self._check_run_folder(resume)
 
-        # Precision and memory layout: CUDA only (CPU autocast is slow for convolutions).
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if cuda else None
-        self.channels_last = cuda and t.channels_last in ("auto", True)
+        # Precision and memory layout. On CUDA: bf16/fp16 autocast, channels_last unless switched off.
+        # On the CPU: bf16 autocast only where the CPU computes bf16 natively (AVX512-BF16 or AMX:
+        # oneDNN's bf16 convolutions are then about 2x faster than fp32; elsewhere they are slower),
+        # and then channels_last too (oneDNN's preferred layout); channels_last: true forces it.
+        cpu_bf16 = self.device.type == "cpu" and t.amp == "bf16" and cpu_has_native_bf16()
         notes = []
-        if not cuda and t.amp != "none":
-            notes.append(f"train.amp={t.amp} ignored on {self.device.type} (CUDA only)")
-        if not cuda and t.channels_last is True:
-            notes.append("train.channels_last ignored on the CPU (CUDA only)")
+        if cuda:
+            self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+        else:
+            self.amp_dtype = torch.bfloat16 if cpu_bf16 else None
+            if t.amp != "none" and not cpu_bf16:
+                if self.device.type != "cpu":
+                    why = "autocast is used on CUDA and the CPU only"
+                elif t.amp == "fp16":
+                    why = "fp16 autocast is CUDA only (bf16 runs on CPUs with native bf16)"
+                else:
+                    why = "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+                notes.append(f"train.amp={t.amp} ignored on {self.device.type}: {why}")
+        self.channels_last = t.channels_last is True or (t.channels_last == "auto" and (cuda or cpu_bf16))
 
         # Data: one global batch per iteration, this rank computes its shard of it.
         torch.manual_seed(t.seed)  # the model's initial weights (DDP also broadcasts rank 0's)
@@ -316,7 +327,7 @@ class Trainer:
         """A fresh autocast context for the configured AMP dtype (a null context without AMP)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         """One optimizer step on this rank's shard (then the discriminator's, in a GAN run);
@@ -509,6 +520,15 @@ class Trainer:
             gain = self.last_scores["psnr_y"] - self.validator.bicubic["psnr_y"]
             text += f"; PSNR-Y {self.last_scores['psnr_y']:.2f} dB ({gain:+.2f} over bicubic)"
         return text
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX), where bf16 autocast
+    speeds up convolutions; on other CPUs it emulates bf16 and is slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _hardware(device: torch.device) -> str:
