@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from superres.data import HRFolderDataset, PairedFolderDataset
@@ -186,3 +188,35 @@ def test_paired_errors(tmp_path):
         PairedFolderDataset(root, 2)
     with pytest.raises(SuperresError, match=r"no HR/ folder"):
         PairedFolderDataset(tmp_path / "nowhere", 2)
+
+
+# --------------------------------------------------------------------------- the counter-based draw
+@given(seed=st.integers(0, 2**63 - 1), epoch=st.integers(0, 10**9),
+       indices=st.lists(st.integers(0, 10**6), min_size=1, max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_draws_are_a_pure_function_of_seed_epoch_and_index(seed, epoch, indices):
+    from superres.data.folders import draw_uniforms
+
+    batch = draw_uniforms(seed, epoch, np.array(indices), 4)
+    assert batch.shape == (len(indices), 4) and ((0 <= batch) & (batch < 1)).all()
+    for row, index in zip(batch, indices):  # alone or in any batch, in any order: the same values
+        assert np.array_equal(row, draw_uniforms(seed, epoch, np.array([index]), 4)[0])
+
+
+def test_draws_look_independent_and_uniform():
+    """Neighbouring seeds, epochs and indices give unrelated streams: each column is uniform
+    (Kolmogorov-Smirnov distance), and columns, neighbouring indices and neighbouring seeds are
+    uncorrelated."""
+    from superres.data.folders import draw_uniforms
+
+    n = 20000
+    u = draw_uniforms(0, 0, np.arange(n), 4)
+    for column in u.T:
+        ecdf = np.sort(column)
+        ks = np.abs(ecdf - (np.arange(n) + 0.5) / n).max()
+        assert ks < 1.95 / np.sqrt(n), ks  # the 0.1% critical value is 1.95/sqrt(n)
+    pairs = [u[:, 0], u[:, 1], u[:, 3], draw_uniforms(1, 0, np.arange(n), 1)[:, 0],
+             draw_uniforms(0, 1, np.arange(n), 1)[:, 0]]
+    corr = np.corrcoef(np.stack(pairs))
+    assert np.abs(corr[np.triu_indices(len(pairs), 1)]).max() < 4 / np.sqrt(n)
+    assert abs(np.corrcoef(u[1:, 0], u[:-1, 0])[0, 1]) < 4 / np.sqrt(n)  # index i against i + 1

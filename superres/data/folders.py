@@ -39,6 +39,71 @@ def _read(path: Path) -> np.ndarray:
     return array
 
 
+# --------------------------------------------------------------------------- the crop draw
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a ``uint64`` array (wrapping arithmetic): a bijection that spreads
+    every input bit over every output bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def draw_uniforms(seed: int, epoch: int, indices: np.ndarray, count: int) -> np.ndarray:
+    """``len(indices) x count`` floats in ``[0, 1)``: a pure function of ``(seed, epoch, index, k)``.
+
+    A counter-based generator: each value is the 53 top bits of a SplitMix64 hash chain over the
+    four integers. It needs no generator object per item, so a whole batch is drawn in a few numpy
+    operations (``np.random.default_rng((seed, epoch, index))`` per item cost about 30 us each), and
+    every item is the same whether it is drawn alone or in a batch, in any order, in any process.
+    """
+    with np.errstate(over="ignore"):
+        key = _mix64(np.asarray([seed % 2**64], dtype=np.uint64) + _GOLDEN)
+        key = _mix64((key ^ np.uint64(epoch % 2**64)) + _GOLDEN)
+        idx = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
+        item = _mix64((key ^ idx) + _GOLDEN)
+        k = np.arange(count, dtype=np.uint64).reshape(1, -1)
+        bits = _mix64((item ^ k) * _GOLDEN + _GOLDEN)
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def draw_crops(
+    seed: int, epoch: int, indices: np.ndarray, *, cdf: np.ndarray, heights: np.ndarray, widths: np.ndarray,
+    patch_size: int, augment: bool,
+) -> np.ndarray:
+    """``len(indices) x 4`` int64: image, top row, left column and dihedral code of each item.
+
+    The image is picked with the probabilities whose cumulative sum is ``cdf`` (so, weighted by the
+    number of crop positions, every position of every image is equally likely); then a top row and a
+    left column, each uniform over the image's positions; then one of the 8 flips/rotations (0
+    without ``augment``). :class:`HRFolderDataset` draws its items and
+    :class:`superres.training.device_data.DeviceBatches` its batches with this one function, so both
+    paths cut the same crops.
+    """
+    u = draw_uniforms(seed, epoch, indices, 4)
+    k = np.minimum(np.searchsorted(cdf, u[:, 0], side="right"), len(cdf) - 1)
+    rows = heights[k] - patch_size + 1
+    cols = widths[k] - patch_size + 1
+    y = np.minimum((u[:, 1] * rows).astype(np.int64), rows - 1)
+    x = np.minimum((u[:, 2] * cols).astype(np.int64), cols - 1)
+    code = np.minimum((u[:, 3] * 8).astype(np.int64), 7) if augment else np.zeros(len(k), dtype=np.int64)
+    return np.stack([k.astype(np.int64), y, x, code], axis=1)
+
+
+def crop_tables(shapes: Sequence[tuple[int, int]], patch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cdf, heights, widths)`` for :func:`draw_crops` from the images' ``(height, width)``."""
+    heights = np.array([h for h, _ in shapes], dtype=np.int64)
+    widths = np.array([w for _, w in shapes], dtype=np.int64)
+    positions = ((heights - patch_size + 1) * (widths - patch_size + 1)).astype(np.float64)
+    cdf = np.cumsum(positions / positions.sum())
+    cdf /= cdf[-1]
+    return cdf, heights, widths
+
+
 def _as_paths(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
     if isinstance(sources, (str, os.PathLike)):
         return [Path(sources)]
@@ -57,11 +122,11 @@ class HRFolderDataset(Dataset):
     16-bit data is rounded to the ``uint16`` grid the same way. Since the LR is computed from the
     returned (augmented) HR, ``lr == imresize(hr)`` holds exactly for every pair.
 
-    Randomness: with ``seed`` given, item ``i`` of epoch ``e`` draws from
-    ``np.random.default_rng((seed, e, i))``: a seeded run is deterministic whatever the number of
-    DataLoader workers or the order items are fetched in, and resumes exactly (call :meth:`set_epoch`).
-    With ``seed=None`` the draw is seeded from torch's global generator (``torch.manual_seed`` and the
-    DataLoader's per-worker seeds control it).
+    Randomness: with ``seed`` given, item ``i`` of epoch ``e`` is :func:`draw_crops` of
+    ``(seed, e, i)``, a pure function of the three: a seeded run is deterministic whatever the number
+    of DataLoader workers or the order items are fetched in, and resumes exactly (call
+    :meth:`set_epoch`). With ``seed=None`` each item's seed comes from torch's global generator
+    (``torch.manual_seed`` and the DataLoader's per-worker seeds control it).
 
     ``length`` is the epoch length (the trainer samples by iteration); by default it is the number of
     non-overlapping ``patch_size`` tiles the images hold (at least one per image), so an epoch covers
@@ -135,8 +200,7 @@ class HRFolderDataset(Dataset):
         self.bit_depth = _BIT_DEPTHS[first.dtype]
         self.dtype = first.dtype
         self._images = arrays if in_memory else None
-        positions = np.array([(h - patch_size + 1) * (w - patch_size + 1) for h, w in shapes], dtype=np.float64)
-        self._weights = positions / positions.sum()
+        self._cdf, self._heights, self._widths = crop_tables(shapes, self.patch_size)
         tiles = sum((h // patch_size) * (w // patch_size) for h, w in shapes)
         self.length = int(length) if length is not None else max(tiles, len(kept))
 
@@ -154,22 +218,19 @@ class HRFolderDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        return np.random.default_rng((self.seed % 2**63, self.epoch, index))
-
     def crop(self, index: int) -> np.ndarray:
         """The (augmented) integer HR crop of item ``index``: ``patch_size x patch_size x C``."""
-        rng = self._rng(index)
-        i = int(rng.choice(len(self.shapes), p=self._weights))
-        h, w = self.shapes[i]
-        y = int(rng.integers(0, h - self.patch_size + 1))
-        x = int(rng.integers(0, w - self.patch_size + 1))
+        if self.seed is None:
+            seed, epoch = int(torch.randint(0, 2**62, ()).item()), 0
+        else:
+            seed, epoch = self.seed, self.epoch
+        i, y, x, code = (int(v) for v in draw_crops(
+            seed, epoch, np.array([index]), cdf=self._cdf, heights=self._heights, widths=self._widths,
+            patch_size=self.patch_size, augment=self.augment)[0])
         image = self._images[i] if self._images is not None else _read(self.paths[i])
         hr = image[y : y + self.patch_size, x : x + self.patch_size]
         if self.augment:
-            hr = dihedral(hr, int(rng.integers(0, 8)))
+            hr = dihedral(hr, code)
         return np.ascontiguousarray(hr)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

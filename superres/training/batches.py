@@ -4,8 +4,8 @@ Exact resume and rank-independent results rest on one rule: the batch of iterati
 nothing but the seed and ``i``. It does not depend on how many iterations ran in this process, on
 DataLoader worker scheduling, or on the global RNG. This module applies the rule to both training sources:
 
-* **Image folders** (:class:`superres.data.HRFolderDataset`): item ``j`` of epoch ``e`` is a crop
-  drawn from ``default_rng((seed, e, j))``. The trainer treats each iteration as an "epoch" of
+* **Image folders** (:class:`superres.data.HRFolderDataset`): item ``j`` of epoch ``e`` is the crop
+  :func:`superres.data.folders.draw_crops` gives for ``(seed, e, j)``. The trainer treats each iteration as an "epoch" of
   ``batch_size`` items: slot ``j`` of iteration ``i`` is item ``j`` of epoch ``i``.
 * **A patch file** (:class:`superres.data.PatchDataset`): the patches are visited in a random order
   that is new each pass over the file (sampling without replacement). Global slot position

@@ -7,15 +7,13 @@ milliseconds, so that host work, not the GPU, sets the pace. Here the training i
 the device once, as ``uint8``, and each batch is made there by a handful of batched kernels. The only
 per-step transfer is a ``3 x B`` int64 tensor of crop descriptors.
 
-The draw. Slot ``j`` of iteration ``i`` draws from ``np.random.default_rng((seed mod 2**63, i, j))``
-on the CPU, exactly as :class:`superres.data.HRFolderDataset` does for item ``j`` of epoch ``i``:
-an image (weighted by its number of crop positions), the crop's top row and left column, then the
-dihedral code (when augmenting). The draw is therefore identical on every device, and the batch of
+The draw. Slot ``j`` of iteration ``i`` is :func:`superres.data.folders.draw_crops` of
+``(seed, i, j)`` on the CPU, the function :class:`superres.data.HRFolderDataset` uses for item ``j``
+of epoch ``i``: an image (weighted by its number of crop positions), the crop's top row and left
+column, then the dihedral code (when augmenting). It is a counter-based hash, drawn for the whole
+batch in a few numpy operations. The draw is therefore identical on every device, and the batch of
 an iteration is *the same batch* on both paths, byte for byte: switching paths, or resuming a run
-on the other path, changes nothing but speed. The image draw uses the arithmetic of numpy's
-``Generator.choice(n, p=w)`` (``searchsorted`` of the normalised cumulative weights at one
-``random()`` draw) without its per-call argument checks, which cost more than the rest of the draw;
-``tests/test_device_data.py`` checks that the batches stay identical to the dataset's.
+on the other path, changes nothing but speed (``tests/test_device_data.py``).
 
 Crop and augmentation in one gather. All images live in one flat ``(pixels, C)`` buffer; image
 ``k`` starts at row ``offset[k]``, and its pixel ``(y, x)`` is row ``offset[k] + y * width[k] + x``.
@@ -75,16 +73,11 @@ class DeviceBatches:
         shapes: list[tuple[int, int]] = list(dataset.shapes)  # type: ignore[attr-defined]
         p = self.patch_size
 
-        # Host-side tables for the draw: the same weights as HRFolderDataset, as a cumulative sum.
-        heights = np.array([h for h, _ in shapes], dtype=np.int64)
-        widths = np.array([w for _, w in shapes], dtype=np.int64)
-        positions = ((heights - p + 1) * (widths - p + 1)).astype(np.float64)
-        weights = positions / positions.sum()
-        cdf = weights.cumsum()
-        cdf /= cdf[-1]
-        self._cdf = cdf
-        self._heights = heights
-        self._widths = widths
+        # Host-side tables for the draw: the same as HRFolderDataset's.
+        from superres.data.folders import crop_tables
+
+        self._cdf, heights, widths = crop_tables(shapes, p)
+        self._heights, self._widths = heights, widths
         self._offsets = np.concatenate([[0], np.cumsum(heights * widths)[:-1]]).astype(np.int64)
         self.pixels = int((heights * widths).sum())
 
@@ -120,17 +113,10 @@ class DeviceBatches:
         The same draws, in the same order, as ``HRFolderDataset.crop`` for item ``slot`` of epoch
         ``iteration`` with this seed (module docstring). The code is 0 without augmentation.
         """
-        out = np.zeros((len(slots), 4), dtype=np.int64)
-        p = self.patch_size
-        seed = self.seed % 2**63
-        for n, slot in enumerate(slots):
-            rng = np.random.default_rng((seed, int(iteration), int(slot)))
-            k = int(self._cdf.searchsorted(rng.random(), side="right"))
-            y = int(rng.integers(0, self._heights[k] - p + 1))
-            x = int(rng.integers(0, self._widths[k] - p + 1))
-            code = int(rng.integers(0, 8)) if self.augment else 0
-            out[n] = (k, y, x, code)
-        return out
+        from superres.data.folders import draw_crops
+
+        return draw_crops(self.seed, int(iteration), np.asarray(slots, dtype=np.int64), cdf=self._cdf,
+                          heights=self._heights, widths=self._widths, patch_size=self.patch_size, augment=self.augment)
 
     # ----------------------------------------------------------------- the batch (device)
     def crops(self, draws: np.ndarray) -> torch.Tensor:
