@@ -16,6 +16,9 @@ iterations, wall time, the warm-start lineage) plus
   model file predates the trainer recording them (read from the parent file named by
   ``config.model.init_from``, which must then still exist);
 * ``shipped_from``: the run's model file, and ``name``: the shipped name;
+* for a model trained with training-only structure (``lumanet`` with ``expand``): the weights are
+  folded into the plain model (:func:`superres.models.fold`), and ``trained_as`` keeps the arch and
+  args it was trained with;
 * with ``--data FOLDER ...``: ``data`` names those folders, for a run that trained on a scratch
   copy of them (``benchmarks/gpu_time_to_quality.py`` unpacks into a temporary folder); the paths
   the run saw are kept as ``data_as_trained``.
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from superres.errors import SuperresError
     from superres.evaluate import evaluate
     from superres.modelfile import load_model, read_metadata, save_model
+    from superres.models import fold
     from superres.training.trainer import lineage, warm_start_metadata
 
     try:
@@ -71,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             meta["data"] = list(args.data)
         meta["shipped_from"] = str(args.source)
         meta["name"] = args.name
+        # Training-only structure (lumanet's expand) is folded: the shipped file is the plain model.
+        model, model_args = fold(load_model(args.source), meta["args"])
+        if model_args != meta["args"]:
+            meta["trained_as"] = {"arch": meta["arch"], "args": meta["args"]}
         extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}  # save_model writes those
-        out = save_model(modelfile.WEIGHTS_DIR / f"{args.name}.safetensors", load_model(args.source),
-                         arch=meta["arch"], args=meta["args"], metadata=extra)
+        out = save_model(modelfile.WEIGHTS_DIR / f"{args.name}.safetensors", model,
+                         arch=meta["arch"], args=model_args, metadata=extra)
     except SuperresError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -177,6 +177,12 @@ def export_onnx(
         raise SuperresError(f"--opset {opset}: too old (Resize and DepthToSpace need opset >= 11)")
     out = Path(out)
     net, meta = _resolve_model(model)
+    from superres.models import fold
+
+    # Training-only structure (lumanet's expand) is multiplied out: the graph is the plain model's.
+    net, folded_args = fold(net, meta.get("args", {}))
+    if "args" in meta:
+        meta["args"] = folded_args
     net = net.to("cpu").eval()
     scale = getattr(net, "scale", None)
     channels = getattr(net, "in_channels", None)

@@ -134,3 +134,73 @@ def test_onnx_export_matches_on_odd_sizes(tmp_path) -> None:
         got = onnx_model(x)
         assert got.shape == want.shape == (1, 3, 3 * h, 3 * w)
         assert torch.allclose(got, want, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- training-time expansion
+def _randomised(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter drawn at random (biases too), so a fold that drops a term shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("scale,channels", [(2, 1), (3, 3), (4, 3)])
+def test_expanded_lumanet_folds_into_the_plain_one(scale: int, channels: int) -> None:
+    """``expand`` changes the training form only: folded, it is a plain lumanet with the same outputs."""
+    opts = {"channels": 8, "num_convs": 2}
+    net = _randomised(build("lumanet", scale=scale, in_channels=channels, expand=24, **opts), seed=scale)
+    plain = build("lumanet", scale=scale, in_channels=channels, **opts)
+    folded = net.folded()
+    assert folded.expand == 0 and not folded.training
+    assert folded.state_dict().keys() == plain.state_dict().keys()
+    assert count_parameters(folded) == count_parameters(plain) < count_parameters(net)
+    x = torch.rand(2, channels, 9, 13, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want, got = net(x), folded(x)
+    assert got.shape == (2, channels, 9 * scale, 13 * scale)
+    assert (want - got).abs().max().item() < 1e-5 * want.abs().max().item()
+    assert build("lumanet", scale=2, channels=8).folded() is not None
+
+
+def test_folding_a_plain_lumanet_is_a_no_op_and_bad_expand_is_refused() -> None:
+    from superres.models import fold
+
+    plain = build("lumanet", scale=2, channels=8, num_convs=1)
+    assert plain.folded() is plain
+    assert fold(plain, {"scale": 2, "channels": 8}) == (plain, {"scale": 2, "channels": 8})
+    expanded = build("lumanet", scale=2, channels=8, num_convs=1, expand=16)
+    model, args = fold(expanded, {"scale": 2, "channels": 8, "expand": 16})
+    assert model.expand == 0 and args == {"scale": 2, "channels": 8}
+    for bad in (-1, 2.5, True):
+        with pytest.raises(SuperresError, match="expand"):
+            build("lumanet", scale=2, expand=bad)
+
+
+def test_expanded_tail_starts_near_bicubic() -> None:
+    """The expanded tail keeps the small start (tail_init on its last conv, zero bias)."""
+    net = build("lumanet", scale=4, expand=64).eval()
+    base = _zero_tail(build("lumanet", scale=4)).eval()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert (net(x) - base(x)).abs().mean().item() < 0.02
+    assert net.tail.squeeze.bias.abs().sum().item() == 0.0
+
+
+def test_onnx_export_of_an_expanded_lumanet_is_the_folded_graph(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from superres.export import export_onnx, load_onnx
+
+    net = _randomised(build("lumanet", scale=2, channels=8, num_convs=1, expand=16))
+    plain = _randomised(build("lumanet", scale=2, channels=8, num_convs=1))
+    export_onnx(net, tmp_path / "e.onnx")
+    export_onnx(plain, tmp_path / "p.onnx")
+    nodes = [n.op_type for n in onnx.load(str(tmp_path / "e.onnx")).graph.node]
+    assert nodes == [n.op_type for n in onnx.load(str(tmp_path / "p.onnx")).graph.node]
+    x = torch.rand(1, 3, 10, 7)
+    with torch.inference_mode():
+        want = net(x)
+    assert torch.allclose(load_onnx(tmp_path / "e.onnx", threads=1)(x), want, atol=1e-5)

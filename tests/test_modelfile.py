@@ -218,6 +218,16 @@ def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp
     assert ship.main([str(child), "other-x4", "--sets", "Nope", "--data-root", str(shared_data)]) == 2
     assert not (weights / "other-x4.safetensors").exists()
 
+    # a model trained in expanded form ships folded: the plain lumanet, scoring what the run's file scores
+    wide = {**args, "expand": 12}
+    trained = save_model(tmp_path / "wide.safetensors", _trained_like("lumanet", **wide), arch="lumanet", args=wide)
+    assert ship.main([str(trained), "wide-x4", "--sets", "Set5", "--data-root", str(shared_data)]) == 0
+    meta = read_metadata(weights / "wide-x4.safetensors")
+    assert meta["args"] == args and meta["trained_as"] == {"arch": "lumanet", "args": wide}
+    assert meta["params"] == sum(p.numel() for p in load_model(str(child)).parameters())
+    folded_report = evaluate(str(weights / "wide-x4.safetensors"), shared_data / "Set5", scale=4)
+    assert folded_report["psnr_y"] == pytest.approx(meta["scores"]["Set5"]["psnr_y"], abs=1e-4)
+
 
 # --------------------------------------------------------------------------- `superres models`
 def test_cli_models_json_lists_every_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from superres.models.baseline import Baseline
 from superres.models.enhanced import Enhanced
-from superres.models.registry import DISCRIMINATORS, REGISTRY, build, names, options
+from superres.models.registry import DISCRIMINATORS, REGISTRY, build, fold, names, options
 
-__all__ = ["DISCRIMINATORS", "REGISTRY", "build", "names", "options", "Baseline", "Enhanced"]
+__all__ = ["DISCRIMINATORS", "REGISTRY", "build", "fold", "names", "options", "Baseline", "Enhanced"]

@@ -85,6 +85,57 @@ def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
 
 
+class ExpandedConv3x3(nn.Module):
+    """A 3x3 conv that trains as a wider linear block and folds back into one 3x3 conv for use.
+
+    Training form (the collapsible linear block of SESR, Bhardwaj et al. 2022): a 3x3 conv to
+    ``expand`` channels, a 1x1 conv back to ``out_channels``, no nonlinearity between them, plus the
+    input itself when ``in_channels == out_channels``. Everything is linear, so the block *is* one
+    3x3 conv ``in -> out`` (:meth:`folded`), but gradient descent on the factored form trains better
+    (overparameterisation), at a training cost of about ``expand / out_channels`` times the plain conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, expand: int) -> None:
+        super().__init__()
+        if expand < 1:
+            raise ValueError(f"expand must be >= 1, got {expand}")
+        self.expand = nn.Conv2d(in_channels, expand, kernel_size=3, padding=1)
+        self.squeeze = nn.Conv2d(expand, out_channels, kernel_size=1)
+        self.identity = in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.squeeze(self.expand(x))
+        return y + x if self.identity else y
+
+    @torch.no_grad()
+    def folded(self) -> nn.Conv2d:
+        """The single 3x3 conv (with bias) that computes the same function, in float64 then cast."""
+        w1 = self.expand.weight.double()  # E x in x 3 x 3
+        w2 = self.squeeze.weight.double()[:, :, 0, 0]  # out x E
+        weight = torch.einsum("oe,eikl->oikl", w2, w1)
+        bias = w2 @ self.expand.bias.double() + self.squeeze.bias.double()
+        if self.identity:
+            weight[:, :, 1, 1] += torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        conv = conv3x3(weight.shape[1], weight.shape[0]).to(self.squeeze.weight.device)
+        conv.weight.copy_(weight.to(conv.weight.dtype))
+        conv.bias.copy_(bias.to(conv.bias.dtype))
+        return conv
+
+
+def conv3x3_or_expanded(in_channels: int, out_channels: int, expand: int) -> nn.Module:
+    """A plain 3x3 conv for ``expand == 0``, else its training-time expanded form (:class:`ExpandedConv3x3`)."""
+    return conv3x3(in_channels, out_channels) if expand == 0 else ExpandedConv3x3(in_channels, out_channels, expand)
+
+
+def fold_expanded(module: nn.Module) -> None:
+    """Replace every :class:`ExpandedConv3x3` inside ``module`` by its folded 3x3 conv, in place."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, ExpandedConv3x3):
+            setattr(module, name, child.folded())
+        else:
+            fold_expanded(child)
+
+
 class ResidualBlock(nn.Module):
     """``x + res_scale * conv(relu(conv(x)))``: the EDSR block (no batch norm).
 

@@ -30,15 +30,31 @@ base.
 
 The tail's last conv starts at 0.1x its default initialisation with zero bias, so a fresh model
 starts close to bicubic (as in ``enhanced``).
+
+Training-time expansion (``expand=E``, default 0: off): every conv trains as a linear block of a 3x3
+conv to ``E`` channels and a 1x1 conv back, plus an identity where input and output widths agree
+(:class:`~superres.models.blocks.ExpandedConv3x3`). The network computes a function of exactly the
+same form, but the factored weights train better. :meth:`LumaNet.folded` turns it into the plain
+``lumanet`` (``expand=0``, same parameters, same speed), which is what is shipped and exported.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 from superres.metrics import Y_COEFFS
-from superres.models.blocks import BicubicUpsample, bicubic_phase_kernels, check_scale, conv3x3, scale_init_
+from superres.models.blocks import (
+    BicubicUpsample,
+    ExpandedConv3x3,
+    bicubic_phase_kernels,
+    check_scale,
+    conv3x3_or_expanded,
+    fold_expanded,
+    scale_init_,
+)
 
 __all__ = ["LumaNet", "LUMA_WEIGHTS", "LUMA_GAIN", "bicubic_phase_kernels"]
 
@@ -58,6 +74,8 @@ class LumaNet(nn.Module):
         channels: feature width.
         num_convs: 3x3 convs between the head and the tail.
         tail_init: factor on the default initialisation of the tail conv.
+        expand: 0 for plain convs; else train each conv as a linear block through ``expand``
+            channels, folded into a plain conv by :meth:`folded` (see the module docstring).
     """
 
     def __init__(
@@ -67,6 +85,7 @@ class LumaNet(nn.Module):
         channels: int = 32,
         num_convs: int = 2,
         tail_init: float = 0.1,
+        expand: int = 0,
     ) -> None:
         super().__init__()
         self.scale = check_scale(scale)
@@ -74,13 +93,16 @@ class LumaNet(nn.Module):
             raise ValueError(f"lumanet works on RGB (3 channels) or gray (1 channel) images, got {in_channels} channels")
         if channels < 1 or num_convs < 0:
             raise ValueError(f"channels must be >= 1 and num_convs >= 0, got {channels} and {num_convs}")
+        if isinstance(expand, bool) or not isinstance(expand, int) or expand < 0:
+            raise ValueError(f"expand must be an integer >= 0 (0: plain convs), got {expand!r}")
         self.in_channels = in_channels
-        layers: list[nn.Module] = [conv3x3(1, channels), nn.ReLU(inplace=True)]
+        self.channels, self.num_convs, self.tail_init, self.expand = channels, num_convs, tail_init, expand
+        layers: list[nn.Module] = [conv3x3_or_expanded(1, channels, expand), nn.ReLU(inplace=True)]
         for _ in range(num_convs):
-            layers += [conv3x3(channels, channels), nn.ReLU(inplace=True)]
+            layers += [conv3x3_or_expanded(channels, channels, expand), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
-        self.tail = conv3x3(channels, self.scale**2)
-        scale_init_(self.tail, tail_init)
+        self.tail = conv3x3_or_expanded(channels, self.scale**2, expand)
+        scale_init_(self.tail.squeeze if isinstance(self.tail, ExpandedConv3x3) else self.tail, tail_init)
         self.bicubic = BicubicUpsample(self.scale, in_channels)  # MATLAB's kernel: exactly imresize
         if in_channels == 3:
             self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1), persistent=False)
@@ -95,3 +117,17 @@ class LumaNet(nn.Module):
         if self.in_channels == 3:
             residual = (residual * (1.0 / LUMA_GAIN)).repeat(1, 3, 1, 1)
         return self.bicubic.shuffle(base + residual)
+
+    def folded(self) -> "LumaNet":
+        """The plain ``lumanet`` (``expand=0``) computing the same function; ``self`` when already plain.
+
+        Each expanded conv is multiplied out in float64 (outputs agree to float32 rounding). The
+        result is on the same device and in the same train/eval mode as ``self``.
+        """
+        if self.expand == 0:
+            return self
+        twin = copy.deepcopy(self)
+        fold_expanded(twin)
+        plain = LumaNet(self.scale, self.in_channels, self.channels, self.num_convs, self.tail_init)
+        plain.load_state_dict(twin.state_dict(), strict=True)
+        return plain.to(next(self.parameters()).device).train(self.training)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -92,3 +92,15 @@ def build(name: str, *, scale: int, in_channels: int = 3, **options: Any) -> nn.
         return builder(scale=scale, in_channels=in_channels, **options)
     except (ValueError, TypeError) as exc:
         raise SuperresError(f"model {name!r}: {exc}") from exc
+
+
+def fold(model: nn.Module, args: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The inference form of ``model`` (built with ``args``) and the args that rebuild it.
+
+    A model trained with training-only structure (``lumanet`` with ``expand > 0``) has a
+    ``folded()`` method that returns the equivalent plain model; its ``expand`` option is then
+    dropped from the args. Any other model is returned as it is.
+    """
+    if not getattr(model, "expand", 0) or not hasattr(model, "folded"):
+        return model, dict(args)
+    return model.folded(), {k: v for k, v in args.items() if k != "expand"}
