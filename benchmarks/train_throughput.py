@@ -27,7 +27,9 @@ without autocast says ``none``);
 ``--compile [MODE]`` adds ``torch.compile`` (its compilation falls in the warm-up; ``reduce-overhead``
 replays the steps from CUDA graphs). ``--profile-iters N``
 (CUDA) then profiles N more iterations with ``torch.profiler`` and reports the share of wall time
-in which some GPU kernel or copy runs ("GPU busy"). cuDNN picks its fastest kernels
+in which some GPU kernel or copy runs ("GPU busy"). ``--host-profile FILE`` profiles those
+iterations on the host as well, on any device: where the host's time goes (ops by self CPU time)
+and, on CUDA, how many kernels and CUDA graphs each iteration launches. cuDNN picks its fastest kernels
 (``train.deterministic: false``) unless ``--deterministic`` is given.
 
 Images come from ``--data`` (folders or files; default ``../shared/data/train``); folders of
@@ -105,11 +107,17 @@ def gpu_busy_share(prof: Any, wall_s: float) -> float:
     return busy / 1e6 / wall_s  # event times are in microseconds
 
 
+#: Host calls that start GPU work, counted per iteration by --host-profile.
+LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch", "cudaLaunchCooperativeKernel")
+
+
 class Window:
     """Trainer callback: times iterations ``warmup+1 .. warmup+iters``, then profiles ``profile`` more."""
 
-    def __init__(self, device: torch.device, warmup: int, iters: int, profile: int) -> None:
-        self.device, self.warmup, self.iters, self.profile = device, warmup, iters, profile
+    def __init__(self, device: torch.device, warmup: int, iters: int, profile: int, host: bool = False) -> None:
+        self.device, self.warmup, self.iters, self.profile, self.host = device, warmup, iters, profile, host
+        self.host_table: str | None = None  # with host=True: the ops by self CPU time (profiler table)
+        self.launches: float | None = None  # with host=True on CUDA: kernel and graph launches per iteration
         self.t0 = self.t1 = self.p0 = 0.0
         self.stamps: list[float] = []  # end of each timed iteration (host clock)
         self.prof: Any = None
@@ -136,7 +144,10 @@ class Window:
         try:
             from torch.profiler import ProfilerActivity, profile
 
-            self.prof = profile(activities=[ProfilerActivity.CUDA])
+            activities = [ProfilerActivity.CPU] if self.host else []
+            if self.device.type == "cuda":
+                activities.append(ProfilerActivity.CUDA)
+            self.prof = profile(activities=activities)
             self.prof.__enter__()
             self.p0 = time.perf_counter()
         except Exception as exc:  # the profiler is optional: report why it is missing
@@ -147,7 +158,13 @@ class Window:
         wall = time.perf_counter() - self.p0
         try:
             self.prof.__exit__(None, None, None)
-            self.busy = gpu_busy_share(self.prof, wall)
+            if self.host:
+                self.host_table = self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+                if self.device.type == "cuda":
+                    names = [e.name for e in self.prof.events()]
+                    self.launches = sum(n.startswith(LAUNCH_CALLS) for n in names) / self.profile
+            if self.device.type == "cuda":
+                self.busy = gpu_busy_share(self.prof, wall)
         except Exception as exc:
             self.busy_error = f"{type(exc).__name__}: {exc}"
 
@@ -174,11 +191,16 @@ def parse_path(name: str) -> tuple[bool, int]:
     raise SystemExit(f"--paths: unknown data path {name!r} (use device, loader0, loader2, ...)")
 
 
+def profiled_iterations(args: argparse.Namespace) -> int:
+    """Iterations profiled after the timed ones: on CUDA (GPU busy share), or anywhere with --host-profile."""
+    return args.profile_iters if (args.cuda or args.host_profile) else 0
+
+
 def base_config(args: argparse.Namespace, data: list[str], model: str, path: str, amp: str = "none") -> Any:
     from superres.config import config_from_dict
 
     resident, workers = parse_path(path)
-    total = args.warmup + args.iters + (args.profile_iters if args.cuda else 0)
+    total = args.warmup + args.iters + profiled_iterations(args)
     raw = {
         "name": f"throughput-{model}-{path}",
         "model": {"name": model, "scale": args.scale, "in_channels": 3, "options": json.loads(args.options)},
@@ -201,7 +223,7 @@ def measure_training(args: argparse.Namespace, data: list[str], model: str, path
     from superres.training import train
 
     config = base_config(args, data, model, path, amp)
-    window = Window(args.torch_device, args.warmup, args.iters, args.profile_iters if args.cuda else 0)
+    window = Window(args.torch_device, args.warmup, args.iters, profiled_iterations(args), host=bool(args.host_profile))
     log = io.StringIO()
     try:
         with contextlib.redirect_stderr(log) if not args.verbose else contextlib.nullcontext():
@@ -230,6 +252,14 @@ def measure_training(args: argparse.Namespace, data: list[str], model: str, path
         "patches_per_s_median": round(args.batch / window.median_seconds, 2),
         "ms_per_iteration_median": round(1000 * window.median_seconds, 2),
     }
+    if window.host_table is not None:
+        with open(args.host_profile, "a", encoding="utf-8") as fh:
+            fh.write(f"## {model}, data path {path}, autocast {amp}: {window.profile} iterations, ops by self CPU time\n")
+            if window.launches is not None:
+                fh.write(f"GPU launches (kernels and graphs) per iteration: {window.launches:.1f}\n")
+            fh.write(window.host_table + "\n\n")
+        if window.launches is not None:
+            row["launches_per_iteration"] = round(window.launches, 1)
     if args.cuda and args.profile_iters:
         row["gpu_busy"] = None if window.busy is None else round(window.busy, 4)
         if window.busy_error:
@@ -319,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                         help="torch.compile the training model; MODE: a torch.compile mode (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--host-profile", default=None, metavar="FILE",
+                        help="profile the --profile-iters iterations on the host too (any device): append each row's "
+                             "ops by self CPU time, and on CUDA the GPU launches per iteration, to FILE")
     parser.add_argument("--ema", type=float, default=None, help="EMA decay (default: none)")
     parser.add_argument("--deterministic", action="store_true", help="deterministic kernels (default: fastest)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")

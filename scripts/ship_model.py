@@ -6,12 +6,15 @@ Usage (from the repository root, ``../shared/data`` next to it)::
     python scripts/ship_model.py runs/lumanet_x4/model.safetensors lumanet-x4
     python scripts/ship_model.py runs/enhanced_x4_stage2/model.safetensors enhanced-x4 --sets Set5 Set14
 
-What the shipped file holds: the same weights, and the run's metadata (config, training data,
+What the shipped file holds: the same weights (learned parameters stored as float16 unless
+``--weights-dtype float32``), and the run's metadata (config, training data,
 iterations, wall time, the warm-start lineage) plus
 
 * ``scores``: PSNR-Y / SSIM-Y on each ``--sets`` folder at the model's scale, measured by
-  :func:`superres.evaluate.evaluate` (the code behind ``superres eval``, PROTOCOL.md scoring). The
-  scores the run itself recorded on its validation set are kept as ``training_scores``;
+  :func:`superres.evaluate.evaluate` (the code behind ``superres eval``, PROTOCOL.md scoring) on the
+  weights as stored: float16 by default (``--weights-dtype``; half the file, and PSNR moves by
+  about 1e-4 dB). The scores the run itself recorded on its validation set are kept as
+  ``training_scores``;
 * ``init_from`` and ``total_iterations`` / ``total_wall_time_s`` when the run was a warm start whose
   model file predates the trainer recording them (read from the parent file named by
   ``config.model.init_from``, which must then still exist);
@@ -23,6 +26,9 @@ iterations, wall time, the warm-start lineage) plus
   copy of them (``benchmarks/gpu_time_to_quality.py`` unpacks into a temporary folder); the paths
   the run saw are kept as ``data_as_trained``.
 
+``--reship`` re-stores an already shipped file (e.g. at another ``--weights-dtype``): its training
+metadata stays as it is, the scores are measured again, and ``reshipped`` notes the change.
+
 The file is written atomically; nothing else in the package changes (the shipped list is the folder).
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--data", nargs="+", default=None, metavar="FOLDER",
                         help="the training folders the run's data was a copy of (recorded as metadata 'data')")
+    parser.add_argument("--weights-dtype", choices=("float16", "float32"), default="float16",
+                        help="how the learned weights are stored (default float16: half the size; scored as stored)")
+    parser.add_argument("--reship", action="store_true",
+                        help="SOURCE is a shipped file: keep its training metadata, re-score, store at --weights-dtype")
     args = parser.parse_args(argv)
 
     from superres import modelfile
@@ -57,31 +68,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta: dict[str, Any] = read_metadata(args.source)
         scale = int(meta["scale"])
-        scores = {}
-        for name in args.sets:
-            report = evaluate(str(args.source), args.data_root / name, scale=scale)
-            scores[name] = {"psnr_y": report["psnr_y"], "ssim_y": report["ssim_y"], "images": report["count"],
-                            "scale": scale, "measured_by": "superres.evaluate (superres eval)"}
-            print(f"{args.name}: {name} x{scale}: PSNR-Y {report['psnr_y']:.3f} dB / SSIM-Y {report['ssim_y']:.4f}")
-        if "scores" in meta:
-            meta["training_scores"] = meta["scores"]
-        meta["scores"] = scores
-        parent_path = (meta.get("config") or {}).get("model", {}).get("init_from")
-        if parent_path and "init_from" not in meta:
-            parent = lineage(parent_path, read_metadata(parent_path))
-            meta.update(warm_start_metadata(parent, int(meta.get("iterations", 0)), float(meta.get("wall_time_s", 0.0))))
-        if args.data:
-            meta["data_as_trained"] = meta.get("data")
-            meta["data"] = list(args.data)
-        meta["shipped_from"] = str(args.source)
-        meta["name"] = args.name
         # Training-only structure (lumanet's expand) is folded: the shipped file is the plain model.
         model, model_args = fold(load_model(args.source), meta["args"])
         if model_args != meta["args"]:
             meta["trained_as"] = {"arch": meta["arch"], "args": meta["args"]}
         extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}  # save_model writes those
+        with tempfile.TemporaryDirectory() as tmp:
+            # The scores are those of the weights as stored (--weights-dtype), so stage that file first.
+            staged = save_model(Path(tmp) / "staged.safetensors", model, arch=meta["arch"], args=model_args,
+                                metadata=extra, weights_dtype=args.weights_dtype)
+            scores = {}
+            for name in args.sets:
+                report = evaluate(str(staged), args.data_root / name, scale=scale)
+                scores[name] = {"psnr_y": report["psnr_y"], "ssim_y": report["ssim_y"], "images": report["count"],
+                                "scale": scale, "measured_by": "superres.evaluate (superres eval)"}
+                print(f"{args.name}: {name} x{scale}: PSNR-Y {report['psnr_y']:.3f} dB / SSIM-Y {report['ssim_y']:.4f}")
+            model = load_model(staged)  # exactly the weights that were scored
+        if args.reship:
+            meta.setdefault("reshipped", []).append({"from": str(args.source), "weights_dtype": args.weights_dtype})
+        else:
+            if "scores" in meta:
+                meta["training_scores"] = meta["scores"]
+            parent_path = (meta.get("config") or {}).get("model", {}).get("init_from")
+            if parent_path and "init_from" not in meta:
+                parent = lineage(parent_path, read_metadata(parent_path))
+                meta.update(warm_start_metadata(parent, int(meta.get("iterations", 0)), float(meta.get("wall_time_s", 0.0))))
+            if args.data:
+                meta["data_as_trained"] = meta.get("data")
+                meta["data"] = list(args.data)
+            meta["shipped_from"] = str(args.source)
+        meta["scores"] = scores
+        meta["name"] = args.name
+        extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}
         out = save_model(modelfile.WEIGHTS_DIR / f"{args.name}.safetensors", model,
-                         arch=meta["arch"], args=model_args, metadata=extra)
+                         arch=meta["arch"], args=model_args, metadata=extra, weights_dtype=args.weights_dtype)
     except SuperresError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,10 @@ convention ``{"Set5": {"psnr_y": ..., "ssim_y": ...}, ...}``) is what ``superres
 
 Shipped models are ``superres/weights/<name>.safetensors``; :func:`load_model` takes such a name or a
 path to any model file.
+
+``save_model(..., weights_dtype="float16")`` stores the learned parameters in half precision (half the
+file; the shipped models use it, and their scores are measured on the stored weights). Buffers (fixed
+kernels, colour means) always stay float32, and :func:`load_model` loads into the float32 model.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from superres.errors import SuperresError
 FORMAT_VERSION = 1
 METADATA_KEY = "superres"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-_CORE_KEYS = ("format", "arch", "args", "scale", "in_channels", "value_range", "params")
+_CORE_KEYS = ("format", "arch", "args", "scale", "in_channels", "value_range", "params", "weights_dtype")
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def save_model(
@@ -40,8 +45,12 @@ def save_model(
     arch: str,
     args: Mapping[str, Any],
     metadata: Mapping[str, Any] | None = None,
+    weights_dtype: str = "float32",
 ) -> Path:
     """Write ``model``'s weights and metadata to ``path`` (a ``.safetensors`` file), atomically.
+
+    ``weights_dtype="float16"`` stores the floating-point parameters (not the buffers) in half
+    precision, recorded as ``"weights_dtype"`` in the metadata.
 
     ``args`` are the keyword arguments ``model`` was built with (``scale`` and ``in_channels`` are
     taken from the model when absent, and must agree with it when present). ``metadata`` (training
@@ -60,6 +69,8 @@ def save_model(
             raise SuperresError(f"{path}: the model ({type(model).__name__}) has no {key} attribute")
         if args.setdefault(key, int(actual)) != actual:
             raise SuperresError(f"{path}: args[{key!r}] = {args[key]!r} but the model has {key} = {actual}")
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise SuperresError(f"{path}: weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
     extra = dict(metadata or {})
     clash = [k for k in extra if k in _CORE_KEYS]
     if clash:
@@ -73,6 +84,7 @@ def save_model(
         "in_channels": int(args["in_channels"]),
         "value_range": [0, 1],
         "params": params,
+        "weights_dtype": weights_dtype,
         **extra,
     }
     try:
@@ -81,6 +93,9 @@ def save_model(
         raise SuperresError(f"{path}: model metadata is not JSON-serialisable ({exc})") from exc
     # safetensors wants contiguous, unshared CPU tensors; clone() also breaks any storage sharing.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    learned = {name for name, p in model.named_parameters() if p.is_floating_point()}
+    for name in learned & tensors.keys():
+        tensors[name] = tensors[name].to(WEIGHTS_DTYPES[weights_dtype])
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
     return path

@@ -345,3 +345,23 @@ def test_throughput_benchmark_rows_and_table(folder, tmp_path, monkeypatch):
     assert all(cells[7] == "1.00x" for cells in first)  # the "vs none" column of the first autocast
     with pytest.raises(SystemExit):
         module.main(["--amp", "fp8", "--device", "cpu"])
+
+
+def test_throughput_host_profile_names_the_ops(folder, tmp_path):
+    """--host-profile appends, per row, a profiler table of the host's ops (here the CPU's convs)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    report = tmp_path / "host.txt"
+    assert module.main(["--data", str(folder), "--models", "espcn", "--paths", "device,loader0", "--amp", "none",
+                        "--batch", "2", "--patch", "8", "--scale", "2", "--iters", "2", "--warmup", "1",
+                        "--profile-iters", "2", "--device", "cpu", "--threads", "1", "--host-profile", str(report)]) == 0
+    text = report.read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["## espcn, data path device, autocast none: 2 iterations, ops by self CPU time",
+                        "## espcn, data path loader0, autocast none: 2 iterations, ops by self CPU time"]
+    assert text.count("convolution_backward") == 2 and "Self CPU" in text

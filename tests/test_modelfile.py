@@ -52,6 +52,31 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert meta["iterations"] == 10 and meta["scores"]["Set5"]["psnr_y"] == 30.1
 
 
+def test_float16_storage_halves_the_file_and_keeps_buffers_exact(tmp_path: Path) -> None:
+    """weights_dtype="float16": parameters stored as float16, buffers as they are, loaded as float32."""
+    from safetensors.torch import load_file
+
+    model = _trained_like()
+    model.register_buffer("mean", torch.tensor([0.4488, 0.4371, 0.4040]))  # a persistent fixed buffer
+    wide = save_model(tmp_path / "f32.safetensors", model, arch="enhanced", args=ARGS)
+    half = save_model(tmp_path / "f16.safetensors", model, arch="enhanced", args=ARGS, weights_dtype="float16")
+    stored = load_file(str(half))
+    assert stored["mean"].dtype == torch.float32 and torch.equal(stored["mean"], model.mean)
+    for name, p in model.named_parameters():
+        assert stored[name].dtype == torch.float16 and torch.equal(stored[name], p.detach().half())
+    assert half.stat().st_size < 0.55 * wide.stat().st_size
+    assert read_metadata(half)["weights_dtype"] == "float16"
+    del model.mean
+    plain = save_model(tmp_path / "p16.safetensors", model, arch="enhanced", args=ARGS, weights_dtype="float16")
+    loaded = load_model(plain)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        assert (loaded(x) - model.eval()(x)).abs().max().item() < 1e-2
+    with pytest.raises(SuperresError, match="weights_dtype"):
+        save_model(tmp_path / "x.safetensors", model, arch="enhanced", args=ARGS, weights_dtype="bfloat16")
+
+
 def test_file_is_plain_safetensors_with_superres_json(tmp_path: Path) -> None:
     model = _trained_like("baseline", scale=2, in_channels=3, channels=4, num_blocks=1)
     path = save_model(tmp_path / "b.safetensors", model, arch="baseline", args={"channels": 4, "num_blocks": 1})
@@ -66,6 +91,7 @@ def test_file_is_plain_safetensors_with_superres_json(tmp_path: Path) -> None:
         "in_channels": 3,
         "value_range": [0, 1],
         "params": expected_params,
+        "weights_dtype": "float32",
     }
     tensor_keys = {k for k in header if k != "__metadata__"}
     assert tensor_keys == set(model.state_dict())
@@ -203,20 +229,33 @@ def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp
 
     shipped = weights / "tiny-x4.safetensors"
     meta = read_metadata(shipped)
-    report = evaluate(str(child), shared_data / "Set5", scale=4)
+    report = evaluate(str(shipped), shared_data / "Set5", scale=4)  # scored as stored (float16)
     assert meta["scores"]["Set5"]["psnr_y"] == report["psnr_y"] and meta["scores"]["Set5"]["ssim_y"] == report["ssim_y"]
+    assert meta["weights_dtype"] == "float16"
+    assert meta["scores"]["Set5"]["psnr_y"] == pytest.approx(evaluate(str(child), shared_data / "Set5", scale=4)["psnr_y"], abs=1e-3)
     assert meta["training_scores"] == {"Set5": {"psnr_y": 1.0, "ssim_y": 0.1}}
     assert meta["name"] == "tiny-x4" and meta["shipped_from"] == str(child)
     assert meta["data"] == ["train/T91", "train/BSD200"] and meta["data_as_trained"] is None  # child had none
     assert meta["init_from"]["name"] == "stage1" and meta["init_from"]["iterations"] == 5
     assert meta["total_iterations"] == 8 and meta["total_wall_time_s"] == 3.5
     want, got = load_file(str(child)), load_file(str(shipped))
-    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    params = {name for name, _ in load_model(str(child)).named_parameters()}
+    assert want.keys() == got.keys() == params
+    assert all(got[k].dtype == torch.float16 and torch.equal(want[k].half(), got[k]) for k in params)
     assert [e["name"] for e in list_models() if e["shipped"]] == ["tiny-x4"]
 
     # a missing set is one error line and exit code 2, and nothing is written
     assert ship.main([str(child), "other-x4", "--sets", "Nope", "--data-root", str(shared_data)]) == 2
     assert not (weights / "other-x4.safetensors").exists()
+
+    # --reship re-stores a shipped file: its training metadata stays, the scores are measured again
+    assert ship.main([str(shipped), "tiny-x4", "--sets", "Set5", "--data-root", str(shared_data), "--reship",
+                      "--weights-dtype", "float32"]) == 0
+    again = read_metadata(shipped)
+    assert again["weights_dtype"] == "float32" and again["reshipped"][-1]["weights_dtype"] == "float32"
+    assert {k: again[k] for k in ("training_scores", "shipped_from", "init_from", "data")} == \
+        {k: meta[k] for k in ("training_scores", "shipped_from", "init_from", "data")}
+    assert again["scores"]["Set5"]["psnr_y"] == evaluate(str(shipped), shared_data / "Set5", scale=4)["psnr_y"]
 
     # a model trained in expanded form ships folded: the plain lumanet, scoring what the run's file scores
     wide = {**args, "expand": 12}
