@@ -310,7 +310,7 @@ def test_torch_matches_numpy(device: str, kwargs: dict) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kwargs", [{"scale": 1 / 3}, {"scale": 0.7}, {"scale": 2}, {"size": (9, 40)}])
+@pytest.mark.parametrize("kwargs", [{"scale": 1 / 4}, {"scale": 1 / 3}, {"scale": 1 / 2}, {"scale": 0.7}, {"scale": 2}, {"size": (9, 40)}])
 def test_torch_uint8_kernel_matches_numpy(device: str, kwargs: dict) -> None:
     """The torch tap-by-tap uint8 implementation (used on GPUs; CPU tensors go through numpy) gives
     the numpy bytes; called directly so that it is exercised on a CPU-only machine too."""
@@ -405,3 +405,18 @@ def test_modcrop() -> None:
             modcrop(arr, bad_scale)  # type: ignore[arg-type]
     with pytest.raises(SuperresError, match="smaller than the scale"):
         modcrop(np.zeros((3, 8)), 4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(4, 40), w=st.integers(4, 40), n=st.integers(1, 3), seed=st.integers(0, 2**31 - 1),
+    scale=st.sampled_from([1 / 4, 1 / 3, 1 / 2, 0.55, 1.5, 2, 3]),
+)
+def test_torch_uint8_kernel_matches_numpy_on_random_batches(h: int, w: int, n: int, seed: int, scale: float) -> None:
+    """The batched-tap torch kernel gives the numpy reference's bytes for any size, scale and batch."""
+    rng = np.random.default_rng(seed)
+    batch = rng.integers(0, 256, (n, 3, h, w)).astype(np.uint8)
+    out_hw, scales, order = _plan((h, w), scale, None)
+    got = _resize_uint8_torch(torch.from_numpy(batch), out_hw, scales, order).numpy()
+    for i in range(n):
+        np.testing.assert_array_equal(got[i], imresize(batch[i].transpose(1, 2, 0), scale=scale).transpose(2, 0, 1))
