@@ -10,7 +10,8 @@ Usage (from the repository root; one thread, as on a shared machine)::
 What is measured, all on the same images in the same process (so machine load affects every row
 alike), reported as milliseconds per output megapixel and as a ratio to OpenCV FSRCNN x4:
 
-* our models at x4 with random weights (speed does not depend on the weights): ``lumanet`` (the
+* our models at x4 with random weights (speed does not depend on the weights), each in the shape
+  of its shipped model at that scale where there is one (``shipped_options``): ``lumanet`` (the
   shipped compact model, RGB in/out), ``espcn`` and ``fsrcnn`` as the 1-channel (Y) models of their
   papers, ``enhanced`` and ``baseline`` as RGB models (``--models`` picks some), each
   - **pipeline** rows: uint8 RGB in -> :func:`superres.inference.upscale` -> uint8 RGB out, i.e. what
@@ -45,6 +46,18 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "Set5" / "LR_bicubic" / "X4"
 DEFAULT_PEERS = REPO.parent / "shared" / "peers"
 MODELS = (("lumanet", 3), ("espcn", 1), ("fsrcnn", 1), ("enhanced", 3), ("baseline", 3))
 SCALE = 4  # --scale sets it
+
+
+def shipped_options(arch: str, scale: int) -> dict:
+    """The model options of the shipped ``ARCH-xSCALE`` model (e.g. ``lumanet-x4``'s width and depth),
+    so that its row times the shape that ships; ``{}`` (the defaults) when none is shipped."""
+    from superres.modelfile import WEIGHTS_DIR, read_metadata
+
+    path = WEIGHTS_DIR / f"{arch}-x{scale}.safetensors"
+    if not path.is_file():
+        return {}
+    args = read_metadata(path)["args"]
+    return {k: v for k, v in args.items() if k not in ("scale", "in_channels")}
 
 
 def load_images(folder: Path) -> tuple[list[np.ndarray], str]:
@@ -119,8 +132,9 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
     torch.manual_seed(0)
     index = {id(im): i for i, im in enumerate(images)}
     for name, channels in [m for m in MODELS if m[0] in models]:
-        net = build(name, scale=SCALE, in_channels=channels).eval()
-        net.superres_meta = {"arch": name, "args": {"scale": SCALE, "in_channels": channels}}
+        options = shipped_options(name, SCALE)
+        net = build(name, scale=SCALE, in_channels=channels, **options).eval()
+        net.superres_meta = {"arch": name, "args": {"scale": SCALE, "in_channels": channels, **options}}
 
         def pipeline(model: object, tile: int) -> Callable[[np.ndarray], object]:
             return lambda im: to_integer(upscale(model, to_float(im), tile=tile), 8)
@@ -141,7 +155,7 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
 
         inputs = [model_input(im) for im in images]
         tensors = [torch.from_numpy(x) for x in inputs]
-        cl_net = build(name, scale=SCALE, in_channels=channels).eval()
+        cl_net = build(name, scale=SCALE, in_channels=channels, **options).eval()
         cl_net.load_state_dict(net.state_dict())
         cl_net = cl_net.to(memory_format=torch.channels_last)
         cl_tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
