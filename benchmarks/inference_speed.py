@@ -3,6 +3,8 @@
 Usage (from the repository root; one thread, as on a shared machine)::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/inference_speed.py --threads 1 --out speed.md
+    # the shape of another shipped model too, e.g. the deeper compact model:
+    OMP_NUM_THREADS=1 python benchmarks/inference_speed.py --models lumanet --shipped lumanet-x4-deep --tiles 0
     # other scales / images, e.g. Set14 at x3, lumanet only, one tile size:
     OMP_NUM_THREADS=1 python benchmarks/inference_speed.py --scale 3 --data ../shared/data/Set14/LR_bicubic/X3 \
         --models lumanet --tiles 256
@@ -60,6 +62,24 @@ def shipped_options(arch: str, scale: int) -> dict:
     return {k: v for k, v in args.items() if k not in ("scale", "in_channels")}
 
 
+def model_list(models: list[str], shipped: list[str]) -> list[tuple[str, str, int, dict]]:
+    """(row label, arch, in_channels, options) of each model to time: ``--models`` in their shipped
+    shape at this scale, then each ``--shipped`` name in its own (its scale must be ``--scale``)."""
+    from superres.modelfile import WEIGHTS_DIR, read_metadata
+
+    rows = [(name, name, channels, shipped_options(name, SCALE)) for name, channels in MODELS if name in models]
+    for name in shipped:
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        if not path.is_file():
+            raise SystemExit(f"--shipped {name}: no such shipped model")
+        meta = read_metadata(path)
+        if int(meta["scale"]) != SCALE:
+            raise SystemExit(f"--shipped {name}: a x{meta['scale']} model, and --scale is {SCALE}")
+        options = {k: v for k, v in meta["args"].items() if k not in ("scale", "in_channels")}
+        rows.append((name, meta["arch"], int(meta["in_channels"]), options))
+    return rows
+
+
 def load_images(folder: Path) -> tuple[list[np.ndarray], str]:
     """uint8 RGB LR images and a description of where they came from."""
     from skimage import data as samples
@@ -100,7 +120,7 @@ def time_entries(entries: list[tuple[str, str, Callable[[np.ndarray], object]]],
 
 
 def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peers_dir: Path, tmp: Path,
-                  models: list[str]) -> list[tuple[str, str, Callable[[np.ndarray], object]]]:
+                  models: list[tuple[str, str, int, dict]]) -> list[tuple[str, str, Callable[[np.ndarray], object]]]:
     """(method, variant, fn(uint8 RGB image)) for every row of the table."""
     import torch
 
@@ -131,10 +151,9 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
 
     torch.manual_seed(0)
     index = {id(im): i for i, im in enumerate(images)}
-    for name, channels in [m for m in MODELS if m[0] in models]:
-        options = shipped_options(name, SCALE)
-        net = build(name, scale=SCALE, in_channels=channels, **options).eval()
-        net.superres_meta = {"arch": name, "args": {"scale": SCALE, "in_channels": channels, **options}}
+    for name, arch, channels, options in models:
+        net = build(arch, scale=SCALE, in_channels=channels, **options).eval()
+        net.superres_meta = {"arch": arch, "args": {"scale": SCALE, "in_channels": channels, **options}}
 
         def pipeline(model: object, tile: int) -> Callable[[np.ndarray], object]:
             return lambda im: to_integer(upscale(model, to_float(im), tile=tile), 8)
@@ -155,7 +174,7 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
 
         inputs = [model_input(im) for im in images]
         tensors = [torch.from_numpy(x) for x in inputs]
-        cl_net = build(name, scale=SCALE, in_channels=channels, **options).eval()
+        cl_net = build(arch, scale=SCALE, in_channels=channels, **options).eval()
         cl_net.load_state_dict(net.state_dict())
         cl_net = cl_net.to(memory_format=torch.channels_last)
         cl_tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
@@ -177,7 +196,7 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
 
 
 def measure(threads: int, tiles: list[int], repeats: int, images: list[np.ndarray], peers_dir: Path,
-            models: list[str]) -> list[dict]:
+            models: list[tuple[str, str, int, dict]]) -> list[dict]:
     import tempfile
 
     out_mp = sum(im.shape[0] * im.shape[1] * SCALE * SCALE for im in images) / 1e6
@@ -211,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per figure (fastest kept)")
     parser.add_argument("--models", nargs="+", default=[m for m, _ in MODELS], choices=[m for m, _ in MODELS],
                         help="our models to time (default: all)")
+    parser.add_argument("--shipped", nargs="+", default=[], metavar="NAME",
+                        help="also time shipped models' shapes by name (e.g. lumanet-x4-deep; random weights)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
     global SCALE
@@ -220,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     images, what = load_images(data)
     rows: list[dict] = []
     for threads in args.threads:
-        rows += measure(threads, args.tiles, args.repeats, images, args.peers, args.models)
+        rows += measure(threads, args.tiles, args.repeats, images, args.peers, model_list(args.models, args.shipped))
 
     import torch
 
