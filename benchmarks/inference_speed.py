@@ -50,33 +50,37 @@ MODELS = (("lumanet", 3), ("espcn", 1), ("fsrcnn", 1), ("enhanced", 3), ("baseli
 SCALE = 4  # --scale sets it
 
 
+def shipped_shape(name: str) -> tuple[str, int, int, dict] | None:
+    """``(arch, scale, in_channels, options)`` of the shipped model ``name``; ``None`` if none is shipped."""
+    from superres.modelfile import WEIGHTS_DIR, read_metadata
+
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        return None
+    meta = read_metadata(path)
+    options = {k: v for k, v in meta["args"].items() if k not in ("scale", "in_channels")}
+    return meta["arch"], int(meta["scale"]), int(meta["in_channels"]), options
+
+
 def shipped_options(arch: str, scale: int) -> dict:
     """The model options of the shipped ``ARCH-xSCALE`` model (e.g. ``lumanet-x4``'s width and depth),
     so that its row times the shape that ships; ``{}`` (the defaults) when none is shipped."""
-    from superres.modelfile import WEIGHTS_DIR, read_metadata
-
-    path = WEIGHTS_DIR / f"{arch}-x{scale}.safetensors"
-    if not path.is_file():
-        return {}
-    args = read_metadata(path)["args"]
-    return {k: v for k, v in args.items() if k not in ("scale", "in_channels")}
+    shape = shipped_shape(f"{arch}-x{scale}")
+    return {} if shape is None else shape[3]
 
 
 def model_list(models: list[str], shipped: list[str]) -> list[tuple[str, str, int, dict]]:
     """(row label, arch, in_channels, options) of each model to time: ``--models`` in their shipped
     shape at this scale, then each ``--shipped`` name in its own (its scale must be ``--scale``)."""
-    from superres.modelfile import WEIGHTS_DIR, read_metadata
-
     rows = [(name, name, channels, shipped_options(name, SCALE)) for name, channels in MODELS if name in models]
     for name in shipped:
-        path = WEIGHTS_DIR / f"{name}.safetensors"
-        if not path.is_file():
+        shape = shipped_shape(name)
+        if shape is None:
             raise SystemExit(f"--shipped {name}: no such shipped model")
-        meta = read_metadata(path)
-        if int(meta["scale"]) != SCALE:
-            raise SystemExit(f"--shipped {name}: a x{meta['scale']} model, and --scale is {SCALE}")
-        options = {k: v for k, v in meta["args"].items() if k not in ("scale", "in_channels")}
-        rows.append((name, meta["arch"], int(meta["in_channels"]), options))
+        arch, scale, channels, options = shape
+        if scale != SCALE:
+            raise SystemExit(f"--shipped {name}: a x{scale} model, and --scale is {SCALE}")
+        rows.append((name, arch, channels, options))
     return rows
 
 

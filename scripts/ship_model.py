@@ -72,11 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         model, model_args = fold(load_model(args.source), meta["args"])
         if model_args != meta["args"]:
             meta["trained_as"] = {"arch": meta["arch"], "args": meta["args"]}
-        extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}  # save_model writes those
         with tempfile.TemporaryDirectory() as tmp:
             # The scores are those of the weights as stored (--weights-dtype), so stage that file first.
             staged = save_model(Path(tmp) / "staged.safetensors", model, arch=meta["arch"], args=model_args,
-                                metadata=extra, weights_dtype=args.weights_dtype)
+                                weights_dtype=args.weights_dtype)
             scores = {}
             for name in args.sets:
                 report = evaluate(str(staged), args.data_root / name, scale=scale)
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             meta["shipped_from"] = str(args.source)
         meta["scores"] = scores
         meta["name"] = args.name
-        extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}
+        extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}  # save_model writes those
         out = save_model(modelfile.WEIGHTS_DIR / f"{args.name}.safetensors", model,
                          arch=meta["arch"], args=model_args, metadata=extra, weights_dtype=args.weights_dtype)
     except SuperresError as exc:
