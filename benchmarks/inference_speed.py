@@ -12,7 +12,8 @@ Usage (from the repository root; one thread, as on a shared machine)::
 What is measured, all on the same images in the same process (so machine load affects every row
 alike), reported as milliseconds per output megapixel and as a ratio to OpenCV FSRCNN x4:
 
-* our models at x4 with random weights (speed does not depend on the weights), each in the shape
+* our models at x4 with random weights (speed does not depend on the weights; an int8 model named
+  by ``--shipped`` runs with its shipped weights, as it needs its activation scales), each in the shape
   of its shipped model at that scale where there is one (``shipped_options``): ``lumanet`` (the
   shipped compact model, RGB in/out), ``espcn`` and ``fsrcnn`` as the 1-channel (Y) models of their
   papers, ``enhanced`` and ``baseline`` as RGB models (``--models`` picks some), each
@@ -156,8 +157,14 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
     torch.manual_seed(0)
     index = {id(im): i for i, im in enumerate(images)}
     for name, arch, channels, options in models:
-        net = build(arch, scale=SCALE, in_channels=channels, **options).eval()
-        net.superres_meta = {"arch": arch, "args": {"scale": SCALE, "in_channels": channels, **options}}
+        if options.get("int8"):
+            # An int8 model needs its observed activation scales, so it runs with its shipped weights.
+            from superres.modelfile import load_model
+
+            net = load_model(name).eval()
+        else:
+            net = build(arch, scale=SCALE, in_channels=channels, **options).eval()
+            net.superres_meta = {"arch": arch, "args": {"scale": SCALE, "in_channels": channels, **options}}
 
         def pipeline(model: object, tile: int) -> Callable[[np.ndarray], object]:
             return lambda im: to_integer(upscale(model, to_float(im), tile=tile), 8)
@@ -235,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=[m for m, _ in MODELS], choices=[m for m, _ in MODELS],
                         help="our models to time (default: all)")
     parser.add_argument("--shipped", nargs="+", default=[], metavar="NAME",
-                        help="also time shipped models' shapes by name (e.g. lumanet-x4-deep; random weights)")
+                        help="also time shipped models' shapes by name (e.g. lumanet-x4-deep; random weights, "
+                             "except int8 models, which run with their shipped weights and scales)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
     global SCALE

@@ -19,6 +19,14 @@ file's metadata is copied into the ONNX ``metadata_props``: ``arch``, ``scale``,
 ``value_range`` (JSON ``[0, 1]``), ``args`` (JSON) and ``superres`` (the whole JSON metadata), so
 :class:`OnnxModel` (and any other ONNX consumer) knows how to feed it without the safetensors file.
 
+Int8 models
+-----------
+A model with int8 convs (``lumanet`` with ``int8``; it has an ``int8_plan()`` and an ``int8``
+switch) is traced as its float twin, then :func:`quantize_graph` replaces each planned conv with a
+``QLinearConv`` (uint8 activations, per-channel int8 weights, int32 bias) using the model's own
+observed scales, with ``QuantizeLinear``/``DequantizeLinear`` where float ops meet the int8 chain.
+The ``int8`` metadata entry lists the quantized convs.
+
 Verification
 ------------
 Every export is checked before the file is put in place: the file is written to a temporary name,
@@ -26,8 +34,9 @@ loaded with onnxruntime and run on (1) a random input of a size different from t
 batch 2, and (2) a real photo (``--check-image`` or scikit-image's bundled "astronaut" sample,
 downscaled to an LR of 96x80 pixels with MATLAB bicubic, Y of BT.601 for 1-channel models). The
 largest absolute difference from PyTorch on each must be below ``tolerance`` (1e-4 by default;
-measured values are around 1e-6); otherwise nothing is written and a :class:`SuperresError` reports
-the figure.
+measured values are around 1e-6; for int8 models 2.5 steps of the last quantized output, with a
+mean below 1e-4, see :data:`INT8_TOLERANCE_STEPS`); otherwise nothing is written and a
+:class:`SuperresError` reports the figures.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
@@ -48,12 +58,24 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["DEFAULT_OPSET", "TOLERANCE", "ExportResult", "export_onnx", "OnnxModel", "load_onnx", "check_image_input"]
+    from superres.models.quant import Int8Conv
+
+__all__ = [
+    "DEFAULT_OPSET", "TOLERANCE", "INT8_TOLERANCE_STEPS", "ExportResult", "quantize_graph", "export_onnx", "OnnxModel",
+    "load_onnx", "check_image_input",
+]
 
 #: ONNX opset written by default: 17 is read by onnxruntime >= 1.14 and has every op the models use.
 DEFAULT_OPSET = 17
 #: Largest accepted absolute difference between onnxruntime and PyTorch outputs (values in [0, 1]).
 TOLERANCE = 1e-4
+#: For int8 models, in steps of the last quantized conv's output: where a value lies within float
+#: rounding of a rounding boundary, PyTorch's fake quantization and onnxruntime's integer kernels
+#: may round it to neighbouring steps, so a few outputs differ by one step of that output (times
+#: lumanet's 1/0.8588 luma gain on RGB; a step is about 3e-3 for lumanet-x4-deep-int8). The mean
+#: difference must also stay below INT8_MEAN_TOLERANCE: almost every output is identical.
+INT8_TOLERANCE_STEPS = 2.5
+INT8_MEAN_TOLERANCE = 1e-4
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
 #: Size the model is traced at; the check runs at other sizes to prove the axes are really dynamic.
@@ -73,12 +95,16 @@ class ExportResult:
     max_abs_diff_image: float
     check_image: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: the max |diff| accepted; int8: the quantized convs (``int8`` is then their list)
+    tolerance: float = TOLERANCE
+    int8: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"wrote {self.path} ({self.arch}, x{self.scale}, {self.in_channels} channel(s), opset {self.opset}); "
             f"onnxruntime vs PyTorch max |diff|: {self.max_abs_diff_random:.2e} on a random 2x{self.in_channels}x37x29 "
-            f"input, {self.max_abs_diff_image:.2e} on {self.check_image} (tolerance {TOLERANCE:g})"
+            f"input, {self.max_abs_diff_image:.2e} on {self.check_image} (tolerance {self.tolerance:g}"
+            + (f"; int8 convs {', '.join(self.int8)}, mean |diff| < {INT8_MEAN_TOLERANCE:g})" if self.int8 else ")")
         )
 
 
@@ -130,6 +156,121 @@ def check_image_input(in_channels: int, path: Path | None = None) -> tuple[np.nd
     return np.ascontiguousarray(data.transpose(2, 0, 1)[None], dtype=np.float32), what
 
 
+# --------------------------------------------------------------------------- int8
+def quantize_graph(proto: Any, plan: "list[Int8Conv]") -> Any:
+    """Rewrite the float graph ``proto`` so that the convs in ``plan`` run as ``QLinearConv``.
+
+    Each planned conv is found by its weight initializer (``MODULE.weight``). Its float input is
+    quantized (``QuantizeLinear``, uint8) unless it is already the uint8 output of a planned conv;
+    its weights become int8 per output channel and its bias int32, exactly as the model's fake
+    quantization rounds them (:mod:`superres.models.quant`); a ReLU after it is absorbed by the
+    output's zero point of 0. Where a float consumer (or the graph output) reads the result, a
+    ``DequantizeLinear`` restores the float tensor under its old name. Returns ``proto``, changed.
+    """
+    import torch
+    from onnx import helper, numpy_helper
+
+    from superres.models import quant
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes = list(graph.node)
+    by_weight = {n.input[1]: n for n in nodes if n.op_type == "Conv" and len(n.input) > 1}
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    graph_outputs = {o.name for o in graph.output}
+
+    def const(name: str, array: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    replaced: dict[int, list[Any]] = {}  # id(conv node) -> the nodes that take its place
+    dropped: set[int] = set()
+    quantized: dict[str, tuple[str, float, int]] = {}  # float tensor -> (uint8 tensor, scale, zero point)
+    plan_outputs: list[tuple[Any, str]] = []  # (QLinearConv node, float tensor it stands for)
+    for item in plan:
+        conv = by_weight.get(f"{item.module}.weight")
+        if conv is None:
+            raise SuperresError(f"int8 export: no Conv node reads {item.module}.weight in the traced graph")
+        weight = torch.from_numpy(numpy_helper.to_array(inits[conv.input[1]]).copy()).float()
+        bias = torch.from_numpy(numpy_helper.to_array(inits[conv.input[2]]).copy()).float() if len(conv.input) > 2 else None
+        w_scale = quant.weight_scales(weight)
+        w_q = torch.round(quant.fake_quant_weight(weight) / w_scale.view(-1, 1, 1, 1)).to(torch.int8)
+        prefix = f"int8/{item.module}"
+        x_scale = const(f"{prefix}/x_scale", np.float32(item.in_scale))
+        x_zp = const(f"{prefix}/x_zp", np.uint8(0))
+        new: list[Any] = []
+        source = conv.input[0]
+        if source in quantized:  # the uint8 output of the previous planned conv
+            x_q, previous_scale, previous_zp = quantized[source]
+            if not (np.isclose(previous_scale, item.in_scale, rtol=1e-6) and previous_zp == 0):
+                raise SuperresError(
+                    f"int8 export: {item.module} expects input scale {item.in_scale}, the previous conv writes {previous_scale}"
+                )
+        else:
+            x_q = f"{prefix}/x_q"
+            new.append(helper.make_node("QuantizeLinear", [source, x_scale, x_zp], [x_q], name=f"{prefix}/QuantizeLinear"))
+        inputs = [
+            x_q, x_scale, x_zp,
+            const(f"{prefix}/w", w_q.numpy()), const(f"{prefix}/w_scale", w_scale.numpy()),
+            const(f"{prefix}/w_zp", np.zeros(w_scale.shape, np.int8)),
+            const(f"{prefix}/y_scale", np.float32(item.out_scale)), const(f"{prefix}/y_zp", np.uint8(item.out_zero_point)),
+        ]
+        if bias is not None:
+            b_scale = (torch.tensor(item.in_scale, dtype=torch.float32) * w_scale).clamp_min(1e-12)
+            b_q = torch.round(quant.fake_quant_bias(bias, torch.tensor(item.in_scale), weight) / b_scale).to(torch.int32)
+            inputs.append(const(f"{prefix}/b", b_q.numpy()))
+        out_float = conv.output[0]
+        if item.relu:
+            relus = [n for n in consumers.get(out_float, []) if n.op_type == "Relu"]
+            if len(relus) != 1 or len(consumers[out_float]) != 1:
+                raise SuperresError(f"int8 export: {item.module} should feed exactly one Relu")
+            dropped.add(id(relus[0]))
+            out_float = relus[0].output[0]
+        y_q = f"{prefix}/y_q"
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        qconv = helper.make_node("QLinearConv", inputs, [y_q], name=f"{prefix}/QLinearConv", **attrs)
+        new.append(qconv)
+        quantized[out_float] = (y_q, item.out_scale, item.out_zero_point)
+        plan_outputs.append((qconv, out_float))
+        replaced[id(conv)] = new
+
+    for qconv, out_float in plan_outputs:
+        readers = [n for n in consumers.get(out_float, []) if id(n) not in dropped and id(n) not in replaced]
+        if readers or out_float in graph_outputs:
+            name = qconv.name.rsplit("/", 1)[0]
+            dq = helper.make_node("DequantizeLinear", [qconv.output[0], qconv.input[6], qconv.input[7]], [out_float],
+                                  name=f"{name}/DequantizeLinear")
+            next(news for news in replaced.values() if any(n is qconv for n in news)).append(dq)
+    order: list[Any] = []
+    for n in nodes:
+        if id(n) in dropped:
+            continue
+        order.extend(replaced.get(id(n), [n]))
+    del graph.node[:]
+    graph.node.extend(order)
+    used = {name for n in graph.node for name in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return proto
+
+
+@contextmanager
+def _float_twin(net: "nn.Module", on: bool) -> Iterator[None]:
+    """While active (``on``), an int8 model computes in plain float (its ``int8`` switch off)."""
+    if not on:
+        yield
+        return
+    net.int8 = False
+    try:
+        yield
+    finally:
+        net.int8 = True
+
+
 # --------------------------------------------------------------------------- export
 def _resolve_model(model: "nn.Module | str | os.PathLike[str]") -> tuple["nn.Module", dict[str, Any]]:
     from torch import nn
@@ -144,7 +285,8 @@ def _resolve_model(model: "nn.Module | str | os.PathLike[str]") -> tuple["nn.Mod
     return net, dict(net.superres_meta)
 
 
-def _max_diff(session: Any, net: "nn.Module", x: np.ndarray) -> float:
+def _diffs(session: Any, net: "nn.Module", x: np.ndarray) -> tuple[float, float]:
+    """Max and mean |onnxruntime - PyTorch| on input ``x``."""
     import torch
 
     with torch.inference_mode():
@@ -152,7 +294,8 @@ def _max_diff(session: Any, net: "nn.Module", x: np.ndarray) -> float:
     got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     if got.shape != want.shape:
         raise SuperresError(f"the exported model returns {got.shape}, PyTorch {want.shape}")
-    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    return float(diff.max()), float(diff.mean())
 
 
 def export_onnx(
@@ -161,13 +304,16 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     check_image: str | os.PathLike[str] | None = None,
-    tolerance: float = TOLERANCE,
+    tolerance: float | None = None,
 ) -> ExportResult:
     """Export ``model`` (a module with ``scale``/``in_channels``, a shipped model name or a model file)
     to the ONNX file ``out``, verified against PyTorch with onnxruntime (module docstring).
 
-    The file is written atomically and only if both checks pass. Raises :class:`SuperresError` for
-    an unknown model, an opset the exporter refuses, or a check above ``tolerance``.
+    The file is written atomically and only if both checks pass. ``tolerance`` (default
+    :data:`TOLERANCE`; for a model with int8 convs, :data:`INT8_TOLERANCE_STEPS` steps of the last
+    one's output, and the mean difference must also stay below :data:`INT8_MEAN_TOLERANCE`) bounds
+    the max |diff|. Raises
+    :class:`SuperresError` for an unknown model, an opset the exporter refuses, or a failed check.
     """
     import torch
 
@@ -200,6 +346,11 @@ def export_onnx(
         "input": f"{INPUT_NAME}: N x C x h x w float32 in [0, 1]",
         "output": f"{OUTPUT_NAME}: N x C x (h*scale) x (w*scale) float32, not clamped",
     }
+    # int8 models (lumanet int8) are traced as their float twin (fake quantization off), then the
+    # planned convs are rewritten as QLinearConv with the model's own scales (quantize_graph).
+    plan = list(net.int8_plan()) if callable(getattr(net, "int8_plan", None)) else []
+    if plan:
+        props["int8"] = json.dumps([item.module for item in plan])
     dummy = torch.rand(1, channels, *_TRACE_SIZE, generator=torch.Generator().manual_seed(0))
     from superres.io import atomic_write
 
@@ -210,7 +361,7 @@ def export_onnx(
             warnings.simplefilter("ignore", category=FutureWarning)
             warnings.simplefilter("ignore", category=UserWarning)
             try:
-                with torch.inference_mode(False), torch.no_grad():
+                with torch.inference_mode(False), torch.no_grad(), _float_twin(net, bool(plan)):
                     torch.onnx.export(
                         net,
                         (dummy,),
@@ -229,6 +380,8 @@ def export_onnx(
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise SuperresError(f"{out}: ONNX export of {props['arch']} failed at opset {opset} ({first})") from exc
         proto = onnx.load(str(tmp))
+        if plan:
+            quantize_graph(proto, plan)
         onnx.helper.set_model_props(proto, props)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
@@ -237,12 +390,17 @@ def export_onnx(
         rng = np.random.default_rng(0)
         x_random = rng.random((2, channels, 37, 29), dtype=np.float32)
         x_image, image_what = check_image_input(channels, None if check_image is None else Path(check_image))
-        diff_random = _max_diff(session, net, x_random)
-        diff_image = _max_diff(session, net, x_image)
-        if not (diff_random < tolerance and diff_image < tolerance):
+        if tolerance is None:
+            tolerance = INT8_TOLERANCE_STEPS * plan[-1].out_scale if plan else TOLERANCE
+        diff_random, mean_random = _diffs(session, net, x_random)
+        diff_image, mean_image = _diffs(session, net, x_image)
+        mean_ok = not plan or max(mean_random, mean_image) < INT8_MEAN_TOLERANCE
+        if not (diff_random < tolerance and diff_image < tolerance and mean_ok):
             raise SuperresError(
                 f"{out}: onnxruntime disagrees with PyTorch (max |diff| {diff_random:.2e} on a random input, "
-                f"{diff_image:.2e} on {image_what}; tolerance {tolerance:g}); nothing written"
+                f"{diff_image:.2e} on {image_what}; tolerance {tolerance:g}"
+                + (f"; mean |diff| {mean_random:.2e} and {mean_image:.2e}, limit {INT8_MEAN_TOLERANCE:g}" if plan else "")
+                + "); nothing written"
             )
     return ExportResult(
         path=out,
@@ -254,6 +412,8 @@ def export_onnx(
         max_abs_diff_image=diff_image,
         check_image=image_what,
         metadata=props,
+        tolerance=tolerance,
+        int8=[item.module for item in plan],
     )
 
 

@@ -36,6 +36,15 @@ conv to ``E`` channels and a 1x1 conv back, plus an identity where input and out
 (:class:`~superres.models.blocks.ExpandedConv3x3`). The network computes a function of exactly the
 same form, but the factored weights train better. :meth:`LumaNet.folded` turns it into the plain
 ``lumanet`` (``expand=0``, same parameters, same speed), which is what is shipped and exported.
+
+Int8 (``int8=True``, default off): the middle convs and the tail run in int8 (uint8 activations,
+per-channel int8 weights, int32 bias, the residual requantized to uint8 around 128); the head, the
+luma, the bicubic base and the sum stay float. Training is quantization-aware (fake quantization,
+:mod:`superres.models.quant`): the activation scales are buffers observed while training, so a
+float model is warm-started (``model.init_from``) and fine-tuned briefly to adapt its weights to
+the rounding. In PyTorch the model computes the int8 result in float; ``superres export`` writes
+those convs as ``QLinearConv`` nodes, which onnxruntime runs about twice as fast as float convs on
+one CPU thread (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import torch
 from torch import nn
 
 from superres.metrics import Y_COEFFS
+from superres.models import quant
 from superres.models.blocks import (
     BicubicUpsample,
     ExpandedConv3x3,
@@ -76,7 +86,12 @@ class LumaNet(nn.Module):
         tail_init: factor on the default initialisation of the tail conv.
         expand: 0 for plain convs; else train each conv as a linear block through ``expand``
             channels, folded into a plain conv by :meth:`folded` (see the module docstring).
+        int8: run the middle convs and the tail in int8 (quantization-aware: see the module
+            docstring and :mod:`superres.models.quant`); the head stays float.
     """
+
+    #: The EMA weight of each batch in the int8 observers (:func:`~superres.models.quant.observe_scale`).
+    observer_momentum = 0.01
 
     def __init__(
         self,
@@ -86,6 +101,7 @@ class LumaNet(nn.Module):
         num_convs: int = 2,
         tail_init: float = 0.1,
         expand: int = 0,
+        int8: bool = False,
     ) -> None:
         super().__init__()
         self.scale = check_scale(scale)
@@ -95,8 +111,13 @@ class LumaNet(nn.Module):
             raise ValueError(f"channels must be >= 1 and num_convs >= 0, got {channels} and {num_convs}")
         if isinstance(expand, bool) or not isinstance(expand, int) or expand < 0:
             raise ValueError(f"expand must be an integer >= 0 (0: plain convs), got {expand!r}")
+        if not isinstance(int8, bool):
+            raise ValueError(f"int8 must be true or false, got {int8!r}")
+        if int8 and expand:
+            raise ValueError("int8 and expand cannot be combined: fine-tune the folded model (expand 0) in int8")
         self.in_channels = in_channels
         self.channels, self.num_convs, self.tail_init, self.expand = channels, num_convs, tail_init, expand
+        self.int8 = int8
         layers: list[nn.Module] = [conv3x3_or_expanded(1, channels, expand), nn.ReLU(inplace=True)]
         for _ in range(num_convs):
             layers += [conv3x3_or_expanded(channels, channels, expand), nn.ReLU(inplace=True)]
@@ -108,15 +129,61 @@ class LumaNet(nn.Module):
             self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1), persistent=False)
         else:
             self.register_buffer("luma", torch.ones(1, 1, 1, 1), persistent=False)
+        if int8:
+            # uint8 scales of the inputs of the middle convs and the tail, then of the residual.
+            # Zero means "not observed yet": the first training batch sets them.
+            self.register_buffer("act_scales", torch.zeros(num_convs + 2))
+        #: Buffers a warm start from a float model file may lack (they are then observed afresh).
+        self.warm_start_optional = ("act_scales",) if int8 else ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""
         y = (x * self.luma).sum(dim=1, keepdim=True) - 0.5
-        residual = self.tail(self.body(y))  # N x s^2 x h x w: the luma residual, phase-major
+        # N x s^2 x h x w: the luma residual, phase-major
+        residual = self._residual_int8(y) if self.int8 else self.tail(self.body(y))
         base = self.bicubic.phases(x)  # N x C*s^2 x h x w, channel-major like the residual
         if self.in_channels == 3:
             residual = (residual * (1.0 / LUMA_GAIN)).repeat(1, 3, 1, 1)
         return self.bicubic.shuffle(base + residual)
+
+    def _quantized_convs(self) -> list[tuple[str, nn.Conv2d]]:
+        """(path, conv) of the convs that run in int8: the middle convs, then the tail."""
+        middle = [(f"body.{2 * k}", self.body[2 * k]) for k in range(1, self.num_convs + 1)]
+        return middle + [("tail", self.tail)]
+
+    def _residual_int8(self, y: torch.Tensor) -> torch.Tensor:
+        """The residual with the middle convs and the tail fake-quantized (observing scales when training)."""
+        scales = self.act_scales
+        if not self.training and not bool((scales > 0).all()):
+            raise RuntimeError("lumanet int8: the activation scales were never observed; train or fine-tune the model first")
+        h = self.body[1](self.body[0](y))
+        convs = self._quantized_convs()
+        for k, (_, conv) in enumerate(convs):
+            if self.training:
+                quant.observe_scale(scales, k, h, signed=False, momentum=self.observer_momentum)
+            h = quant.quant_conv(conv, quant.fake_quant_act(h, scales[k]), scales[k])
+            if k + 1 < len(convs):
+                h = torch.relu(h)
+        if self.training:
+            quant.observe_scale(scales, len(convs), h, signed=True, momentum=self.observer_momentum)
+        return quant.fake_quant_act(h, scales[len(convs)], quant.SIGNED_ZERO_POINT)
+
+    def int8_plan(self) -> list[quant.Int8Conv]:
+        """The convs the ONNX export writes as ``QLinearConv``, with their scales (empty when not int8)."""
+        if not self.int8:
+            return []
+        scales = [float(s) for s in self.act_scales]
+        convs = self._quantized_convs()
+        return [
+            quant.Int8Conv(
+                module=path,
+                in_scale=scales[k],
+                out_scale=scales[k + 1],
+                out_zero_point=0 if k + 1 < len(convs) else quant.SIGNED_ZERO_POINT,
+                relu=k + 1 < len(convs),
+            )
+            for k, (path, _) in enumerate(convs)
+        ]
 
     def folded(self) -> "LumaNet":
         """The plain ``lumanet`` (``expand=0``) computing the same function; ``self`` when already plain.

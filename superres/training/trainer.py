@@ -546,7 +546,9 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> di
 
     The file must hold the same architecture: its ``arch`` must equal ``arch``, and its tensors must
     match ``model``'s keys and shapes exactly (a strict load). A file for a different width, depth,
-    scale or channel count is refused with the first key that differs. This is a warm start, such as
+    scale or channel count is refused with the first key that differs (buffers named in the model's
+    ``warm_start_optional``, such as int8 activation scales, may be absent and keep their initial
+    values). This is a warm start, such as
     SRGAN starting from its PSNR-oriented SRResNet. Only the weights are taken. The optimizer, the
     schedule and the iteration count start afresh.
 
@@ -572,7 +574,9 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> di
         raise SuperresError(f"model.init_from: {path} holds a {meta['arch']!r} model but model.name is {arch!r}")
     state = load_file(str(path), device="cpu")
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    # Buffers the model can rebuild itself (e.g. int8 activation scales, observed while training).
+    optional = set(getattr(model, "warm_start_optional", ()))
+    missing = [k for k in own if k not in state and k not in optional]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
@@ -585,7 +589,7 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> di
             f"model.init_from: {path} ({meta['arch']} {meta['args']}) does not fit the configured model "
             f"({detail}); model.options, scale and in_channels must match the file's"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({**{k: v for k, v in own.items() if k in optional}, **state}, strict=True)
     return lineage(path, meta)
 
 
