@@ -189,7 +189,7 @@ def quantize_graph(proto: Any, plan: "list[Int8Conv]") -> Any:
     replaced: dict[int, list[Any]] = {}  # id(conv node) -> the nodes that take its place
     dropped: set[int] = set()
     quantized: dict[str, tuple[str, float, int]] = {}  # float tensor -> (uint8 tensor, scale, zero point)
-    plan_outputs: list[tuple[Any, str]] = []  # (QLinearConv node, float tensor it stands for)
+    plan_outputs: list[tuple[Any, str, list[Any]]] = []  # (QLinearConv, float tensor it stands for, its nodes)
     for item in plan:
         conv = by_weight.get(f"{item.module}.weight")
         if conv is None:
@@ -234,16 +234,16 @@ def quantize_graph(proto: Any, plan: "list[Int8Conv]") -> Any:
         qconv = helper.make_node("QLinearConv", inputs, [y_q], name=f"{prefix}/QLinearConv", **attrs)
         new.append(qconv)
         quantized[out_float] = (y_q, item.out_scale, item.out_zero_point)
-        plan_outputs.append((qconv, out_float))
+        plan_outputs.append((qconv, out_float, new))
         replaced[id(conv)] = new
 
-    for qconv, out_float in plan_outputs:
+    for qconv, out_float, new in plan_outputs:
         readers = [n for n in consumers.get(out_float, []) if id(n) not in dropped and id(n) not in replaced]
         if readers or out_float in graph_outputs:
             name = qconv.name.rsplit("/", 1)[0]
             dq = helper.make_node("DequantizeLinear", [qconv.output[0], qconv.input[6], qconv.input[7]], [out_float],
                                   name=f"{name}/DequantizeLinear")
-            next(news for news in replaced.values() if any(n is qconv for n in news)).append(dq)
+            new.append(dq)
     order: list[Any] = []
     for n in nodes:
         if id(n) in dropped:
