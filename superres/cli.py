@@ -301,7 +301,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "metadata (arch, scale, in_channels, value range) in metadata_props. The file is checked with "
             "onnxruntime against PyTorch on a random input and a real photo (max |diff| < 1e-4, printed) before "
             "it is written. An int8 model (e.g. lumanet-x4-deep-int8) is written with its quantized convs as "
-            "QLinearConv and checked to within 2.5 steps of its int8 output (mean |diff| < 1e-4). "
+            "QLinearConv and checked the same way. "
             "Run it with `superres upscale --backend onnx --model FILE.onnx`."
         ),
     )

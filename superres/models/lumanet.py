@@ -42,9 +42,9 @@ per-channel int8 weights, int32 bias, the residual requantized to uint8 around 1
 luma, the bicubic base and the sum stay float. Training is quantization-aware (fake quantization,
 :mod:`superres.models.quant`): the activation scales are buffers observed while training, so a
 float model is warm-started (``model.init_from``) and fine-tuned briefly to adapt its weights to
-the rounding. In PyTorch the model computes the int8 result in float; ``superres export`` writes
-those convs as ``QLinearConv`` nodes, which onnxruntime runs about twice as fast as float convs on
-one CPU thread (docs/BENCHMARKS.md).
+the rounding. In eval mode PyTorch computes exactly what the int8 engine computes (in float
+arithmetic, so it is slow there); ``superres export`` writes those convs as ``QLinearConv`` nodes,
+which onnxruntime runs about twice as fast as float convs on one CPU thread (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -152,12 +152,19 @@ class LumaNet(nn.Module):
         return middle + [("tail", self.tail)]
 
     def _residual_int8(self, y: torch.Tensor) -> torch.Tensor:
-        """The residual with the middle convs and the tail fake-quantized (observing scales when training)."""
+        """The residual with the middle convs and the tail in int8: fake-quantized while training
+        (observing the scales), computed as onnxruntime's integer kernels do in eval mode."""
         scales = self.act_scales
-        if not self.training and not bool((scales > 0).all()):
-            raise RuntimeError("lumanet int8: the activation scales were never observed; train or fine-tune the model first")
         h = self.body[1](self.body[0](y))
         convs = self._quantized_convs()
+        if not self.training:
+            if not bool((scales > 0).all()):
+                raise RuntimeError("lumanet int8: the activation scales were never observed; train or fine-tune the model first")
+            q = quant.quantize(h, scales[0])
+            for k, (_, conv) in enumerate(convs):
+                zero_point = 0 if k + 1 < len(convs) else quant.SIGNED_ZERO_POINT
+                q = quant.int8_conv(conv, q, scales[k], scales[k + 1], zero_point)
+            return (q - quant.SIGNED_ZERO_POINT) * scales[len(convs)]
         for k, (_, conv) in enumerate(convs):
             if self.training:
                 quant.observe_scale(scales, k, h, signed=False, momentum=self.observer_momentum)

@@ -17,7 +17,15 @@ The scheme (what onnxruntime's ``QLinearConv`` computes, so nothing is approxima
 * the conv's output is requantized to the next quantized conv's input (ReLU fused: a zero point of
   0 clamps at 0), or for a signed output (e.g. a residual) to ``uint8`` with zero point 128.
 
-:class:`Int8Conv` records each quantized conv for the exporter.
+Two forward passes implement it. While training, :func:`quant_conv` fake-quantizes (float values on
+the int8 grids, straight-through gradients). In eval mode, :func:`int8_conv` computes what
+onnxruntime's ``QLinearConv`` computes, step for step: the integer accumulator (exact in float
+arithmetic), then ``round((x_scale * w_scale) / y_scale * acc) + zero point``, saturated, so the
+PyTorch model and the exported graph give the same outputs (tested to 1e-6). The two passes differ
+only where float rounding puts a value on the other side of a rounding boundary.
+
+:class:`Int8Conv` records each quantized conv for the exporter, which takes the integer weights and
+biases from :func:`int8_weight` and :func:`int32_bias`, as :func:`int8_conv` does.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ __all__ = [
     "fake_quant_act",
     "observe_scale",
     "quant_conv",
+    "int8_weight",
+    "int32_bias",
+    "quantize",
+    "int8_conv",
 ]
 
 #: uint8 activations: 0..255.
@@ -114,3 +126,42 @@ def quant_conv(conv: nn.Conv2d, x_q: torch.Tensor, in_scale: torch.Tensor) -> to
     """``conv`` on an already fake-quantized input ``x_q`` with int8 weights and an int32 bias."""
     bias = None if conv.bias is None else fake_quant_bias(conv.bias, in_scale, conv.weight)
     return F.conv2d(x_q, fake_quant_weight(conv.weight), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+# --------------------------------------------------------------------------- the integer pass (eval)
+def int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q, scales)``: the int8 steps of ``weight`` (as float, -127..127) and its per-channel scales."""
+    scales = weight_scales(weight)
+    steps = torch.round(fake_quant_weight(weight.detach()) / scales.view(-1, 1, 1, 1))
+    return steps, scales
+
+
+def int32_bias(bias: torch.Tensor, in_scale: torch.Tensor, w_scales: torch.Tensor) -> torch.Tensor:
+    """The int32 steps of ``bias`` (as float) on the accumulator's grid ``in_scale x w_scales``."""
+    grid = (in_scale.detach().float() * w_scales).clamp_min(_TINY)
+    return torch.round(bias.detach().float() / grid).clamp(*_INT32)
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: int = 0) -> torch.Tensor:
+    """``QuantizeLinear`` to uint8: ``round(x / scale) + zero_point`` saturated to 0..255 (as float)."""
+    return torch.clamp(torch.round(x.float() / scale.float()) + zero_point, 0, ACT_QMAX)
+
+
+def int8_conv(conv: nn.Conv2d, x_q: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tensor,
+              out_zero_point: int) -> torch.Tensor:
+    """``QLinearConv`` on uint8 steps ``x_q`` (zero point 0, as float): the uint8 steps of the output.
+
+    The accumulator ``sum x_q * w_q + b_q`` holds integers; it is computed in float32 when they stay
+    below 2^24 (exact), else in float64. The requantization multiplies by the float32
+    ``(in_scale * w_scale) / out_scale`` and rounds half to even, as onnxruntime does.
+    """
+    w_q, w_scales = int8_weight(conv.weight)
+    b_q = None if conv.bias is None else int32_bias(conv.bias, in_scale, w_scales)
+    fan_in = w_q[0].numel()
+    bound = fan_in * ACT_QMAX * WEIGHT_QMAX + (0.0 if b_q is None else float(b_q.abs().max()))
+    dtype = torch.float32 if bound < 2**24 else torch.float64
+    acc = F.conv2d(x_q.to(dtype), w_q.to(dtype), None if b_q is None else b_q.to(dtype),
+                   conv.stride, conv.padding, conv.dilation, conv.groups)
+    multiplier = (in_scale.float() * w_scales) / out_scale.float()
+    out = torch.round(acc * multiplier.to(dtype).view(1, -1, 1, 1))
+    return torch.clamp(out + out_zero_point, 0, ACT_QMAX).float()
