@@ -214,3 +214,24 @@ def test_int8_export_names_a_conv_it_cannot_find(tmp_path) -> None:
     proto = onnx.load(str(tmp_path / "f.onnx"))
     with pytest.raises(SuperresError, match="no Conv node reads body.9.weight"):
         quantize_graph(proto, [Int8Conv("body.9", 0.01, 0.01, 0, True)])
+
+
+def test_the_shipped_int8_model_exports_to_the_same_outputs(tmp_path) -> None:
+    """lumanet-x4-deep-int8: its ONNX graph (int8 QLinearConv) and its PyTorch eval pass agree exactly
+    enough for the usual export check, on a photo, and its recorded scores are the same in both."""
+    pytest.importorskip("onnxruntime")
+    from superres.export import check_image_input, export_onnx, load_onnx
+    from superres.modelfile import WEIGHTS_DIR, load_model, read_metadata
+
+    meta = read_metadata(WEIGHTS_DIR / "lumanet-x4-deep-int8.safetensors")
+    assert meta["args"]["int8"] is True and meta["params"] < 100_000
+    for scores in meta["scores"].values():
+        assert scores["psnr_y"] == pytest.approx(scores["onnx_int8"]["psnr_y"], abs=1e-4)
+    net = load_model("lumanet-x4-deep-int8")
+    result = export_onnx("lumanet-x4-deep-int8", tmp_path / "q.onnx")
+    assert result.int8 == ["body.2", "body.4", "body.6", "tail"]
+    x, _ = check_image_input(3)
+    x = torch.from_numpy(x)
+    with torch.inference_mode():
+        want = net(x)
+    assert (load_onnx(tmp_path / "q.onnx", threads=1)(x) - want).abs().max().item() < 1e-5
