@@ -21,7 +21,7 @@ iterations, wall time, the warm-start lineage) plus
 * ``shipped_from``: the run's model file, and ``name``: the shipped name;
 * for an int8 model (``lumanet`` with ``int8``): each set's scores also under ``onnx_int8``, measured
   through onnxruntime's integer kernels (``superres eval --backend onnx``), next to PyTorch's
-  fake-quantized result;
+  (its eval-mode integer pass, which should give the same figures);
 * for a model trained with training-only structure (``lumanet`` with ``expand``): the weights are
   folded into the plain model (:func:`superres.models.fold`), and ``trained_as`` keeps the arch and
   args it was trained with;
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "scale": scale, "measured_by": "superres.evaluate (superres eval)"}
                 print(f"{args.name}: {name} x{scale}: PSNR-Y {report['psnr_y']:.3f} dB / SSIM-Y {report['ssim_y']:.4f}")
                 if model_args.get("int8"):
-                    # PyTorch computes the int8 result with fake quantization; score the int8 engine too.
+                    # Score the int8 engine too: PyTorch's integer pass should match it; the record shows it does.
                     onnx_report = evaluate(str(staged), args.data_root / name, scale=scale, backend="onnx")
                     scores[name]["onnx_int8"] = {"psnr_y": onnx_report["psnr_y"], "ssim_y": onnx_report["ssim_y"],
                                                  "measured_by": "superres eval --backend onnx (QLinearConv in onnxruntime)"}

@@ -1,10 +1,10 @@
 """Int8 quantization-aware training (QAT) of conv chains, and the plan the ONNX export follows.
 
 A model that runs some of its 3x3 convs in int8 trains (or fine-tunes) with *fake quantization*:
-the forward pass rounds exactly what an int8 engine would round, in float, and the gradient passes
-straight through the rounding. Its PyTorch outputs are then the int8 engine's outputs up to
-float-summation order, and :func:`superres.export.export_onnx` writes those convs as
-``QLinearConv`` nodes that onnxruntime runs with integer arithmetic.
+the forward pass rounds to the grids an int8 engine uses, in float, and the gradient passes
+straight through the rounding. In eval mode it runs the integer pass below, and
+:func:`superres.export.export_onnx` writes those convs as ``QLinearConv`` nodes that onnxruntime
+runs with integer arithmetic, with the same outputs.
 
 The scheme (what onnxruntime's ``QLinearConv`` computes, so nothing is approximated twice):
 
