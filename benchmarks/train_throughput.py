@@ -24,6 +24,8 @@ On CUDA the defaults are bf16 autocast and channels_last (``--amp``, ``--channel
 ``--amp none,bf16`` times each model and path under both, side by side (bf16 applies on CUDA and
 on CPUs with native bf16, where the trainer uses channels_last with it; a row the trainer ran
 without autocast says ``none``);
+``--step plain,graph`` times each row with the ordinary step and with the whole step captured in one
+CUDA graph (``train.cuda_graph``; on the CPU the same step function without a graph);
 ``--compile [MODE]`` adds ``torch.compile`` (its compilation falls in the warm-up; ``reduce-overhead``
 replays the steps from CUDA graphs). ``--profile-iters N``
 (CUDA) then profiles N more iterations with ``torch.profiler`` and reports the share of wall time
@@ -196,7 +198,8 @@ def profiled_iterations(args: argparse.Namespace) -> int:
     return args.profile_iters if (args.cuda or args.host_profile) else 0
 
 
-def base_config(args: argparse.Namespace, data: list[str], model: str, path: str, amp: str = "none") -> Any:
+def base_config(args: argparse.Namespace, data: list[str], model: str, path: str, amp: str = "none",
+                step: str = "plain") -> Any:
     from superres.config import config_from_dict
 
     resident, workers = parse_path(path)
@@ -211,23 +214,24 @@ def base_config(args: argparse.Namespace, data: list[str], model: str, path: str
         "schedule": {"name": "constant", "warmup": 0},
         "train": {"iterations": total, "save_every": total, "log_every": total, "val_every": total,
                   "ema": args.ema, "amp": amp, "channels_last": args.channels_last_resolved,
-                  "compile": args.compile, "seed": 0, "device": args.device, "deterministic": args.deterministic},
+                  "compile": args.compile, "seed": 0, "device": args.device, "deterministic": args.deterministic,
+                  "cuda_graph": step == "graph"},
     }
     return config_from_dict(raw, source="train_throughput")
 
 
 def measure_training(args: argparse.Namespace, data: list[str], model: str, path: str, workdir: Path,
-                     amp: str = "none") -> dict[str, Any]:
-    """One row: a short training run of ``model`` on data path ``path`` under autocast ``amp``, timed by
-    :class:`Window`."""
+                     amp: str = "none", step: str = "plain") -> dict[str, Any]:
+    """One row: a short training run of ``model`` on data path ``path`` under autocast ``amp`` with the
+    ``plain`` or ``graph`` step, timed by :class:`Window`."""
     from superres.training import train
 
-    config = base_config(args, data, model, path, amp)
+    config = base_config(args, data, model, path, amp, step)
     window = Window(args.torch_device, args.warmup, args.iters, profiled_iterations(args), host=bool(args.host_profile))
     log = io.StringIO()
     try:
         with contextlib.redirect_stderr(log) if not args.verbose else contextlib.nullcontext():
-            model_file = train(config, run_dir=workdir / f"{model}-{path}-{amp}", callback=window)
+            model_file = train(config, run_dir=workdir / f"{model}-{path}-{amp}-{step}", callback=window)
     except BaseException:
         sys.stderr.write(log.getvalue())
         raise
@@ -242,6 +246,7 @@ def measure_training(args: argparse.Namespace, data: list[str], model: str, path
         "model": model,
         "params": params,
         "path": path,
+        "step": step,
         "amp_requested": amp,
         "amp": "none" if ignored else amp,  # what the trainer used (it ignores bf16 on CPUs without it)
         "data_path_logged": chosen[0].split("data path: ", 1)[1] if chosen else None,
@@ -254,7 +259,8 @@ def measure_training(args: argparse.Namespace, data: list[str], model: str, path
     }
     if window.host_table is not None:
         with open(args.host_profile, "a", encoding="utf-8") as fh:
-            fh.write(f"## {model}, data path {path}, autocast {amp}: {window.profile} iterations, ops by self CPU time\n")
+            fh.write(f"## {model}, data path {path}, autocast {amp}, {step} step: {window.profile} iterations, "
+                     "ops by self CPU time\n")
             if window.launches is not None:
                 fh.write(f"GPU launches (kernels and graphs) per iteration: {window.launches:.1f}\n")
             fh.write(window.host_table + "\n\n")
@@ -295,24 +301,31 @@ def measure_data_only(args: argparse.Namespace, data: list[str], path: str) -> d
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The table: one row per (model, autocast, path), with the ratio to the DataLoader path without
-    workers at the same autocast, and to the first autocast listed (``--amp``) on the same path."""
+    """The table: one row per (model, autocast, step, path), with the ratio to the first DataLoader
+    path listed (``--paths``) at the same autocast and step, and to the first autocast and step
+    listed (``--amp``, ``--step``) on the same path."""
     rows = results["training"]
-    base = {(r["model"], r["amp_requested"]): r["patches_per_s"] for r in rows if r["path"] == "loader0"}
-    first_amp = {}
+    loaders = [r["path"] for r in rows if r["path"] != "device"]
+    ref_path = loaders[0] if loaders else None
+    base = {(r["model"], r["amp_requested"], r.get("step", "plain")): r["patches_per_s"]
+            for r in rows if r["path"] == ref_path}
+    first = {}
     for r in rows:
-        first_amp.setdefault((r["model"], r["path"]), r)
+        first.setdefault((r["model"], r["path"]), r)
     gpu = any("gpu_busy" in r for r in rows)
-    head = ("| model | params | data path | autocast | patches/s | ms/iteration | vs loader0 | vs "
-            f"{rows[0]['amp'] if rows else '-'} | median ms/iteration |" + (" GPU busy |" if gpu else ""))
+    ref_setting = f"{rows[0]['amp']}, {rows[0].get('step', 'plain')}" if rows else "-"
+    head = (f"| model | params | data path | autocast | step | patches/s | ms/iteration | vs {ref_path or '-'} | "
+            f"vs {ref_setting} | median ms/iteration |" + (" GPU busy |" if gpu else ""))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        key = (r["model"], r["amp_requested"])
+        step = r.get("step", "plain")
+        key = (r["model"], r["amp_requested"], step)
         ratio = f"{r['patches_per_s'] / base[key]:.2f}x" if key in base else "-"
-        ref = first_amp[(r["model"], r["path"])]
-        vs_amp = f"{r['patches_per_s'] / ref['patches_per_s']:.2f}x"
-        line = (f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['path']} | {r['amp']} | {r['patches_per_s']:.1f} | "
-                f"{r['ms_per_iteration']:.1f} | {ratio} | {vs_amp} | {r['ms_per_iteration_median']:.1f} |")
+        ref = first[(r["model"], r["path"])]
+        vs_first = f"{r['patches_per_s'] / ref['patches_per_s']:.2f}x"
+        line = (f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['path']} | {r['amp']} | {step} | "
+                f"{r['patches_per_s']:.1f} | {r['ms_per_iteration']:.1f} | {ratio} | {vs_first} | "
+                f"{r['ms_per_iteration_median']:.1f} |")
         if gpu:
             line += f" {r['gpu_busy']:.0%} |" if r.get("gpu_busy") is not None else " - |"
         lines.append(line)
@@ -347,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated autocast settings, each timed: auto (bf16 on CUDA, none elsewhere), "
                              "none, bf16 (CUDA, or a CPU with native bf16), fp16 (CUDA); e.g. none,bf16")
     parser.add_argument("--channels-last", default="auto", choices=("auto", "true", "false"))
+    parser.add_argument("--step", default="plain",
+                        help="comma-separated, each timed: plain (the ordinary step), graph (train.cuda_graph: "
+                             "the whole step in one CUDA graph; on the CPU the same step without a graph)")
     parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                         help="torch.compile the training model; MODE: a torch.compile mode (reduce-overhead: CUDA graphs)")
     parser.add_argument("--host-profile", default=None, metavar="FILE",
@@ -376,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     if not amps:
         parser.error("--amp: give at least one of auto, none, bf16, fp16")
     args.channels_last_resolved = {"auto": "auto", "true": True, "false": False}[args.channels_last]
+    steps = [s for s in args.step.split(",") if s]
+    if not steps or any(s not in ("plain", "graph") for s in steps):
+        parser.error(f"--step: give plain, graph or both, not {args.step!r}")
     models = [m for m in args.models.split(",") if m]
     paths = [p for p in args.paths.split(",") if p]
     for p in paths:
@@ -396,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch, "patch": args.patch, "scale": args.scale,
             "iters": args.iters, "warmup": args.warmup,
             "amp": amps, "channels_last": args.channels_last_resolved,
-            "compile": args.compile, "ema": args.ema, "deterministic": args.deterministic,
+            "compile": args.compile, "ema": args.ema, "deterministic": args.deterministic, "steps": steps,
             "data": [str(d) for d in args.data],
             "images": len(probe.paths), "image_mib": round(image_bytes(probe) / 2**20, 1),
         }
@@ -409,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"data only {path}: {results['data_only'][-1]}", flush=True)
         for model in models:
             for amp in amps:
-                for path in paths:
-                    results["training"].append(measure_training(args, data, model, path, workdir, amp))
-                    print(f"{model} {amp} {path}: {results['training'][-1]}", flush=True)
+                for step in steps:
+                    for path in paths:
+                        results["training"].append(measure_training(args, data, model, path, workdir, amp, step))
+                        print(f"{model} {amp} {step} {path}: {results['training'][-1]}", flush=True)
 
     table = markdown(results)
     print()

@@ -126,7 +126,11 @@ class TrainConfig:
     bit-reproducible either way. ``compile`` is
     false, true (``torch.compile`` in its default mode) or a ``torch.compile`` mode name;
     ``reduce-overhead`` and ``max-autotune`` replay the forward and backward passes from CUDA graphs
-    on CUDA, which takes the per-kernel launch cost off the host.
+    on CUDA, which takes the per-kernel launch cost off the host. ``cuda_graph: true`` goes further:
+    after a few eager steps it captures the whole step (the device-resident batch, forward, loss,
+    backward, clipping, optimizer) in one CUDA graph and replays it (:mod:`superres.training.graph_step`);
+    on the CPU the same step function runs without a graph. It excludes ``compile``, fp16 autocast,
+    a discriminator and multi-process training.
     """
 
     iterations: int = 10000
@@ -136,6 +140,7 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: Union[Literal["auto"], bool] = "auto"
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = False
+    cuda_graph: bool = False
     seed: int = 0
     device: str = "auto"
     val_every: int = 500

@@ -329,22 +329,26 @@ def test_throughput_benchmark_rows_and_table(folder, tmp_path, monkeypatch):
     spec.loader.exec_module(module)
     out_json, out_md = tmp_path / "t.json", tmp_path / "t.md"
     assert module.main(["--data", str(folder), "--models", "espcn", "--paths", "device,loader0", "--amp", "none,bf16",
-                        "--batch", "2", "--patch", "8", "--scale", "2", "--iters", "2", "--warmup", "1",
-                        "--device", "cpu", "--threads", "1", "--json", str(out_json), "--markdown", str(out_md)]) == 0
+                        "--step", "plain,graph", "--batch", "2", "--patch", "8", "--scale", "2", "--iters", "2",
+                        "--warmup", "1", "--device", "cpu", "--threads", "1", "--json", str(out_json),
+                        "--markdown", str(out_md)]) == 0
     results = json.loads(out_json.read_text())
     rows = results["training"]
-    assert [(r["model"], r["path"]) for r in rows] == [("espcn", "device"), ("espcn", "loader0")] * 2
-    assert [r["amp"] for r in rows] == ["none", "none", "none", "none"]  # bf16 ignored: no native bf16 here
+    assert [(r["model"], r["path"]) for r in rows] == [("espcn", "device"), ("espcn", "loader0")] * 4
+    assert [r["step"] for r in rows] == ["plain", "plain", "graph", "graph"] * 2
+    assert [r["amp"] for r in rows] == ["none"] * 8  # bf16 ignored: no native bf16 here
     assert all(r["patches_per_s"] > 0 and r["iterations_timed"] == 2 for r in rows)
     assert [d["path"] for d in results["data_only"]] == ["device", "loader0"]
     table = out_md.read_text().splitlines()
-    assert table[0].startswith("| model | params | data path | autocast | patches/s |")
+    assert table[0].startswith("| model | params | data path | autocast | step | patches/s | ms/iteration | vs loader0 |")
     loader0 = [line.split(" | ") for line in table if line.startswith("| espcn |") and "| loader0 |" in line]
-    assert len(loader0) == 2 and all(cells[6] == "1.00x" for cells in loader0)  # the "vs loader0" column
+    assert len(loader0) == 4 and all(cells[7] == "1.00x" for cells in loader0)  # the "vs loader0" column
     first = [line.split(" | ") for line in table if line.startswith("| espcn |")][:2]
-    assert all(cells[7] == "1.00x" for cells in first)  # the "vs none" column of the first autocast
+    assert all(cells[8] == "1.00x" for cells in first)  # the "vs none, plain" column of the first setting
     with pytest.raises(SystemExit):
         module.main(["--amp", "fp8", "--device", "cpu"])
+    with pytest.raises(SystemExit):
+        module.main(["--step", "graphs", "--device", "cpu"])
 
 
 def test_throughput_host_profile_names_the_ops(folder, tmp_path):
@@ -362,6 +366,6 @@ def test_throughput_host_profile_names_the_ops(folder, tmp_path):
                         "--profile-iters", "2", "--device", "cpu", "--threads", "1", "--host-profile", str(report)]) == 0
     text = report.read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == ["## espcn, data path device, autocast none: 2 iterations, ops by self CPU time",
-                        "## espcn, data path loader0, autocast none: 2 iterations, ops by self CPU time"]
+    assert headings == ["## espcn, data path device, autocast none, plain step: 2 iterations, ops by self CPU time",
+                        "## espcn, data path loader0, autocast none, plain step: 2 iterations, ops by self CPU time"]
     assert text.count("convolution_backward") == 2 and "Self CPU" in text

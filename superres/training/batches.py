@@ -160,10 +160,17 @@ def training_batches(
     slots: Sequence[int],
     workers: int,
     pin_memory: bool,
-) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    descriptors: bool = False,
+) -> Iterable[tuple[torch.Tensor, ...]]:
     """The ``(lr, hr)`` batches of iterations ``start..stop`` for ``slots``, from the device-resident
     source when one was selected (:func:`superres.training.device_data.select_device_batches`), else
-    from :func:`batch_loader`. Both give the same batches; the first already on the device."""
+    from :func:`batch_loader`. Both give the same batches; the first already on the device.
+
+    ``descriptors=True`` makes the device-resident source yield ``(meta,)``, the crop descriptors
+    that :meth:`~superres.training.device_data.DeviceBatches.batch_from` turns into that batch, for
+    a step that makes its own batch (``train.cuda_graph``); the DataLoader path is unchanged."""
     if device_batches is not None:
+        if descriptors:
+            return device_batches.descriptor_batches(start, stop, slots)
         return device_batches.batches(start, stop, slots)
     return batch_loader(items, start=start, stop=stop, slots=slots, workers=workers, pin_memory=pin_memory)

@@ -119,27 +119,42 @@ class DeviceBatches:
                           heights=self._heights, widths=self._widths, patch_size=self.patch_size, augment=self.augment)
 
     # ----------------------------------------------------------------- the batch (device)
-    def crops(self, draws: np.ndarray) -> torch.Tensor:
-        """The ``uint8`` ``B x C x p x p`` HR crops (augmented) of ``draws`` (see :meth:`draws`)."""
+    def descriptors(self, draws: np.ndarray) -> torch.Tensor:
+        """The ``3 x B`` int64 crop descriptors of ``draws`` on the device: each crop's first row in
+        the buffer, its image's width and its dihedral code. The only per-step host-to-device copy."""
         k, y, x, code = (draws[:, i] for i in range(4))
         meta = torch.from_numpy(np.stack([self._offsets[k] + y * self._widths[k] + x, self._widths[k], code]))
         if self.device.type == "cuda":
             # From pinned memory the copy is asynchronous, so the host can queue the next step;
             # the caching host allocator keeps the block alive until the copy is done.
             meta = meta.pin_memory()
-        meta = meta.to(self.device, non_blocking=True)
+        return meta.to(self.device, non_blocking=True)
+
+    def crops_from(self, meta: torch.Tensor) -> torch.Tensor:
+        """The ``uint8`` ``B x C x p x p`` HR crops (augmented) of descriptors ``meta``
+        (:meth:`descriptors`): device work only, so it can run inside a CUDA graph."""
         base, width, codes = meta[0, :, None, None], meta[1, :, None, None], meta[2]
         index = base + self._rows[codes] * width + self._cols[codes]  # B x p x p rows of the buffer
-        b, p = draws.shape[0], self.patch_size
+        b, p = meta.shape[1], self.patch_size
         hr = self.buffer.index_select(0, index.reshape(-1)).view(b, p, p, self.channels)
         return hr.permute(0, 3, 1, 2).contiguous()
+
+    def crops(self, draws: np.ndarray) -> torch.Tensor:
+        """The ``uint8`` ``B x C x p x p`` HR crops (augmented) of ``draws`` (see :meth:`draws`)."""
+        return self.crops_from(self.descriptors(draws))
 
     def batch(self, iteration: int, slots: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lr, hr)`` float32 ``B x C x h x w`` in ``[0, 1]`` on the device: slots ``slots`` of
         ``iteration``, equal to the DataLoader path's batch."""
+        return self.batch_from(self.descriptors(self.draws(iteration, slots)))
+
+    def batch_from(self, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`batch` from crop descriptors already on the device (:meth:`descriptors`): the
+        crops, the MATLAB-bicubic downscale and the conversion, all device work (a CUDA graph can
+        hold it; the cached resize taps and the conversion table must exist before a capture)."""
         from superres.resize import imresize
 
-        hr = self.crops(self.draws(iteration, slots))
+        hr = self.crops_from(meta)
         lr = imresize(hr, 1.0 / self.scale)
         return self._to_float(lr), self._to_float(hr)
 
@@ -155,6 +170,12 @@ class DeviceBatches:
         """The batches of iterations ``start..stop`` (inclusive), like :func:`~superres.training.batches.batch_loader`."""
         for iteration in range(start, stop + 1):
             yield self.batch(iteration, slots)
+
+    def descriptor_batches(self, start: int, stop: int, slots: Sequence[int]) -> Iterator[tuple[torch.Tensor]]:
+        """``(meta,)`` for iterations ``start..stop``: the crop descriptors only, for a step that makes
+        the batch itself with :meth:`batch_from` (``train.cuda_graph``)."""
+        for iteration in range(start, stop + 1):
+            yield (self.descriptors(self.draws(iteration, slots)),)
 
 
 def unsupported_reason(dataset: Dataset) -> str | None:

@@ -60,26 +60,59 @@ def learning_rate(
 
 
 def build_optimizer(
-    optim: OptimConfig, params: Iterable[torch.nn.Parameter], device: torch.device
+    optim: OptimConfig, params: Iterable[torch.nn.Parameter], device: torch.device, *, capturable: bool = False
 ) -> torch.optim.Optimizer:
     """Adam or AdamW over ``params``. ``fused: auto`` picks the fused kernel on CUDA (one launch for
-    all parameters instead of several per tensor) and torch's default elsewhere."""
+    all parameters instead of several per tensor) and torch's default elsewhere.
+
+    ``capturable=True`` (CUDA only; for a step captured in a CUDA graph, ``train.cuda_graph``): the
+    optimizer keeps its step counts on the device and takes the learning rate from a one-element
+    device tensor, which :func:`set_learning_rate` fills in place, so a replayed step reads the
+    current rate instead of the one the capture saw."""
     fused: bool | None
     if optim.fused == "auto":
         fused = True if device.type == "cuda" else None
     else:
         fused = bool(optim.fused)
     cls = torch.optim.Adam if optim.name == "adam" else torch.optim.AdamW
+    lr: float | torch.Tensor = optim.lr
+    if capturable:
+        if device.type != "cuda":
+            raise ValueError(f"a capturable optimizer needs CUDA, not {device}")
+        lr = torch.tensor(float(optim.lr), dtype=torch.float32, device=device)
     return cls(
         params,
-        lr=optim.lr,
+        lr=lr,
         betas=(float(optim.betas[0]), float(optim.betas[1])),
         weight_decay=optim.weight_decay,
         fused=fused,
+        capturable=capturable,
     )
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Apply ``lr`` to every parameter group."""
+    """Apply ``lr`` to every parameter group (in place where the group's rate is a device tensor:
+    queued on the GPU like the step that reads it, no host synchronisation)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's own kind of learning rate (a
+    float, or the device tensor of a capturable one) and its ``capturable`` flag, which the saved
+    groups would otherwise replace: a checkpoint taken with or without ``train.cuda_graph`` resumes
+    either way."""
+    own = [(group["lr"], group.get("capturable", False)) for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, (lr, capturable) in zip(optimizer.param_groups, own):
+        saved = group["lr"]
+        value = float(saved.item()) if isinstance(saved, torch.Tensor) else float(saved)
+        if isinstance(lr, torch.Tensor):
+            lr.fill_(value)
+            group["lr"] = lr
+        else:
+            group["lr"] = value
+        group["capturable"] = capturable

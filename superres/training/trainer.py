@@ -59,8 +59,9 @@ from superres.training.device_data import select_device_batches
 from superres.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from superres.training.ema import EMA
 from superres.training.gan import GANTraining
+from superres.training.graph_step import GraphStep
 from superres.training.logging import RunLog
-from superres.training.optim import build_optimizer, learning_rate, set_learning_rate
+from superres.training.optim import build_optimizer, learning_rate, load_optimizer_state, set_learning_rate
 from superres.training.validation import Validator, check_val_folder
 
 #: Called after every iteration on every rank with ``(iteration, model)`` (the unwrapped training
@@ -163,6 +164,17 @@ class Trainer:
                     why = "this CPU has no native bf16 (AVX512-BF16 or AMX)"
                 notes.append(f"train.amp={t.amp} ignored on {self.device.type}: {why}")
         self.channels_last = t.channels_last is True or (t.channels_last == "auto" and (cuda or cpu_bf16))
+        # The whole step in one CUDA graph (on the CPU: the same step function, without a graph).
+        self.cuda_graph = t.cuda_graph
+        if self.cuda_graph:
+            conflict = _cuda_graph_conflict(config, distributed=ctx.enabled, cuda=cuda)
+            if conflict is not None:
+                raise SuperresError(f"train.cuda_graph: true does not work with {conflict}; set train.cuda_graph: false")
+            if not cuda:
+                notes.append(
+                    f"train.cuda_graph on {self.device.type}: the step runs as it would be captured, "
+                    "without a graph (CUDA graphs are CUDA only)"
+                )
 
         # Data: one global batch per iteration, this rank computes its shard of it.
         torch.manual_seed(t.seed)  # the model's initial weights (DDP also broadcasts rank 0's)
@@ -189,7 +201,9 @@ class Trainer:
         self.ema = EMA(self.model, t.ema) if t.ema is not None else None
         content_terms, adversarial = split_adversarial(config.loss)
         self.loss_fn = build_loss(content_terms).to(self.device)
-        self.optimizer = build_optimizer(config.optim, self.model.parameters(), self.device)
+        self.optimizer = build_optimizer(
+            config.optim, self.model.parameters(), self.device, capturable=self.cuda_graph and cuda
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and t.amp == "fp16")
 
         # Adversarial training: the discriminator side (built after the generator, whose initial
@@ -229,6 +243,9 @@ class Trainer:
         # CUDA-graph modes: tell torch where each step begins, so that a replay may reuse the memory of
         # the last step's outputs (nothing keeps them past their step)
         self.mark_steps = cuda and t.compile in ("reduce-overhead", "max-autotune")
+        self.graph_step: GraphStep | None = None
+        if self.cuda_graph:
+            self.graph_step = GraphStep(self._graph_body, device=self.device, capture=cuda)
 
         self.validator: Validator | None = None
         self.extra_validators: dict[str, Validator] = {}  # data.val_extra, by val_set_name()
@@ -261,6 +278,7 @@ class Trainer:
             slots=self.slots,
             workers=self.config.data.workers,
             pin_memory=self.device.type == "cuda",
+            descriptors=self.graph_step is not None,  # a captured step makes its own batch
         )
         self.log.start_progress(total=total, initial=self.iteration)
         if self.iteration > 0:
@@ -275,7 +293,7 @@ class Trainer:
         self.model.train()
         limit = t.max_seconds
         lr = learning_rate(self.config.optim, self.config.schedule, self.iteration, total)
-        for lr_batch, hr_batch in loader:
+        for batch in loader:
             time_fraction = 0.0
             if limit is not None:
                 now = self.ctx.from_main(time.monotonic() - started)  # one clock for all ranks
@@ -288,8 +306,8 @@ class Trainer:
             set_learning_rate(self.optimizer, lr)
             if self.gan is not None:
                 self.gan.set_learning_rate(i - 1, total, time_fraction)
-            loss = self._step(lr_batch, hr_batch)
-            self.window["loss_sum"] += loss.detach()
+            loss = self._train_step(batch)
+            self.window["loss_sum"] += loss
             self.window["count"] += 1
             self.elapsed = time.monotonic() - started
 
@@ -324,10 +342,31 @@ class Trainer:
         return model_path
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """A fresh autocast context for the configured AMP dtype (a null context without AMP)."""
+        """A fresh autocast context for the configured AMP dtype (a null context without AMP).
+        Under ``train.cuda_graph`` without its cache of casted weights, which a graph must not keep."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, cache_enabled=not self.cuda_graph)
+
+    def _train_step(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One iteration's training step on ``batch`` (``(lr, hr)``, or ``(meta,)`` crop descriptors
+        when the captured step makes its own batch), then the EMA update; returns the detached loss."""
+        if self.graph_step is not None:
+            (loss,) = self.graph_step(*batch)
+        else:
+            loss = self._step(*batch)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss
+
+    def _graph_body(self, *inputs: torch.Tensor) -> tuple[torch.Tensor]:
+        """The step that ``train.cuda_graph`` captures: the batch from the crop descriptors (device-
+        resident data) or the batch itself (DataLoader path), then :meth:`_step`."""
+        if self.device_batches is not None:
+            lr_batch, hr_batch = self.device_batches.batch_from(inputs[0])
+        else:
+            lr_batch, hr_batch = inputs
+        return (self._step(lr_batch, hr_batch),)
 
     def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         """One optimizer step on this rank's shard (then the discriminator's, in a GAN run);
@@ -351,8 +390,6 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.ema is not None:
-            self.ema.update(self.model)
         if self.gan is not None:
             self.gan.discriminator_step(sr, hr_batch)  # real HR vs this iteration's SR, detached
         return loss.detach()
@@ -458,7 +495,7 @@ class Trainer:
             self.gan.load_state_dict(saved_gan, source=str(self.checkpoint_path))
         self.model.load_state_dict(state["model"])
         self.parent = state.get("parent")  # absent in checkpoints from before it was recorded
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.ema is not None:
             if state["ema"] is None:
                 raise SuperresError(f"{self.checkpoint_path}: has no EMA state; resume with train.ema: null")
@@ -520,6 +557,22 @@ class Trainer:
             gain = self.last_scores["psnr_y"] - self.validator.bicubic["psnr_y"]
             text += f"; PSNR-Y {self.last_scores['psnr_y']:.2f} dB ({gain:+.2f} over bicubic)"
         return text
+
+
+def _cuda_graph_conflict(config: Config, *, distributed: bool, cuda: bool) -> str | None:
+    """The setting that rules out ``train.cuda_graph`` (``None`` when there is none): each needs the
+    host in the middle of a step (fp16's loss scaler reads back whether gradients overflowed; DDP
+    and a discriminator step run their own host logic), or captures graphs of its own (``compile``)."""
+    t = config.train
+    if t.compile:
+        return f"train.compile: {t.compile} (reduce-overhead already replays CUDA graphs; use one or the other)"
+    if cuda and t.amp == "fp16":
+        return "train.amp: fp16 (its loss scaler synchronises with the host every step; use bf16)"
+    if config.discriminator is not None:
+        return "a discriminator (adversarial training)"
+    if distributed:
+        return "multi-process (DDP) training"
+    return None
 
 
 def cpu_has_native_bf16() -> bool:
