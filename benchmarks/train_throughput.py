@@ -162,9 +162,9 @@ class Window:
         try:
             self.prof.__exit__(None, None, None)
             if self.host:
-                self.host_table = self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+                self.host_table = self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=90)
                 if self.device.type == "cuda":
-                    self.gpu_table = self.prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30)
+                    self.gpu_table = self.prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=90)
                     names = [e.name for e in self.prof.events()]
                     self.launches = sum(n.startswith(LAUNCH_CALLS) for n in names) / self.profile
             if self.device.type == "cuda":

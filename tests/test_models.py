@@ -237,17 +237,24 @@ def test_models_doc_lists_every_architecture_with_its_parameter_count() -> None:
         assert re.search(rf"^\| `{re.escape(name)}` \| {params:,} \|", doc, re.M), f"{name} missing or stale in MODELS.md"
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
 @pytest.mark.parametrize("factor", [2, 3, 4])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fast_pixel_shuffle_moves_the_same_values(factor: int, channels_last: bool) -> None:
-    x = torch.randn(2, 3 * factor * factor, 5, 7, requires_grad=True)
+def test_fast_pixel_shuffle_moves_the_same_values(factor: int, channels_last: bool, device: str) -> None:
+    x = torch.randn(2, 3 * factor * factor, 5, 7, device=device, requires_grad=True)
     y = x.detach().clone().requires_grad_(True)
     fast_in = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     fast, ref = PixelShuffle(factor)(fast_in), nn.PixelShuffle(factor)(y)
     assert torch.equal(fast, ref)
+    # on CUDA a channels_last input stays channels_last (the next conv needs no conversion)
+    layout = torch.channels_last if channels_last and device == "cuda" else torch.contiguous_format
+    assert fast.is_contiguous(memory_format=layout)
     grad = torch.randn_like(ref)
+    if channels_last:  # as a channels_last conv's backward hands it over
+        grad = grad.contiguous(memory_format=torch.channels_last)
     fast.backward(grad)
-    ref.backward(grad)
+    ref.backward(grad.contiguous())
     assert torch.equal(x.grad, y.grad)
 
 
