@@ -1,13 +1,17 @@
 """The whole training step in one CUDA graph (``train.cuda_graph``).
 
-Why. On a GPU, a training step of an SR network of ordinary size is a few hundred small kernels:
-the batch (gather, MATLAB-bicubic downscale, conversion), forward, loss, backward, optimizer. Each
-launch costs the host a few microseconds of Python and dispatcher time, and that host time, not the
-GPU, sets the pace: the GPU sits idle for half of every step. ``torch.compile(mode="reduce-overhead")``
-replays the forward and backward passes from CUDA graphs, but the batch, the loss and the optimizer
-stay separate launches. Here the step function, with all of these, is captured once and then
-replayed: one graph launch per step, plus the copy of the step's inputs (for the device-resident
-path a ``3 x B`` tensor of crop descriptors; for the DataLoader path the batch itself).
+Why. On a GPU, a training step of an SR network is hundreds of small kernels: the batch (gather,
+MATLAB-bicubic downscale, conversion), forward, loss, backward, optimizer (566 launches per step for
+``edsr-baseline``). Each launch costs the host a few microseconds of Python and dispatcher time, and
+for all but the largest models that host time, not the GPU, sets the pace. On an H100 the eager
+steps of ``enhanced`` and ``lumanet`` kept the GPU busy 24-31% of the time, and replaying them from
+one graph made them 2.9x and 3.4x faster (docs/BENCHMARKS.md, "Training throughput").
+``torch.compile(mode="reduce-overhead")`` replays the forward and backward passes from CUDA graphs,
+with inductor's fused kernels (the faster choice for ``edsr-baseline``, whose step is GPU-bound), but
+the batch, the loss and the optimizer stay separate launches, and it compiles at start-up. Here
+the step function, with all of these, is captured once and then replayed: one graph launch per
+step, plus the copy of the step's inputs (for the device-resident path a ``3 x B`` tensor of crop
+descriptors; for the DataLoader path the batch itself).
 
 How. :class:`GraphStep` wraps a step function ``fn(*inputs) -> outputs`` (tensors in, tensors out):
 

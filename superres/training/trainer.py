@@ -4,7 +4,9 @@ Read it top to bottom: :func:`train_from_cli` turns the command line into a conf
 :func:`train` sets up the process (device, DDP, determinism) and runs :class:`Trainer`, which builds
 everything, optionally restores ``last.pt``, then loops over iterations. Each iteration sets the
 learning rate, takes its batch (a pure function of seed and iteration), does forward, loss, backward,
-clipping and the optimizer step, updates the EMA, then logs, validates and saves when due. At the
+clipping and the optimizer step, updates the EMA, then logs, validates and saves when due (with
+``train.cuda_graph`` the batch and the step run as one CUDA graph, :mod:`superres.training.graph_step`;
+the EMA, logging, validation and saving stay outside it). At the
 end (last iteration, or ``train.max_seconds`` of wall time) it validates, saves ``last.pt`` and
 exports the model.
 
