@@ -216,7 +216,7 @@ def base_config(args: argparse.Namespace, data: list[str], model: str, path: str
         "schedule": {"name": "constant", "warmup": 0},
         # save_every past the end: the trainer's only checkpoint then comes after the last iteration's
         # callback, outside the timed and profiled windows (a save inside the profiled window once
-        # halved the "GPU busy" share: seconds of host-side copies and disk writes, no kernels)
+        # halved the "GPU busy" share: host-side copies and a disk write, no kernels)
         "train": {"iterations": total, "save_every": total + 1, "log_every": total, "val_every": total,
                   "ema": args.ema, "amp": amp, "channels_last": args.channels_last_resolved,
                   "compile": args.compile, "seed": 0, "device": args.device, "deterministic": args.deterministic,
