@@ -85,16 +85,23 @@ def weight_scales(weight: torch.Tensor) -> torch.Tensor:
     return (weight.detach().abs().amax(dim=(1, 2, 3)) / WEIGHT_QMAX).clamp_min(_TINY).float()
 
 
-def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` rounded to its int8 grid (:func:`weight_scales`); the gradient passes straight through."""
-    scales = weight_scales(weight)
+def fake_quant_weight(weight: torch.Tensor, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight`` rounded to its int8 grid (``scales``, by default :func:`weight_scales`); the
+    gradient passes straight through."""
+    scales = weight_scales(weight) if scales is None else scales
     zeros = torch.zeros_like(scales, dtype=torch.int32)
     return torch.fake_quantize_per_channel_affine(weight.float(), scales, zeros, 0, -WEIGHT_QMAX, WEIGHT_QMAX)
 
 
-def fake_quant_bias(bias: torch.Tensor, in_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``bias`` rounded to the int32 accumulator's grid (``in_scale x`` the weight's channel scales)."""
-    scales = (in_scale.detach().float() * weight_scales(weight)).clamp_min(_TINY)
+def _bias_grid(in_scale: torch.Tensor, w_scales: torch.Tensor) -> torch.Tensor:
+    """The int32 accumulator's per-channel scales: ``in_scale x`` the weight's channel scales."""
+    return (in_scale.detach().float() * w_scales).clamp_min(_TINY)
+
+
+def fake_quant_bias(bias: torch.Tensor, in_scale: torch.Tensor, w_scales: torch.Tensor) -> torch.Tensor:
+    """``bias`` rounded to the int32 accumulator's grid (``in_scale x w_scales``, the weight's
+    :func:`weight_scales`)."""
+    scales = _bias_grid(in_scale, w_scales)
     zeros = torch.zeros_like(scales, dtype=torch.int32)
     return torch.fake_quantize_per_channel_affine(bias.float(), scales, zeros, 0, *_INT32)
 
@@ -124,22 +131,23 @@ def observe_scale(scales: torch.Tensor, index: int, x: torch.Tensor, *, signed: 
 
 def quant_conv(conv: nn.Conv2d, x_q: torch.Tensor, in_scale: torch.Tensor) -> torch.Tensor:
     """``conv`` on an already fake-quantized input ``x_q`` with int8 weights and an int32 bias."""
-    bias = None if conv.bias is None else fake_quant_bias(conv.bias, in_scale, conv.weight)
-    return F.conv2d(x_q, fake_quant_weight(conv.weight), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    w_scales = weight_scales(conv.weight)  # once for the weight and the bias grid
+    bias = None if conv.bias is None else fake_quant_bias(conv.bias, in_scale, w_scales)
+    return F.conv2d(x_q, fake_quant_weight(conv.weight, w_scales), bias, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)
 
 
 # --------------------------------------------------------------------------- the integer pass (eval)
 def int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q, scales)``: the int8 steps of ``weight`` (as float, -127..127) and its per-channel scales."""
     scales = weight_scales(weight)
-    steps = torch.round(fake_quant_weight(weight.detach()) / scales.view(-1, 1, 1, 1))
+    steps = torch.round(fake_quant_weight(weight.detach(), scales) / scales.view(-1, 1, 1, 1))
     return steps, scales
 
 
 def int32_bias(bias: torch.Tensor, in_scale: torch.Tensor, w_scales: torch.Tensor) -> torch.Tensor:
     """The int32 steps of ``bias`` (as float) on the accumulator's grid ``in_scale x w_scales``."""
-    grid = (in_scale.detach().float() * w_scales).clamp_min(_TINY)
-    return torch.round(bias.detach().float() / grid).clamp(*_INT32)
+    return torch.round(bias.detach().float() / _bias_grid(in_scale, w_scales)).clamp(*_INT32)
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: int = 0) -> torch.Tensor:
