@@ -30,7 +30,7 @@ synchronisation and no host-to-device copy inside it, nothing that depends on ho
 change between steps except through device tensors (the learning rate is a device tensor, filled
 before each step; the optimizer is created with ``capturable=True``), and no new tensors held
 from one step to the next except through the model, the optimizer and the outputs. The trainer
-checks which settings break that (:func:`unsupported_reason`).
+checks which settings break that (``_cuda_graph_conflict`` in :mod:`superres.training.trainer`).
 
 Where there is no CUDA (``capture=False``) the wrapper calls ``fn`` eagerly every time: the same
 step function, the same inputs, on the CPU, so the tests can check that the restructured step
