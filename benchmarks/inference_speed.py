@@ -130,7 +130,8 @@ def build_entries(threads: int, tiles: list[int], images: list[np.ndarray], peer
     import torch
 
     from superres.export import OnnxModel, export_onnx
-    from superres.inference import rgb_to_ycbcr, upscale
+    from superres.color import rgb_to_ycbcr
+    from superres.inference import upscale
     from superres.io import to_float, to_integer
     from superres.models import build
 
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from superres.benchmark import cpu_name
+    from superres.devices import cpu_name
 
     cpu = cpu_name()
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else "?"

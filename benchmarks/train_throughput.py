@@ -388,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from superres.training.distributed import pick_device
+    from superres.devices import resolve_device
 
-    args.torch_device = pick_device(args.device)
+    args.torch_device = resolve_device(args.device)
     args.cuda = args.torch_device.type == "cuda"
     amps = []
     for amp in (a for a in args.amp.split(",") if a):

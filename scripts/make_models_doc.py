@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from superres.benchmark import cpu_name
+from superres.devices import cpu_name
 from superres.io import atomic_write
 from superres.models import REGISTRY, build, names, options
 from superres.models.complexity import count_flops, count_parameters, time_forward, time_train_step

@@ -34,9 +34,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from superres.devices import cpu_name
 from superres.errors import SuperresError
+from superres.scales import SCALES
 
-__all__ = ["run_benchmark", "format_markdown", "cpu_name", "DEFAULT_SETS", "DEFAULT_SCALES", "FLOPS_OUTPUT_SIDE"]
+__all__ = ["run_benchmark", "format_markdown", "DEFAULT_SETS", "DEFAULT_SCALES", "FLOPS_OUTPUT_SIDE"]
 
 DEFAULT_SETS = ("Set5", "Set14")
 DEFAULT_SCALES = (2, 3, 4)
@@ -103,18 +105,6 @@ def _model_costs(model: str) -> tuple[int, int]:
 
     net = load_model(model, device="cpu")
     return count_parameters(net), count_flops(net, (1, int(net.in_channels), _FLOPS_PROBE, _FLOPS_PROBE))
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows: for the machine
-    context of benchmark tables, generated docs and model files."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _context(threads: int) -> dict[str, Any]:
@@ -187,7 +177,7 @@ def run_benchmark(
     """
     import torch
 
-    from superres.evaluate import SUPPORTED_SCALES, evaluate, make_upscaler
+    from superres.evaluate import evaluate, make_upscaler
     from superres.io import atomic_write
 
     if threads < 1:
@@ -198,7 +188,7 @@ def run_benchmark(
         if not (folder / "HR").is_dir():
             raise SuperresError(f"{folder}: benchmark set not found (expected {folder}/HR/*.png; see --data-root)")
     for s in scales:
-        if s not in SUPPORTED_SCALES:
+        if s not in SCALES:
             raise SuperresError(f"--scales {s}: unsupported scale")
     pdir = Path(peers_dir) if peers_dir is not None else root.parent / "peers"
 

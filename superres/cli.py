@@ -19,8 +19,7 @@ from typing import Callable, Sequence
 
 from superres import __version__
 from superres.errors import SuperresError
-
-SCALES = (2, 3, 4, 8)
+from superres.scales import SCALES
 
 
 def _scale(text: str) -> int:

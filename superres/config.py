@@ -36,8 +36,8 @@ from typing import Any, Literal, Mapping, Sequence, Union
 import yaml
 
 from superres.errors import SuperresError
+from superres.scales import SCALES
 
-SCALES = (2, 3, 4, 8)
 
 
 # --------------------------------------------------------------------------- schema

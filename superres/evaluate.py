@@ -30,11 +30,11 @@ from superres.errors import SuperresError
 from superres.io import list_images, read_array, to_float, to_integer
 from superres.metrics import PSNR_CAP_DB, mean_psnr, score
 from superres.resize import imresize, modcrop
+from superres.scales import SCALES
 
-__all__ = ["SUPPORTED_SCALES", "PROTOCOL", "evaluate", "format_report", "make_upscaler"]
+__all__ = ["PROTOCOL", "evaluate", "format_report", "make_upscaler"]
 
 #: Scales a benchmark can be scored at (8 only makes sense where a model supports it).
-SUPPORTED_SCALES = (2, 3, 4, 8)
 
 #: One line describing the scoring, copied into every report so that saved JSON explains itself.
 PROTOCOL = (
@@ -128,9 +128,9 @@ def evaluate(
     unsupported scale.
     """
     t0 = time.perf_counter()
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SUPPORTED_SCALES:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or int(scale) not in SCALES:
         raise SuperresError(
-            f"--scale {scale}: unsupported scale; choose one of {', '.join(map(str, SUPPORTED_SCALES))}"
+            f"--scale {scale}: unsupported scale; choose one of {', '.join(map(str, SCALES))}"
         )
     s = int(scale)
     data = Path(data)

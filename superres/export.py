@@ -123,7 +123,7 @@ def check_image_input(in_channels: int, path: Path | None = None) -> tuple[np.nd
     photo is downscaled to 96x80 with MATLAB bicubic. 1-channel models get Y of BT.601 (what they
     are run on), 3-channel models RGB; other channel counts repeat/trim the RGB channels.
     """
-    from superres.inference import rgb_to_ycbcr
+    from superres.color import rgb_to_ycbcr
 
     if path is not None:
         from superres.io import read_image

@@ -77,6 +77,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from superres.color import rgb_to_ycbcr, ycbcr_matrix
+from superres.devices import resolve_device
 from superres.errors import SuperresError
 
 if TYPE_CHECKING:
@@ -92,11 +94,8 @@ __all__ = [
     "upscale_tensor",
     "upscale",
     "upscale_files",
-    "resolve_device",
     "tile_grid",
     "axis_weights",
-    "rgb_to_ycbcr",
-    "ycbcr_to_rgb",
     "BACKENDS",
     "load_for_backend",
 ]
@@ -104,43 +103,8 @@ __all__ = [
 #: Inference backends: PyTorch, or onnxruntime on an exported graph (``superres export``).
 BACKENDS = ("torch", "onnx")
 
-#: BT.601 studio-swing chroma rows for R, G, B in [0, 1] (ITU-R BT.601, as MATLAB ``rgb2ycbcr``):
-#: Cb = 128 + row . RGB, Cr = 128 + row . RGB, both in 16..240. The luma row is taken from
-#: :mod:`superres.metrics` so that the Y a model sees is the Y it is scored on.
-CB_COEFFS = (-37.797, -74.203, 112.0)
-CR_COEFFS = (112.0, -93.786, -18.214)
-CHROMA_OFFSET = 128.0
-
 #: Images with more tiles than this get a second (per-tile) progress bar in :func:`upscale_files`.
 _TILE_BAR_MIN_TILES = 4
-
-
-# --------------------------------------------------------------------------- device handling
-def resolve_device(device: "str | torch.device") -> "torch.device":
-    """Parse and validate a device option, with a message the user can act on.
-
-    ``torch.device("cuda")`` is accepted by torch even on machines without CUDA and only fails at
-    the first allocation with a long traceback, so availability and the device index are checked
-    here, before any work is done.
-    """
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SuperresError(f"--device {device}: not a torch device ({exc})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SuperresError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise SuperresError(f"--device {device}: only {count} CUDA device(s) present (cuda:0..cuda:{count - 1})")
-    elif dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise SuperresError(f"--device {device}: the MPS backend is not available on this machine (use --device cpu)")
-    elif dev.type != "cpu":
-        raise SuperresError(f"--device {device}: unsupported device type {dev.type!r}; use cpu, cuda or mps")
-    return dev
 
 
 def _model_device(model: "Model", fallback: "torch.device") -> "torch.device":
@@ -325,31 +289,6 @@ def upscale_tensor(
 
 
 # --------------------------------------------------------------------------- colour
-def _ycbcr_matrix() -> tuple[np.ndarray, np.ndarray]:
-    """Forward BT.601 studio-swing matrix (3x3, RGB in [0, 1] -> YCbCr in 0..255) and offsets."""
-    from superres.metrics import Y_COEFFS, Y_OFFSET
-
-    matrix = np.array([Y_COEFFS, CB_COEFFS, CR_COEFFS], dtype=np.float64)
-    offset = np.array([Y_OFFSET, CHROMA_OFFSET, CHROMA_OFFSET], dtype=np.float64)
-    return matrix, offset
-
-
-def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    """``H x W x 3`` RGB in [0, 1] -> YCbCr of BT.601 studio swing divided by 255 (float64).
-
-    Y is then in ``[16/255, 235/255]``, which is what MATLAB's ``rgb2ycbcr`` returns for double
-    images and the input range of Y-channel models such as FSRCNN and ESPCN.
-    """
-    matrix, offset = _ycbcr_matrix()
-    return (rgb.astype(np.float64) @ matrix.T + offset) / 255.0
-
-
-def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rgb_to_ycbcr` (the matrix inverse, computed, not a rounded table)."""
-    matrix, offset = _ycbcr_matrix()
-    return (ycc.astype(np.float64) * 255.0 - offset) @ np.linalg.inv(matrix).T
-
-
 def _upscale_chroma(chroma: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB-bicubic upscaling of the ``H x W x 2`` Cb/Cr planes, as float32 ``H*s x W*s x 2``.
 
@@ -371,7 +310,7 @@ def _luma_chroma_to_rgb(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     concatenating: ``rgb_c = sum_k B[c, k] * ycc_k + b_c`` with ``B = inv(M) * 255`` and
     ``b = -inv(M) @ offset`` folded once in float64. Error vs the float64 matrix product ~1e-6,
     at a fraction of its time and memory on megapixel outputs."""
-    matrix, offset = _ycbcr_matrix()
+    matrix, offset = ycbcr_matrix()
     inverse = np.linalg.inv(matrix)
     gains = (inverse * 255.0).astype(np.float32)
     bias = (-inverse @ offset).astype(np.float32)

@@ -54,7 +54,7 @@ from torch import nn
 from torch.nn import L1Loss, MSELoss
 
 from superres.errors import SuperresError
-from superres.metrics import Y_COEFFS
+from superres.color import Y_COEFFS
 
 __all__ = [
     "L1Loss",

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from superres.color import Y_COEFFS, Y_OFFSET
 from superres.errors import SuperresError
 
 if TYPE_CHECKING:  # torch is imported lazily: the numpy reference must not pay for it
@@ -65,9 +66,6 @@ __all__ = [
     "ssim_torch",
 ]
 
-#: BT.601 studio-swing luma for R, G, B in [0, 1]: Y = Y_OFFSET + sum(Y_COEFFS * RGB), Y in 16..235.
-Y_OFFSET = 16.0
-Y_COEFFS = (65.481, 128.553, 24.966)
 #: Per-image PSNR values are capped at this before averaging over a set (identical images: inf).
 PSNR_CAP_DB = 100.0
 #: SSIM constants of Wang et al. (2004), as every SR paper uses them.

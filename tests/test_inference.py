@@ -16,16 +16,15 @@ import pytest
 import torch
 from torch import nn
 
+from superres.color import rgb_to_ycbcr, ycbcr_to_rgb
+from superres.devices import resolve_device
 from superres.errors import SuperresError
 from superres.inference import (
     axis_weights,
-    resolve_device,
-    rgb_to_ycbcr,
     tile_grid,
     upscale,
     upscale_files,
     upscale_tensor,
-    ycbcr_to_rgb,
 )
 from superres.models import build
 
@@ -258,7 +257,7 @@ def test_luma_model_on_rgb_runs_on_y_and_resizes_chroma_with_bicubic() -> None:
 def test_luma_path_matches_the_float64_reference_closely() -> None:
     """The float32 chroma resize and colour inverse (speed, see _upscale_chroma) stay within 1e-5 of the
     float64 numpy reference: rgb_to_ycbcr -> model on Y, imresize(CbCr) -> ycbcr_to_rgb."""
-    from superres.inference import rgb_to_ycbcr, ycbcr_to_rgb
+    from superres.color import rgb_to_ycbcr, ycbcr_to_rgb
     from superres.resize import imresize
 
     rgb = smooth_rgb(23, 31)

@@ -80,7 +80,7 @@ def test_pixel_losses_by_hand() -> None:
 def test_pixel_losses_on_luma() -> None:
     """space: y compares BT.601 Y (PROTOCOL.md's weights, no offset): an error that leaves Y alone costs
     nothing, one along Y costs its Y amount; gray is its own luma; other band counts are refused."""
-    from superres.inference import rgb_to_ycbcr
+    from superres.color import rgb_to_ycbcr
 
     rng = torch.Generator().manual_seed(0)
     hr = torch.rand(2, 3, 6, 5, generator=rng)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from superres.inference import rgb_to_ycbcr
+from superres.color import rgb_to_ycbcr
 from superres.models import build
 from superres.models.complexity import count_flops, count_parameters
 from superres.models.lumanet import LUMA_GAIN, bicubic_phase_kernels

@@ -45,8 +45,8 @@ import torch
 from torch import nn
 
 from superres.models.blocks import ResidualBlock, check_channels, check_scale, conv3x3, make_upsampler
+from superres.scales import SCALES
 
-SCALES = (2, 3, 4, 8)
 
 #: Mean RGB of the DIV2K training images on a [0, 1] scale, as used by EDSR and RCAN.
 DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)

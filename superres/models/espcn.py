@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, last_conv, make_upsampler
+from superres.scales import SCALES
 
-SCALES = (2, 3, 4, 8)
 
 
 class ESPCN(nn.Module):

@@ -48,8 +48,8 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale
+from superres.scales import SCALES
 
-SCALES = (2, 3, 4, 8)
 
 
 class FSRCNN(nn.Module):

@@ -54,7 +54,7 @@ import copy
 import torch
 from torch import nn
 
-from superres.metrics import Y_COEFFS
+from superres.color import Y_COEFFS
 from superres.models import quant
 from superres.models.blocks import (
     BicubicUpsample,

@@ -50,8 +50,8 @@ from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, conv3x3, make_upsampler
 from superres.models.edsr import image_mean
+from superres.scales import SCALES
 
-SCALES = (2, 3, 4, 8)
 
 
 class ChannelAttention(nn.Module):

@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, conv3x3, make_upsampler, upsample_stages
+from superres.scales import SCALES
 
-SCALES = (2, 3, 4, 8)
 
 
 class BNResidualBlock(nn.Module):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from superres.devices import resolve_device
 from superres.errors import SuperresError
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -73,25 +74,13 @@ def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in _TORCHRUN_VARS)
 
 
-def pick_device(option: str) -> torch.device:
-    """``train.device``: ``auto`` is CUDA when available, else the CPU; anything else as given."""
-    if option == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(option)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SuperresError(f"train.device={option}: CUDA is not available on this machine (use cpu or auto)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise SuperresError(f"train.device={option}: MPS is not available on this machine (use cpu or auto)")
-    return device
-
-
 def setup(device_option: str) -> DistContext:
     """Pick the device and, under torchrun, join the process group.
 
     Under torchrun each process uses ``cuda:LOCAL_RANK`` (``train.device`` must then be ``auto``,
     ``cuda`` or ``cpu``; a fixed ``cuda:N`` would put every rank on one GPU).
     """
-    base = pick_device(device_option)
+    base = resolve_device(device_option, option="train.device")
     if not launched_by_torchrun():
         if base.type == "cuda" and base.index is None:
             base = torch.device("cuda", torch.cuda.current_device())

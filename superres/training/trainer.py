@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from superres.config import Config, config_to_dict, load_config, resolve_paths, save_config, val_set_name
+from superres.devices import cpu_has_native_bf16, cpu_name
 from superres.errors import SuperresError
 from superres.training import distributed
 from superres.training.batches import IterationItems, build_train_dataset, training_batches
@@ -577,22 +578,11 @@ def _cuda_graph_conflict(config: Config, *, distributed: bool, cuda: bool) -> st
     return None
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX), where bf16 autocast
-    speeds up convolutions; on other CPUs it emulates bf16 and is slower than fp32."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _hardware(device: torch.device) -> str:
     """Where a run trained, for the model's metadata: the GPU's name, or the CPU model and torch's
     thread count (wall times mean little without it)."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    from superres.benchmark import cpu_name
-
     return f"{cpu_name()}, {torch.get_num_threads()} torch thread(s)"
 
 
