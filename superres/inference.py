@@ -8,62 +8,21 @@ Three layers, each usable on its own:
 * :func:`upscale_files` is ``superres upscale``: files and folders in, files of the same format,
   bit depth, channel layout and alpha out.
 
-Tiling and blending
--------------------
-The LR input is cut into a grid of *core* regions of about ``tile`` x ``tile`` pixels (the cores
-split each axis evenly, so no sliver tile is left at the far edge; edge tiles may be smaller than
-``tile``). Each core is run through the model together with ``tile_overlap`` pixels of *context*
-on every side that is not an image border, and the outputs are summed into a float32 canvas with
-per-pixel weights.
+Contract:
 
-The weights form an exact partition of unity, so no weight canvas (and no division) is needed: along
-each axis the weight of tile ``i`` is ``r(q - p_i) - r(q - p_{i+1})``, where ``p_i`` are the core
-boundaries (in output pixels) and ``r`` is a raised-cosine step that rises from 0 to 1 over
-``[-h, +h]`` (``r(-inf) = 0``, ``r(+inf) = 1``; the outermost boundaries are at -/+ infinity). The
-sum over tiles telescopes to exactly 1 for any ramp width, and the 2-D weight is the product of the
-two 1-D weights, which also sums to 1 over the grid. The ramp half-width is ``h = tile_overlap // 2``
-input pixels, so neighbouring tiles are cross-faded over ``tile_overlap`` pixels centred on their
-common core boundary, and every output pixel that receives weight from a tile lies at least
-``tile_overlap - h = ceil(tile_overlap / 2)`` input pixels inside that tile's input.
+* Tiling is exact for a fully convolutional model whose receptive-field radius ``R`` (input pixels)
+  is at most ``ceil(tile_overlap / 2)``: the tiled result equals the untiled one within 1e-4. For a
+  larger ``R`` tiles are cross-faded (no seams) but not exact.
+* Device memory is bounded by one tile, ``(tile + 2 * tile_overlap)^2`` input pixels times the batch;
+  the output canvas lives with the input tensor (on the CPU for :func:`upscale`).
+* Both backends (``torch``: an ``nn.Module``; ``onnx``: an exported graph through onnxruntime on the
+  CPU) go through the same :func:`upscale_tensor`, so their results agree within 1e-4.
+* Channels: equal counts run directly; a 1-channel model on RGB runs on BT.601 Y with Cb/Cr upscaled
+  by MATLAB bicubic; a 3-channel model on gray runs on the replicated gray and is averaged back; any
+  other combination is an error naming both counts. Alpha is upscaled with bicubic on its own.
 
-Consequences:
-
-* For a fully convolutional model whose receptive-field radius ``R`` (in input pixels) is at most
-  ``ceil(tile_overlap / 2)``, every tile computes exactly the untiled values wherever it has
-  weight, so the tiled result equals the untiled one up to float rounding (tested to 1e-4; measured
-  on an H100: 4e-8 in float32, 5e-5 with cuDNN's default TF32 convolutions, which round
-  differently for different tile shapes).
-* For models with a larger receptive field (deep residual networks, attention), tiles disagree
-  slightly near their borders; the cosine cross-fade turns what would be a visible step (a seam)
-  with hard cropping into a smooth transition.
-
-Hard cropping to the cores (``h = 0``) would give exactness up to ``R <= tile_overlap`` but leaves
-those steps for larger ``R``; we chose seamless output for every model over a factor of two in
-the exactness bound, which is bought back by passing a larger ``tile_overlap``.
-
-Memory: the output canvas lives on the device of the input tensor (:func:`upscale` always passes a
-CPU tensor) and only one tile (``(tile + 2 * tile_overlap)^2`` input pixels, times the batch) is on
-the model's device at a time, so device memory is bounded by the tile size, not by the image size.
-
-Backends
---------
-``torch`` runs an ``nn.Module``; ``onnx`` runs an exported file (``superres export``) through
-onnxruntime on the CPU as a :class:`superres.export.OnnxModel`. Both go through the same
-:func:`upscale_tensor`: only the per-tile model call (:func:`_tile_call`) differs, so tiling,
-blending and the channel handling below are identical (tested to 1e-4). :func:`load_for_backend`
-turns a ``--model`` value into either; for ``onnx`` a shipped name or ``.safetensors`` file is
-exported on the fly to a temporary file, verified, and loaded.
-
-Channels
---------
-:func:`upscale` matches the image to the model: equal channel counts run directly; a 1-channel
-model (FSRCNN/ESPCN style, trained on luma) on an RGB image runs on Y of BT.601 studio swing (the
-coefficients of :mod:`superres.metrics`, as ``Y / 255`` in ``[16/255, 235/255]``, which is what
-MATLAB's ``rgb2ycbcr`` gives for double images and what those models are trained on) while Cb and
-Cr are upscaled with MATLAB bicubic, then converted back to RGB; a 3-channel model on a gray image
-runs on the gray value replicated to RGB and the result is averaged back to one channel. Any other
-combination is an error naming both counts. Alpha is never fed to the model: it is upscaled with
-bicubic on its own.
+The design (the partition-of-unity blending weights, why cross-fade over hard crops, the channel
+rules in detail) is written up in docs/INFERENCE.md.
 """
 
 from __future__ import annotations
@@ -163,7 +122,7 @@ def axis_weights(bounds: Sequence[int], scale: int, half_width: int, index: int,
     ``bounds`` are the core boundaries in input pixels, ``[start, stop)`` the tile's input span
     (core plus context) and ``half_width`` the ramp half-width in input pixels. Output pixel ``q``
     has its centre at ``q + 0.5``; the weight is ``r(c - p_i) - r(c - p_{i+1})`` with ``p`` in output
-    pixels and the outermost boundaries at infinity (see the module docstring).
+    pixels and the outermost boundaries at infinity (docs/INFERENCE.md).
     """
     centres = np.arange(start * scale, stop * scale, dtype=np.float64) + 0.5
     w = half_width * scale
@@ -229,7 +188,7 @@ def upscale_tensor(
 
     ``tile`` is the core size in input pixels (``0`` or ``>= max(H, W)``: the whole image in one
     pass) and ``tile_overlap`` the context added on each inner side of a tile; neighbouring tiles
-    are cross-faded over ``tile_overlap`` pixels around their boundary (module docstring). The model
+    are cross-faded over ``tile_overlap`` pixels around their boundary (docs/INFERENCE.md). The model
     runs on the device of its parameters under ``torch.inference_mode``; each tile is copied there,
     run, and its weighted output added to a float32 canvas on ``x``'s device, so only one tile is on
     the model's device at a time. ``half=True`` runs the model under float16 autocast (CUDA only; the
@@ -432,7 +391,7 @@ def upscale(
     channel layout, alpha upscaled separately with MATLAB bicubic and clipped to [0, 1], ``path``
     None) or a float numpy array ``H x W`` / ``H x W x C`` in [0, 1] (the result is a float32 array of
     the same layout). Values are clamped to [0, 1]. A module passed in is moved to ``device``; see
-    the module docstring for tiling and the channel rules.
+    the module docstring and docs/INFERENCE.md for tiling and the channel rules.
     """
     import torch
 
