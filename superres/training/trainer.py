@@ -16,7 +16,7 @@ and handled by :class:`superres.training.gan.GANTraining`: the generator step ad
 ``weight * G_adv`` computed through the frozen discriminator, then the discriminator takes its own
 step on real HR vs the detached SR. The discriminator's weights, optimizer and scaler go into
 ``last.pt`` next to the generator's. ``model.init_from`` starts the generator from a model file
-(e.g. the PSNR-oriented SRResNet before SRGAN), see :func:`load_initial_weights`.
+(e.g. the PSNR-oriented SRResNet before SRGAN), see :func:`superres.modelfile.load_initial_weights`.
 
 A run folder holds::
 
@@ -56,6 +56,7 @@ from torch import nn
 from superres.config import Config, config_to_dict, load_config, resolve_paths, save_config, val_set_name
 from superres.devices import cpu_has_native_bf16, cpu_name
 from superres.errors import SuperresError
+from superres.modelfile import load_initial_weights, warm_start_metadata
 from superres.training import distributed
 from superres.training.batches import IterationItems, build_train_dataset, training_batches
 from superres.training.device_data import select_device_batches
@@ -584,83 +585,6 @@ def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
     return f"{cpu_name()}, {torch.get_num_threads()} torch thread(s)"
-
-
-def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> dict[str, Any]:
-    """Load the weights of model file ``path`` (``model.init_from``) into ``model``, a fresh ``arch``.
-
-    The file must hold the same architecture: its ``arch`` must equal ``arch``, and its tensors must
-    match ``model``'s keys and shapes exactly (a strict load). A file for a different width, depth,
-    scale or channel count is refused with the first key that differs (buffers named in the model's
-    ``warm_start_optional``, such as int8 activation scales, may be absent and keep their initial
-    values). This is a warm start, such as
-    SRGAN starting from its PSNR-oriented SRResNet. Only the weights are taken. The optimizer, the
-    schedule and the iteration count start afresh.
-
-    Returns the lineage to record in the new model's metadata: the file, its run name, iterations
-    and wall time, and the totals over its own warm starts (``total_iterations``,
-    ``total_wall_time_s``).
-    """
-    from safetensors.torch import load_file
-
-    from superres.modelfile import read_metadata
-
-    path = Path(path)
-    if not path.is_file():
-        raise SuperresError(
-            f"model.init_from: {path}: model file not found (train the model it names first, "
-            "or set model.init_from: null for a random init)"
-        )
-    try:
-        meta = read_metadata(path)
-    except SuperresError as exc:
-        raise SuperresError(f"model.init_from: {exc}") from None
-    if meta["arch"] != arch:
-        raise SuperresError(f"model.init_from: {path} holds a {meta['arch']!r} model but model.name is {arch!r}")
-    state = load_file(str(path), device="cpu")
-    own = model.state_dict()
-    # Buffers the model can rebuild itself (e.g. int8 activation scales, observed while training).
-    optional = set(getattr(model, "warm_start_optional", ()))
-    missing = [k for k in own if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        if wrong:
-            k = wrong[0]
-            detail = f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
-        else:
-            detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise SuperresError(
-            f"model.init_from: {path} ({meta['arch']} {meta['args']}) does not fit the configured model "
-            f"({detail}); model.options, scale and in_channels must match the file's"
-        )
-    model.load_state_dict({**{k: v for k, v in own.items() if k in optional}, **state}, strict=True)
-    return lineage(path, meta)
-
-
-def lineage(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The provenance of model file ``path`` (its metadata ``meta``) for a run that starts from it."""
-    iterations = int(meta.get("iterations", 0))
-    wall = float(meta.get("wall_time_s", 0.0))
-    return {
-        "path": str(path),
-        "name": meta.get("name"),
-        "iterations": iterations,
-        "wall_time_s": wall,
-        "total_iterations": int(meta.get("total_iterations", iterations)),
-        "total_wall_time_s": float(meta.get("total_wall_time_s", wall)),
-        "scores": meta.get("scores", {}),
-    }
-
-
-def warm_start_metadata(parent: dict[str, Any], iterations: int, wall_time_s: float) -> dict[str, Any]:
-    """Model metadata for a warm-started run: what it started from (:func:`lineage`) and the totals
-    of the whole chain of runs, this one's ``iterations`` and ``wall_time_s`` included."""
-    return {
-        "init_from": parent,
-        "total_iterations": int(iterations) + int(parent.get("total_iterations", 0)),
-        "total_wall_time_s": round(float(wall_time_s) + float(parent.get("total_wall_time_s", 0.0)), 3),
-    }
 
 
 def _contiguous_copy(model: nn.Module) -> nn.Module:
