@@ -262,11 +262,11 @@ class Trainer:
         the generator, whose initial weights therefore do not depend on whether one is configured)."""
         from superres.losses import build_loss, split_adversarial
 
-        config = self.config
+        config, cuda = self.config, self.device.type == "cuda"
         content_terms, adversarial = split_adversarial(config.loss)
         self.loss_fn = build_loss(content_terms).to(self.device)
         self.optimizer = build_optimizer(
-            config.optim, self.model.parameters(), self.device, capturable=self.cuda_graph and self.device.type == "cuda"
+            config.optim, self.model.parameters(), self.device, capturable=self.cuda_graph and cuda
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
         self.gan: GANTraining | None = None
