@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     from superres import modelfile
     from superres.errors import SuperresError
     from superres.evaluate import evaluate
-    from superres.modelfile import load_model, read_metadata, save_model
+    from superres.modelfile import lineage, load_model, read_metadata, save_model, warm_start_metadata
     from superres.models import fold
-    from superres.training.trainer import lineage, warm_start_metadata
 
     try:
         meta: dict[str, Any] = read_metadata(args.source)

@@ -45,6 +45,8 @@ the generator's loss and trains the discriminator with ``AdversarialLoss.discrim
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -70,6 +72,8 @@ __all__ = [
     "ADVERSARIAL_KINDS",
     "CombinedLoss",
     "build_loss",
+    "TERMS",
+    "term_options",
     "split_adversarial",
     "resolve_vgg19_weights",
     "vgg19_layer_index",
@@ -135,16 +139,28 @@ class LumaLoss(nn.Module):
         return self.criterion(self._luma(sr), self._luma(hr))
 
 
-def _pixel_term(criterion: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Builder of a pixel loss term with a ``space`` option: ``all`` channels (default) or ``y``."""
+def _pixel(space: str, criterion: Callable[[], nn.Module]) -> nn.Module:
+    """``criterion()`` on ``all`` channels, or on the luma (``y``, :class:`LumaLoss`)."""
+    if space not in PIXEL_SPACES:
+        raise ValueError(f"space must be one of {', '.join(PIXEL_SPACES)}, got {space!r}")
+    module = criterion()
+    return module if space == "all" else LumaLoss(module)
 
-    def build(space: str = "all", **options: Any) -> nn.Module:
-        if space not in PIXEL_SPACES:
-            raise ValueError(f"space must be one of {', '.join(PIXEL_SPACES)}, got {space!r}")
-        module = criterion(**options)
-        return module if space == "all" else LumaLoss(module)
 
-    return build
+# The pixel terms' builders: their keyword arguments are the term's options (see TERMS).
+def l1_term(space: str = "all") -> nn.Module:
+    """The ``l1`` term: mean absolute error over all channels (default) or the luma (``space: y``)."""
+    return _pixel(space, L1Loss)
+
+
+def mse_term(space: str = "all") -> nn.Module:
+    """The ``mse`` term: mean squared error over all channels (default) or the luma (``space: y``)."""
+    return _pixel(space, MSELoss)
+
+
+def charbonnier_term(eps: float = 1e-3, space: str = "all") -> nn.Module:
+    """The ``charbonnier`` term: :class:`CharbonnierLoss` over all channels (default) or the luma."""
+    return _pixel(space, functools.partial(CharbonnierLoss, eps))
 
 
 # --------------------------------------------------------------------------- VGG19 features
@@ -456,13 +472,16 @@ class AdversarialLoss:
 
 
 # --------------------------------------------------------------------------- combined loss
-# type -> (builder, keys it accepts besides "type" and "weight")
-_TERMS: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
-    "l1": (_pixel_term(L1Loss), ("space",)),
-    "mse": (_pixel_term(MSELoss), ("space",)),
-    "charbonnier": (_pixel_term(CharbonnierLoss), ("eps", "space")),
-    "perceptual": (PerceptualLoss, ("layers", "criterion", "weights_path")),
-    "style": (GramStyleLoss, ("layers", "criterion", "weights_path")),
+#: The loss terms by config ``type``: one explicit dict name -> builder, as for models
+#: (:data:`superres.models.registry.REGISTRY`). A builder is a class or function whose keyword
+#: arguments are the term's options (the keys a config term may give besides ``type`` and
+#: ``weight``); :func:`build_loss` reads them from its signature.
+TERMS: dict[str, Callable[..., nn.Module]] = {
+    "l1": l1_term,
+    "mse": mse_term,
+    "charbonnier": charbonnier_term,
+    "perceptual": PerceptualLoss,
+    "style": GramStyleLoss,
 }
 #: Terms that read VGG19 weights: ``build_loss(vgg_weights=...)`` fills their ``weights_path``.
 _VGG_TERMS = ("perceptual", "style")
@@ -501,6 +520,16 @@ class CombinedLoss(nn.Module):
         return {name: float(value) for name, value in self._last.items()}
 
 
+def term_options(builder: Callable[..., nn.Module]) -> tuple[str, ...] | None:
+    """The options of a loss term's builder: its keyword arguments, in signature order (None when
+    it takes ``**kwargs``, i.e. any key)."""
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind in keyword and p.name not in ("self", "type", "weight"))
+
+
 def build_loss(terms: Sequence[Mapping[str, Any]], *, vgg_weights: str | Path | None = None) -> CombinedLoss:
     """Build the weighted loss from config terms, e.g.
     ``[{"type": "l1", "weight": 1.0}, {"type": "perceptual", "weight": 0.01, "layers": {"conv5_4": 1.0}}]``.
@@ -520,13 +549,14 @@ def build_loss(terms: Sequence[Mapping[str, Any]], *, vgg_weights: str | Path | 
                 f"loss term {i + 1} (adversarial): needs a discriminator, so it is not built here; "
                 "pass the terms through split_adversarial() first (the trainer does)"
             )
-        if kind not in _TERMS:
-            known = ", ".join((*_TERMS, "adversarial"))
+        if kind not in TERMS:
+            known = ", ".join((*TERMS, "adversarial"))
             raise SuperresError(f"loss term {i + 1}: unknown type {kind!r}; known types: {known}")
-        builder, accepted = _TERMS[kind]
+        builder = TERMS[kind]
+        accepted = term_options(builder)
         kwargs = {k: v for k, v in term.items() if k not in ("type", "weight")}
         for key in kwargs:
-            if key not in accepted:
+            if accepted is not None and key not in accepted:
                 allowed = ", ".join(("type", "weight") + accepted)
                 raise SuperresError(f"loss term {i + 1} ({kind}): unknown key {key!r}; allowed keys: {allowed}")
         if kind in _VGG_TERMS and kwargs.get("weights_path") is None and vgg_weights is not None:

@@ -17,6 +17,11 @@ path to any model file.
 ``save_model(..., weights_dtype="float16")`` stores the learned parameters in half precision (half the
 file; the shipped models use it, and their scores are measured on the stored weights). Buffers (fixed
 kernels, colour means) always stay float32, and :func:`load_model` loads into the float32 model.
+
+Warm starts (``model.init_from``): :func:`load_initial_weights` loads a model file into a freshly
+built model of the same architecture and returns its :func:`lineage` (file, run name, iterations,
+wall time, scores); :func:`warm_start_metadata` turns that into the new model's ``init_from`` and
+``total_iterations`` / ``total_wall_time_s`` over the whole chain of runs.
 """
 
 from __future__ import annotations
@@ -254,3 +259,79 @@ def format_models(entries: list[dict[str, Any]]) -> str:
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+# --------------------------------------------------------------------------- warm starts, lineage
+def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> dict[str, Any]:
+    """Load the weights of model file ``path`` (``model.init_from``) into ``model``, a fresh ``arch``.
+
+    The file must hold the same architecture: its ``arch`` must equal ``arch``, and its tensors must
+    match ``model``'s keys and shapes exactly (a strict load). A file for a different width, depth,
+    scale or channel count is refused with the first key that differs (buffers named in the model's
+    ``warm_start_optional``, such as int8 activation scales, may be absent and keep their initial
+    values). This is a warm start, such as
+    SRGAN starting from its PSNR-oriented SRResNet. Only the weights are taken. The optimizer, the
+    schedule and the iteration count start afresh.
+
+    Returns the lineage to record in the new model's metadata: the file, its run name, iterations
+    and wall time, and the totals over its own warm starts (``total_iterations``,
+    ``total_wall_time_s``).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise SuperresError(
+            f"model.init_from: {path}: model file not found (train the model it names first, "
+            "or set model.init_from: null for a random init)"
+        )
+    try:
+        meta = read_metadata(path)
+    except SuperresError as exc:
+        raise SuperresError(f"model.init_from: {exc}") from None
+    if meta["arch"] != arch:
+        raise SuperresError(f"model.init_from: {path} holds a {meta['arch']!r} model but model.name is {arch!r}")
+    state = load_file(str(path), device="cpu")
+    own = model.state_dict()
+    # Buffers the model can rebuild itself (e.g. int8 activation scales, observed while training).
+    optional = set(getattr(model, "warm_start_optional", ()))
+    missing = [k for k in own if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            detail = f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        else:
+            detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise SuperresError(
+            f"model.init_from: {path} ({meta['arch']} {meta['args']}) does not fit the configured model "
+            f"({detail}); model.options, scale and in_channels must match the file's"
+        )
+    model.load_state_dict({**{k: v for k, v in own.items() if k in optional}, **state}, strict=True)
+    return lineage(path, meta)
+
+
+def lineage(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of model file ``path`` (its metadata ``meta``) for a run that starts from it."""
+    iterations = int(meta.get("iterations", 0))
+    wall = float(meta.get("wall_time_s", 0.0))
+    return {
+        "path": str(path),
+        "name": meta.get("name"),
+        "iterations": iterations,
+        "wall_time_s": wall,
+        "total_iterations": int(meta.get("total_iterations", iterations)),
+        "total_wall_time_s": float(meta.get("total_wall_time_s", wall)),
+        "scores": meta.get("scores", {}),
+    }
+
+
+def warm_start_metadata(parent: dict[str, Any], iterations: int, wall_time_s: float) -> dict[str, Any]:
+    """Model metadata for a warm-started run: what it started from (:func:`lineage`) and the totals
+    of the whole chain of runs, this one's ``iterations`` and ``wall_time_s`` included."""
+    return {
+        "init_from": parent,
+        "total_iterations": int(iterations) + int(parent.get("total_iterations", 0)),
+        "total_wall_time_s": round(float(wall_time_s) + float(parent.get("total_wall_time_s", 0.0)), 3),
+    }

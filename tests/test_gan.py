@@ -22,10 +22,10 @@ from PIL import Image
 from superres.config import Config, config_from_dict, dump_config, load_config, save_config
 from superres.errors import SuperresError
 from superres.losses import AdversarialLoss
+from superres.modelfile import load_initial_weights
 from superres.training import train
 from superres.training.distributed import DistContext
 from superres.training.gan import GANTraining, build_discriminator
-from superres.training.trainer import load_initial_weights
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

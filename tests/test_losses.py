@@ -306,6 +306,35 @@ def test_build_loss_errors(vgg_file: Path) -> None:
         build_loss([{"type": "perceptual", "criterion": "huber", "weights_path": str(vgg_file)}])
 
 
+def test_build_loss_reads_a_terms_options_from_its_signature(monkeypatch) -> None:
+    """The keys a term takes come from its builder's signature: a term registered in TERMS with a
+    new keyword is built with it, without any other change, and a key it does not take is refused."""
+
+    class ScaledL1(torch.nn.Module):
+        def __init__(self, factor: float = 1.0, *, offset: float = 0.0) -> None:
+            super().__init__()
+            self.factor, self.offset = factor, offset
+
+        def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+            return self.factor * (sr - hr).abs().mean() + self.offset
+
+    monkeypatch.setitem(losses.TERMS, "scaled_l1", ScaledL1)
+    loss = build_loss([{"type": "scaled_l1", "weight": 2.0, "factor": 3.0, "offset": 0.5}])
+    assert isinstance(loss.terms[0], ScaledL1) and loss.terms[0].factor == 3.0
+    sr, hr = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.25)
+    assert loss(sr, hr).item() == pytest.approx(2.0 * (3.0 * 0.25 + 0.5))
+    with pytest.raises(SuperresError, match=r"loss term 1 \(scaled_l1\): unknown key 'eps'; "
+                                            r"allowed keys: type, weight, factor, offset$"):
+        build_loss([{"type": "scaled_l1", "eps": 0.1}])
+    # the shipped terms' options, read the same way
+    assert losses.term_options(losses.TERMS["l1"]) == ("space",)
+    assert losses.term_options(losses.TERMS["charbonnier"]) == ("eps", "space")
+    assert losses.term_options(losses.TERMS["perceptual"]) == ("layers", "criterion", "weights_path")
+    assert losses.term_options(losses.TERMS["style"]) == ("layers", "criterion", "weights_path")
+    with pytest.raises(SuperresError, match=r"\(charbonnier\): unknown key 'reduction'; allowed keys: type, weight, eps, space$"):
+        build_loss([{"type": "charbonnier", "reduction": "sum"}])
+
+
 def test_module_exports_torch_builtins() -> None:
     assert losses.L1Loss is torch.nn.L1Loss and losses.MSELoss is torch.nn.MSELoss
 

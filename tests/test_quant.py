@@ -140,8 +140,7 @@ def test_int8_lumanet_refuses_unobserved_scales_and_bad_options() -> None:
 
 
 def test_warm_start_from_a_float_model_file_observes_the_scales_afresh(tmp_path) -> None:
-    from superres.modelfile import save_model
-    from superres.training.trainer import load_initial_weights
+    from superres.modelfile import load_initial_weights, save_model
 
     opts = {"scale": 2, "in_channels": 3, "channels": 8, "num_convs": 1}
     net = _random_weights(build("lumanet", **opts), seed=1)

@@ -315,6 +315,53 @@ def test_compiled_step_trains_the_same_weights(data, tmp_path):
                    run_dir=tmp_path / "short"))[k]) for k in eager)  # 4 steps differ from 2: the check can fail
 
 
+@pytest.mark.parametrize(
+    ("device", "amp", "native_bf16", "channels_last", "expected"),
+    [
+        # CUDA: the requested autocast dtype; fp16 with its gradient scaler; channels_last on by "auto"
+        ("cuda", "none", None, "auto", (None, True, False, ())),
+        ("cuda", "bf16", None, "auto", (torch.bfloat16, True, False, ())),
+        ("cuda", "fp16", None, "auto", (torch.float16, True, True, ())),
+        ("cuda", "fp16", None, False, (torch.float16, False, True, ())),
+        # the CPU: bf16 where it computes bf16 natively (then channels_last too), else a note
+        ("cpu", "none", None, "auto", (None, False, False, ())),
+        ("cpu", "none", None, True, (None, True, False, ())),
+        ("cpu", "bf16", True, "auto", (torch.bfloat16, True, False, ())),
+        ("cpu", "bf16", True, False, (torch.bfloat16, False, False, ())),
+        ("cpu", "bf16", False, "auto",
+         (None, False, False, ("train.amp=bf16 ignored on cpu: this CPU has no native bf16 (AVX512-BF16 or AMX)",))),
+        ("cpu", "fp16", True, "auto",
+         (None, False, False,
+          ("train.amp=fp16 ignored on cpu: fp16 autocast is CUDA only (bf16 runs on CPUs with native bf16)",))),
+        # other devices: no autocast
+        ("mps", "bf16", None, "auto",
+         (None, False, False, ("train.amp=bf16 ignored on mps: autocast is used on CUDA and the CPU only",))),
+        ("mps", "none", None, True, (None, True, False, ())),
+    ],
+)
+def test_precision_policy(monkeypatch, device, amp, native_bf16, channels_last, expected):
+    """precision_policy: autocast dtype, channels_last, gradient scaler and notes for each device and
+    train.amp; pure (the CPU's bf16 support is asked only where it matters; nothing global changes)."""
+    from superres.config import TrainConfig
+    from superres.training import trainer as trainer_module
+    from superres.training.trainer import PrecisionPolicy, precision_policy
+
+    def native() -> bool:
+        assert native_bf16 is not None, "cpu_has_native_bf16 asked where it does not matter"
+        return native_bf16
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", native)
+    train_cfg = TrainConfig(amp=amp, channels_last=channels_last)
+    before = (dataclasses.asdict(train_cfg), torch.get_default_dtype(), torch.is_autocast_enabled())
+    policy = precision_policy(train_cfg, torch.device(device))
+    assert isinstance(policy, PrecisionPolicy)
+    assert (policy.autocast_dtype, policy.channels_last, policy.grad_scaler, policy.notes) == expected
+    assert precision_policy(train_cfg, torch.device(device)) == policy  # same inputs, same policy
+    assert (dataclasses.asdict(train_cfg), torch.get_default_dtype(), torch.is_autocast_enabled()) == before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.channels_last = not policy.channels_last  # type: ignore[misc]
+
+
 def test_cpu_bf16_autocast_where_the_cpu_has_it(data, tmp_path, monkeypatch, capsys):
     """train.amp=bf16 on the CPU: without native bf16 it is ignored with a note (the run is then the
     fp32 run, bit for bit); with it, the step runs under bf16 autocast (other weights than fp32,

@@ -16,7 +16,7 @@ and handled by :class:`superres.training.gan.GANTraining`: the generator step ad
 ``weight * G_adv`` computed through the frozen discriminator, then the discriminator takes its own
 step on real HR vs the detached SR. The discriminator's weights, optimizer and scaler go into
 ``last.pt`` next to the generator's. ``model.init_from`` starts the generator from a model file
-(e.g. the PSNR-oriented SRResNet before SRGAN), see :func:`load_initial_weights`.
+(e.g. the PSNR-oriented SRResNet before SRGAN), see :func:`superres.modelfile.load_initial_weights`.
 
 A run folder holds::
 
@@ -53,9 +53,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from superres.config import Config, config_to_dict, load_config, resolve_paths, save_config, val_set_name
+from superres.config import Config, TrainConfig, config_to_dict, load_config, resolve_paths, save_config, val_set_name
 from superres.devices import cpu_has_native_bf16, cpu_name
 from superres.errors import SuperresError
+from superres.modelfile import load_initial_weights, warm_start_metadata
 from superres.training import distributed
 from superres.training.batches import IterationItems, build_train_dataset, training_batches
 from superres.training.device_data import select_device_batches
@@ -125,6 +126,49 @@ def _configure_determinism(deterministic: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = not deterministic
 
 
+# --------------------------------------------------------------------------- precision
+@dataclasses.dataclass(frozen=True)
+class PrecisionPolicy:
+    """How a run computes its training steps (:func:`precision_policy`)."""
+
+    autocast_dtype: torch.dtype | None  #: the autocast dtype of the forward pass; None: no autocast
+    channels_last: bool  #: the model and its input batches in channels_last memory format
+    grad_scaler: bool  #: fp16's gradient (loss) scaler is on
+    notes: tuple[str, ...] = ()  #: why a requested setting is ignored on this device, for the run log
+
+
+def precision_policy(train_cfg: TrainConfig, device: torch.device) -> PrecisionPolicy:
+    """The precision and memory layout of ``train_cfg`` (``amp``, ``channels_last``) on ``device``.
+
+    On CUDA: bf16/fp16 autocast (fp16 with the gradient scaler), channels_last unless switched off.
+    On the CPU: bf16 autocast only where the CPU computes bf16 natively (AVX512-BF16 or AMX:
+    oneDNN's bf16 convolutions are then about 2x faster than fp32; elsewhere they are slower),
+    and then channels_last too (oneDNN's preferred layout); ``channels_last: true`` forces it.
+    Elsewhere ``amp`` is ignored, with a note saying why. Pure: it only reads the config, the
+    device and what the CPU supports.
+    """
+    t = train_cfg
+    cuda = device.type == "cuda"
+    cpu_bf16 = device.type == "cpu" and t.amp == "bf16" and cpu_has_native_bf16()
+    notes = []
+    if cuda:
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+    else:
+        amp_dtype = torch.bfloat16 if cpu_bf16 else None
+        if t.amp != "none" and not cpu_bf16:
+            if device.type != "cpu":
+                why = "autocast is used on CUDA and the CPU only"
+            elif t.amp == "fp16":
+                why = "fp16 autocast is CUDA only (bf16 runs on CPUs with native bf16)"
+            else:
+                why = "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+            notes.append(f"train.amp={t.amp} ignored on {device.type}: {why}")
+    channels_last = t.channels_last is True or (t.channels_last == "auto" and (cuda or cpu_bf16))
+    return PrecisionPolicy(
+        autocast_dtype=amp_dtype, channels_last=channels_last, grad_scaler=cuda and t.amp == "fp16", notes=tuple(notes)
+    )
+
+
 # --------------------------------------------------------------------------- the trainer
 class Trainer:
     """One run: everything built in ``__init__``, the loop in :meth:`run`."""
@@ -143,89 +187,14 @@ class Trainer:
         self.ctx = ctx
         self.callback = callback
         self.device = ctx.device
-        t = config.train
-        cuda = self.device.type == "cuda"
         self.checkpoint_path = run_dir / "last.pt"
         checkpoint = self._check_run_folder(resume)
-
-        # Precision and memory layout. On CUDA: bf16/fp16 autocast, channels_last unless switched off.
-        # On the CPU: bf16 autocast only where the CPU computes bf16 natively (AVX512-BF16 or AMX:
-        # oneDNN's bf16 convolutions are then about 2x faster than fp32; elsewhere they are slower),
-        # and then channels_last too (oneDNN's preferred layout); channels_last: true forces it.
-        cpu_bf16 = self.device.type == "cpu" and t.amp == "bf16" and cpu_has_native_bf16()
-        notes = []
-        if cuda:
-            self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-        else:
-            self.amp_dtype = torch.bfloat16 if cpu_bf16 else None
-            if t.amp != "none" and not cpu_bf16:
-                if self.device.type != "cpu":
-                    why = "autocast is used on CUDA and the CPU only"
-                elif t.amp == "fp16":
-                    why = "fp16 autocast is CUDA only (bf16 runs on CPUs with native bf16)"
-                else:
-                    why = "this CPU has no native bf16 (AVX512-BF16 or AMX)"
-                notes.append(f"train.amp={t.amp} ignored on {self.device.type}: {why}")
-        self.channels_last = t.channels_last is True or (t.channels_last == "auto" and (cuda or cpu_bf16))
-        # The whole step in one CUDA graph (on the CPU: the same step function, without a graph).
-        self.cuda_graph = t.cuda_graph
-        if self.cuda_graph:
-            conflict = _cuda_graph_conflict(config, distributed=ctx.enabled, cuda=cuda)
-            if conflict is not None:
-                raise SuperresError(f"train.cuda_graph: true does not work with {conflict}; set train.cuda_graph: false")
-            if not cuda:
-                notes.append(
-                    f"train.cuda_graph on {self.device.type}: the step runs as it would be captured, "
-                    "without a graph (CUDA graphs are CUDA only)"
-                )
-
-        # Data: one global batch per iteration, this rank computes its shard of it.
-        torch.manual_seed(t.seed)  # the model's initial weights (DDP also broadcasts rank 0's)
-        dataset = build_train_dataset(config.data, scale=config.model.scale, in_channels=config.model.in_channels, seed=t.seed)
-        self.items = IterationItems(dataset, batch_size=config.data.batch_size, seed=t.seed)
-        self.slots = distributed.shard(config.data.batch_size, ctx)
-        # The same batches either way: images kept on the device, or a DataLoader (data.device_resident).
-        self.device_batches, data_note = select_device_batches(config.data, dataset, seed=t.seed, device=self.device)
-        notes.append(data_note)
-
-        # Model (optionally warm-started from a model file), EMA copy, loss, optimizer, gradient scaler.
-        from superres.losses import build_loss, split_adversarial
-        from superres.models import build
-
-        self.model: nn.Module = build(
-            config.model.name, scale=config.model.scale, in_channels=config.model.in_channels, **config.model.options
-        ).to(self.device)
-        # Where the starting weights came from (recorded in the exported model's metadata).
-        self.parent: dict[str, Any] | None = None
-        if config.model.init_from is not None and checkpoint is None:
-            self.parent = load_initial_weights(self.model, config.model.init_from, arch=config.model.name)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.model, t.ema) if t.ema is not None else None
-        content_terms, adversarial = split_adversarial(config.loss)
-        self.loss_fn = build_loss(content_terms).to(self.device)
-        self.optimizer = build_optimizer(
-            config.optim, self.model.parameters(), self.device, capturable=self.cuda_graph and cuda
-        )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and t.amp == "fp16")
-
-        # Adversarial training: the discriminator side (built after the generator, whose initial
-        # weights therefore do not depend on whether a discriminator is configured).
-        self.gan: GANTraining | None = None
-        if config.discriminator is not None:
-            if adversarial is None:
-                raise SuperresError("discriminator: is set but the loss has no adversarial term")
-            self.gan = GANTraining(
-                config,
-                adversarial,
-                ctx=ctx,
-                autocast=self._autocast,
-                channels_last=self.channels_last,
-                fp16_scaler=self.scaler.is_enabled(),
-            )
-        elif adversarial is not None:
-            raise SuperresError("loss: an adversarial term needs a 'discriminator' section")
-
+        self.precision = precision_policy(config.train, self.device)
+        self.cuda_graph = config.train.cuda_graph
+        notes = [*self.precision.notes, *self._check_cuda_graph()]
+        notes.append(self._build_data())
+        self._build_model(warm_start=checkpoint is None)
+        self._build_objective()
         # Progress state (restored from the checkpoint when resuming).
         self.iteration = 0
         self.elapsed = 0.0
@@ -234,10 +203,94 @@ class Trainer:
         self.window: dict[str, Any] = {"loss_sum": 0.0, "count": 0}  # losses since the last metrics row
         if checkpoint is not None:
             self._restore(checkpoint)
+        self._wrap_for_step()
+        self._build_validators()
+        self.log = RunLog(run_dir, enabled=ctx.is_main, resume_from=self.iteration if checkpoint is not None else None)
+        if ctx.is_main:
+            save_config(config, run_dir / "config.yaml")
+        for note in notes:
+            self.log.message(note)
 
-        # What the model is wrapped in for training steps (validation/export use self.model or the EMA).
+    # ----------------------------------------------------------------- building the run
+    def _check_cuda_graph(self) -> list[str]:
+        """Refuse ``train.cuda_graph`` with a setting it does not work with; the note for a device
+        without CUDA graphs (on the CPU: the same step function, without a graph)."""
+        if not self.cuda_graph:
+            return []
+        cuda = self.device.type == "cuda"
+        conflict = _cuda_graph_conflict(self.config, distributed=self.ctx.enabled, cuda=cuda)
+        if conflict is not None:
+            raise SuperresError(f"train.cuda_graph: true does not work with {conflict}; set train.cuda_graph: false")
+        if cuda:
+            return []
+        return [
+            f"train.cuda_graph on {self.device.type}: the step runs as it would be captured, "
+            "without a graph (CUDA graphs are CUDA only)"
+        ]
+
+    def _build_data(self) -> str:
+        """Seed torch (the model's initial weights, built next) and set up the data: one global batch
+        per iteration, of which this rank computes its shard. Returns the note on the data path."""
+        config, seed = self.config, self.config.train.seed
+        torch.manual_seed(seed)  # the model's initial weights (DDP also broadcasts rank 0's)
+        dataset = build_train_dataset(config.data, scale=config.model.scale, in_channels=config.model.in_channels, seed=seed)
+        self.items = IterationItems(dataset, batch_size=config.data.batch_size, seed=seed)
+        self.slots = distributed.shard(config.data.batch_size, self.ctx)
+        # The same batches either way: images kept on the device, or a DataLoader (data.device_resident).
+        self.device_batches, data_note = select_device_batches(config.data, dataset, seed=seed, device=self.device)
+        return data_note
+
+    def _build_model(self, *, warm_start: bool) -> None:
+        """The model (warm-started from ``model.init_from`` when ``warm_start``, i.e. in a fresh run),
+        in the precision policy's memory format, and its EMA copy."""
+        from superres.models import build
+
+        config = self.config
+        self.model: nn.Module = build(
+            config.model.name, scale=config.model.scale, in_channels=config.model.in_channels, **config.model.options
+        ).to(self.device)
+        # Where the starting weights came from (recorded in the exported model's metadata).
+        self.parent: dict[str, Any] | None = None
+        if config.model.init_from is not None and warm_start:
+            self.parent = load_initial_weights(self.model, config.model.init_from, arch=config.model.name)
+        if self.precision.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, config.train.ema) if config.train.ema is not None else None
+
+    def _build_objective(self) -> None:
+        """Loss, optimizer and gradient scaler; with a discriminator, the adversarial side (built after
+        the generator, whose initial weights therefore do not depend on whether one is configured)."""
+        from superres.losses import build_loss, split_adversarial
+
+        config, cuda = self.config, self.device.type == "cuda"
+        content_terms, adversarial = split_adversarial(config.loss)
+        self.loss_fn = build_loss(content_terms).to(self.device)
+        self.optimizer = build_optimizer(
+            config.optim, self.model.parameters(), self.device, capturable=self.cuda_graph and cuda
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
+        self.gan: GANTraining | None = None
+        if config.discriminator is not None:
+            if adversarial is None:
+                raise SuperresError("discriminator: is set but the loss has no adversarial term")
+            self.gan = GANTraining(
+                config,
+                adversarial,
+                ctx=self.ctx,
+                autocast=self._autocast,
+                channels_last=self.precision.channels_last,
+                fp16_scaler=self.scaler.is_enabled(),
+            )
+        elif adversarial is not None:
+            raise SuperresError("loss: an adversarial term needs a 'discriminator' section")
+
+    def _wrap_for_step(self) -> None:
+        """What the model is wrapped in for training steps (DDP, ``torch.compile``) and the captured
+        step of ``train.cuda_graph``; validation and export use ``self.model`` or the EMA copy."""
+        t = self.config.train
+        cuda = self.device.type == "cuda"
         self.step_model: nn.Module = self.model
-        if ctx.enabled:
+        if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.step_model = DDP(self.model, device_ids=[self.device.index] if cuda else None)
@@ -250,24 +303,23 @@ class Trainer:
         if self.cuda_graph:
             self.graph_step = GraphStep(self._graph_body, device=self.device, capture=cuda)
 
+    def _build_validators(self) -> None:
+        """The validators of ``data.val`` and ``data.val_extra`` (on rank 0; the folders are checked
+        on every rank, so that all fail together instead of hanging)."""
+        config = self.config
         self.validator: Validator | None = None
         self.extra_validators: dict[str, Validator] = {}  # data.val_extra, by val_set_name()
         if config.data.val is not None:  # on every rank: fail together, not hang
             check_val_folder(config.data.val, config.model.scale)
         for folder in config.data.val_extra:
             check_val_folder(folder, config.model.scale, key="data.val_extra")
-        if config.data.val is not None and ctx.is_main:
+        if config.data.val is not None and self.ctx.is_main:
             self.validator, *extra = [
                 Validator(folder, scale=config.model.scale, in_channels=config.model.in_channels,
                           limit=config.data.val_limit, device=self.device)
                 for folder in [config.data.val, *config.data.val_extra]
             ]
             self.extra_validators = {val_set_name(v.root): v for v in extra}
-        self.log = RunLog(run_dir, enabled=ctx.is_main, resume_from=self.iteration if checkpoint is not None else None)
-        if ctx.is_main:
-            save_config(config, run_dir / "config.yaml")
-        for note in notes:
-            self.log.message(note)
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> Path:
@@ -347,9 +399,10 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """A fresh autocast context for the configured AMP dtype (a null context without AMP).
         Under ``train.cuda_graph`` without its cache of casted weights, which a graph must not keep."""
-        if self.amp_dtype is None:
+        dtype = self.precision.autocast_dtype
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, cache_enabled=not self.cuda_graph)
+        return torch.autocast(device_type=self.device.type, dtype=dtype, cache_enabled=not self.cuda_graph)
 
     def _train_step(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         """One iteration's training step on ``batch`` (``(lr, hr)``, or ``(meta,)`` crop descriptors
@@ -377,7 +430,7 @@ class Trainer:
         t = self.config.train
         lr_batch = lr_batch.to(self.device, non_blocking=True)
         hr_batch = hr_batch.to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.precision.channels_last:
             lr_batch = lr_batch.contiguous(memory_format=torch.channels_last)
         if self.mark_steps:
             torch.compiler.cudagraph_mark_step_begin()
@@ -584,83 +637,6 @@ def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
     return f"{cpu_name()}, {torch.get_num_threads()} torch thread(s)"
-
-
-def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> dict[str, Any]:
-    """Load the weights of model file ``path`` (``model.init_from``) into ``model``, a fresh ``arch``.
-
-    The file must hold the same architecture: its ``arch`` must equal ``arch``, and its tensors must
-    match ``model``'s keys and shapes exactly (a strict load). A file for a different width, depth,
-    scale or channel count is refused with the first key that differs (buffers named in the model's
-    ``warm_start_optional``, such as int8 activation scales, may be absent and keep their initial
-    values). This is a warm start, such as
-    SRGAN starting from its PSNR-oriented SRResNet. Only the weights are taken. The optimizer, the
-    schedule and the iteration count start afresh.
-
-    Returns the lineage to record in the new model's metadata: the file, its run name, iterations
-    and wall time, and the totals over its own warm starts (``total_iterations``,
-    ``total_wall_time_s``).
-    """
-    from safetensors.torch import load_file
-
-    from superres.modelfile import read_metadata
-
-    path = Path(path)
-    if not path.is_file():
-        raise SuperresError(
-            f"model.init_from: {path}: model file not found (train the model it names first, "
-            "or set model.init_from: null for a random init)"
-        )
-    try:
-        meta = read_metadata(path)
-    except SuperresError as exc:
-        raise SuperresError(f"model.init_from: {exc}") from None
-    if meta["arch"] != arch:
-        raise SuperresError(f"model.init_from: {path} holds a {meta['arch']!r} model but model.name is {arch!r}")
-    state = load_file(str(path), device="cpu")
-    own = model.state_dict()
-    # Buffers the model can rebuild itself (e.g. int8 activation scales, observed while training).
-    optional = set(getattr(model, "warm_start_optional", ()))
-    missing = [k for k in own if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        if wrong:
-            k = wrong[0]
-            detail = f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
-        else:
-            detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise SuperresError(
-            f"model.init_from: {path} ({meta['arch']} {meta['args']}) does not fit the configured model "
-            f"({detail}); model.options, scale and in_channels must match the file's"
-        )
-    model.load_state_dict({**{k: v for k, v in own.items() if k in optional}, **state}, strict=True)
-    return lineage(path, meta)
-
-
-def lineage(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The provenance of model file ``path`` (its metadata ``meta``) for a run that starts from it."""
-    iterations = int(meta.get("iterations", 0))
-    wall = float(meta.get("wall_time_s", 0.0))
-    return {
-        "path": str(path),
-        "name": meta.get("name"),
-        "iterations": iterations,
-        "wall_time_s": wall,
-        "total_iterations": int(meta.get("total_iterations", iterations)),
-        "total_wall_time_s": float(meta.get("total_wall_time_s", wall)),
-        "scores": meta.get("scores", {}),
-    }
-
-
-def warm_start_metadata(parent: dict[str, Any], iterations: int, wall_time_s: float) -> dict[str, Any]:
-    """Model metadata for a warm-started run: what it started from (:func:`lineage`) and the totals
-    of the whole chain of runs, this one's ``iterations`` and ``wall_time_s`` included."""
-    return {
-        "init_from": parent,
-        "total_iterations": int(iterations) + int(parent.get("total_iterations", 0)),
-        "total_wall_time_s": round(float(wall_time_s) + float(parent.get("total_wall_time_s", 0.0)), 3),
-    }
 
 
 def _contiguous_copy(model: nn.Module) -> nn.Module:
