@@ -18,7 +18,7 @@ from PIL import Image
 
 from superres.cli import main
 from superres.data import PatchDataset, load_patches, make_patch_files
-from superres.data.patches import dihedral
+from superres.data.patches import dihedral, grid_count
 from superres.errors import SuperresError
 from superres.resize import imresize
 
@@ -133,6 +133,51 @@ def test_max_patches_explicit_stride_too_coarse(src, tmp_path):
     with pytest.raises(SuperresError, match=r"only 1865 patches .* even with --stride 1"):
         make_patch_files([folder], tmp_path / "o", hr_size=16, scale=4, max_patches=1866)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "shape, stride, count",
+    [
+        ((16, 16), 1, 1),  # a side equal to the patch: exactly one position along it
+        ((16, 16), 16, 1),
+        ((15, 16), 1, 0),  # one pixel short on either side: none
+        ((16, 15), 1, 0),
+        ((17, 16), 1, 2),  # one more: two positions along that side (y = 0, 1)
+        ((16, 17), 1, 2),
+        ((17, 17), 1, 4),
+        ((16, 40), 8, 4),  # x = 0, 8, 16, 24
+        ((40, 16), 8, 4),
+    ],
+)
+def test_grid_count_at_the_patch_size_boundary(shape, stride, count):
+    assert grid_count([shape], 16, stride) == count
+    assert grid_count([shape, (10, 10), shape], 16, stride) == 2 * count
+
+
+def test_images_exactly_one_patch_in_size_are_used(tmp_path):
+    """Sides equal to hr_size (the fixture's images are all larger or smaller): 16x16 gives one patch,
+    16x17 two at stride 1, 15x16 none (skipped); with --max-patches the stride search counts them too."""
+    rng = np.random.default_rng(4)
+    images = [_rgb(rng, 16, 16), _rgb(rng, 15, 16), _rgb(rng, 16, 17)]
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for name, image in zip(("a.png", "b.png", "c.png"), images):
+        Image.fromarray(image).save(folder / name)
+    summary = make_patch_files([folder], tmp_path / "o", hr_size=16, scale=4, stride=1)
+    assert summary["count"] == summary["grid_count"] == 3 and summary["skipped"] == 1
+    hr, _ = load_patches(tmp_path / "o" / "hr_lr_images.npz")
+    np.testing.assert_array_equal(hr, np.stack([images[0], images[2][:, :16], images[2][:, 1:]]))
+
+    # 16x16 and 16x24: 1 + 1 patches at stride 16; 4 need stride 4 (1 + 3: x = 0, 4, 8 on the second)
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    pair = [_rgb(rng, 16, 16), _rgb(rng, 16, 24)]
+    for name, image in zip(("a.png", "b.png"), pair):
+        Image.fromarray(image).save(wide / name)
+    summary = make_patch_files([wide], tmp_path / "w", hr_size=16, scale=4, max_patches=4)
+    assert summary["stride"] == 4 and summary["stride_reduced"] and summary["count"] == 4
+    hr, _ = load_patches(tmp_path / "w" / "hr_lr_images.npz")
+    np.testing.assert_array_equal(hr, np.stack([pair[0], pair[1][:, 0:16], pair[1][:, 4:20], pair[1][:, 8:24]]))
 
 
 def test_sixteen_bit_gray_tiff(tmp_path):

@@ -130,6 +130,47 @@ def test_failed_check_writes_nothing_and_options_are_checked(tmp_path: Path) -> 
         OnnxModel(bogus)
 
 
+class _BranchOnWidth(torch.nn.Module):
+    """Nearest x2 upscaling that adds 1 in PyTorch when the input is ``width`` pixels wide.
+
+    The ``if`` is Python, so the exporter's trace (at a width of 28) bakes in the branch it took and
+    the ONNX graph never adds 1: onnxruntime disagrees with PyTorch by exactly 1 on inputs of that
+    width and agrees (nearest upscaling is a copy) on every other width."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.scale, self.in_channels, self.width = 2, 1, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        if x.shape[-1] == self.width:
+            y = y + 1.0
+        return y
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the baked-in branch is the point
+def test_the_check_refuses_when_either_half_fails(tmp_path: Path) -> None:
+    """Both checks must pass (random input *and* the photo): one failing is enough to refuse.
+
+    The random check input is 2 x 1 x 37 x 29 (``ExportResult.summary`` names it); the photo here is
+    a 17 x 31 gray PNG. A model that is wrong only at width 29 fails the random half alone, one
+    wrong only at width 31 the photo half alone, and one wrong at width 30 neither."""
+    from superres.io import Image as SrImage, write_image
+
+    photo = tmp_path / "photo.png"
+    write_image(photo, SrImage(np.random.default_rng(0).random((17, 31), dtype=np.float32), None, 8))
+
+    ok = export_onnx(_BranchOnWidth(30), tmp_path / "ok.onnx", check_image=photo)
+    assert ok.max_abs_diff_random == 0.0 and ok.max_abs_diff_image == 0.0  # the model itself exports fine
+
+    cases = {29: r"1\.00e\+00 on a random input, 0\.00e\+00 on", 31: r"0\.00e\+00 on a random input, 1\.00e\+00 on"}
+    for width, figures in cases.items():
+        out = tmp_path / f"w{width}" / "m.onnx"
+        with pytest.raises(SuperresError, match=rf"disagrees with PyTorch \(max \|diff\| {figures}"):
+            export_onnx(_BranchOnWidth(width), out, check_image=photo)
+        assert not out.exists() and list(out.parent.iterdir()) == []
+
+
 def test_cli_export_prints_the_agreement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from superres.cli import main
 

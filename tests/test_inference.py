@@ -147,6 +147,60 @@ def test_tiled_differs_when_overlap_is_too_small() -> None:
     assert err > 1e-3
 
 
+def lr_receptive_radius(model: nn.Module, scale: int, size: int) -> int:
+    """The contract's ``R``: the farthest LR pixel (in whole pixels, either side) from the LR pixel
+    ``m`` that output pixel ``q`` lies in (``m = q // scale``) that influences ``q``, over every
+    phase ``q % scale`` (autograd). :func:`receptive_radius` measures from the output pixel's centre
+    instead, which for a pixel-shuffle model is one pixel more: fine for the slack test above, one
+    pixel too loose for a test at the limit."""
+    m, worst = size // 2, 0
+    for phase in range(scale):
+        x = torch.rand(1, model.in_channels, size, size, requires_grad=True)
+        q = m * scale + phase
+        model(x)[0, :, q, q].sum().backward()
+        influence = torch.nonzero(x.grad[0].abs().sum(0) > 0)
+        worst = max(worst, int((influence - m).abs().max()))
+    return worst
+
+
+def tiled_error(model: nn.Module, overlap: int) -> float:
+    """Max |tiled - untiled| of :func:`upscale_tensor` with ``tile_overlap=overlap`` on an image of 3 x 3
+    cores whose middle tile has its context cut from the image on every side (as in
+    :func:`check_tiling_is_exact`)."""
+    tile = overlap + 3
+    size = (3 * tile - 1, 3 * tile - 2)
+    for n in size:
+        bounds = tile_grid(n, tile)
+        assert len(bounds) == 4 and bounds[1] - overlap > 0 and bounds[2] + overlap < n
+    x = torch.rand(1, model.in_channels, *size)
+    out = upscale_tensor(model, x, tile=tile, tile_overlap=overlap)
+    ref = untiled(model, x)
+    assert out.shape == ref.shape
+    return (out - ref).abs().max().item()
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_tiling_is_exact_at_the_smallest_overlap_the_contract_allows(scale: int) -> None:
+    """The contract (module docstring of superres.inference): tiled == untiled to 1e-4 when
+    ``R <= ceil(tile_overlap / 2)``. The smallest such overlap is ``2R - 1`` (odd: the cross-fade
+    ramp is ``overlap // 2`` wide and the context ``overlap``); ``2R`` is the smallest even one.
+    :func:`check_tiling_is_exact` keeps a pixel of slack (``2(R+1)`` with the centre-measured radius),
+    so a context or a ramp one pixel off would pass it; at the limit it does not.
+
+    ESPCN (5x5, 3x3, 3x3 convs, then a pixel shuffle: ``R = 2 + 1 + 1 = 4``, tanh activations) is used
+    because its outermost pixels weigh enough that one missing pixel of context costs ~1e-2, far
+    above the 1e-4 bound; one overlap below the limit shows it."""
+    torch.manual_seed(scale)
+    model = build("espcn", scale=scale, in_channels=1).eval()
+    radius = lr_receptive_radius(model, scale, size=21)
+    assert radius == 4  # measured with autograd; by hand from the kernel sizes above
+    for overlap in (2 * radius - 1, 2 * radius):
+        err = tiled_error(model, overlap)
+        assert err < 1e-4, f"x{scale} overlap {overlap} (R {radius}): max error {err}"
+    # One pixel below the limit the guarantee no longer holds: the test above is at the edge.
+    assert tiled_error(model, 2 * radius - 2) > 1e-3
+
+
 def test_batch_and_channels_are_handled_per_sample() -> None:
     torch.manual_seed(2)
     model = build("enhanced", scale=2, in_channels=4, num_blocks=1).eval()

@@ -425,6 +425,68 @@ def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
     assert strip(rows_a) == strip(rows_b)
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def _draws_hook(draws: dict[int, tuple], save_every: int, stop_at: int | None = None):
+    """A callback that draws from torch's, NumPy's and Python's global generators after each iteration
+    (what a random augmentation or loss would do), records the draws, and raises at ``stop_at``.
+
+    The callback runs after the iteration's checkpoint, so a draw on a checkpoint iteration would
+    fall outside the saved state (a resumed run would repeat it): the hook does not draw there."""
+    import random
+
+    def hook(iteration: int, model: torch.nn.Module) -> None:
+        if iteration % save_every:
+            draws[iteration] = (torch.rand(4), np.random.random_sample(4), random.random())
+        if iteration == stop_at:
+            raise _Interrupted
+
+    return hook
+
+
+def test_resume_restores_the_random_generators(data, tmp_path):
+    """After a resume the global RNGs continue from the states saved in last.pt: the draws of the
+    resumed iterations equal those of an uninterrupted run.
+
+    The batches are a pure function of the seed and the iteration and nothing in this tiny run draws
+    random numbers, so the weight comparison of the SIGKILL test above cannot see whether the RNG
+    states come back; here the callback draws. The run is interrupted (an exception out of the
+    callback) at iteration 6, after the checkpoint of iteration 4; before resuming, every generator
+    is moved elsewhere, so only a restore can bring the uninterrupted run's draws back."""
+    import random
+
+    config = _config(data, data={"val": None}, train={"iterations": 8, "save_every": 4, "log_every": 4})
+
+    def reseed(seed: int) -> None:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+
+    reseed(100)
+    full: dict[int, tuple] = {}
+    train(config, run_dir=tmp_path / "full", callback=_draws_hook(full, 4))
+    reseed(100)
+    cut: dict[int, tuple] = {}
+    with pytest.raises(_Interrupted):
+        train(config, run_dir=tmp_path / "cut", callback=_draws_hook(cut, 4, stop_at=6))
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["iteration"] == 4
+    assert sorted(cut) == [1, 2, 3, 5, 6]
+    for i in cut:  # the same run so far (the trainer's own seeding, then the same draws)
+        assert torch.equal(cut[i][0], full[i][0]) and np.array_equal(cut[i][1], full[i][1]) and cut[i][2] == full[i][2]
+
+    reseed(200)
+    resumed: dict[int, tuple] = {}
+    train(config, run_dir=tmp_path / "cut", resume=True, callback=_draws_hook(resumed, 4))
+    assert sorted(resumed) == [5, 6, 7]
+    for i in resumed:
+        assert torch.equal(resumed[i][0], full[i][0]), f"torch draws differ at iteration {i}"
+        assert np.array_equal(resumed[i][1], full[i][1]), f"NumPy draws differ at iteration {i}"
+        assert resumed[i][2] == full[i][2], f"Python draws differ at iteration {i}"
+    assert not torch.equal(full[5][0], full[1][0])  # the draws do move on from iteration to iteration
+
+
 # --------------------------------------------------------------------------- other data and stops
 def test_16_bit_gray_and_multiband_data_train(tmp_path):
     rng = np.random.default_rng(2)
