@@ -84,8 +84,8 @@ def peers_dir() -> Path:
 # Narrow versions of each family (the shapes do not depend on the width), so that the 60 shape
 # cases stay fast; the full presets run once each in test_presets_run_at_x4.
 NARROW: dict[str, Callable[..., nn.Module]] = {
-    "espcn": lambda **kw: ESPCN(features=8, hidden=4, **kw),
-    "fsrcnn": lambda **kw: FSRCNN(d=8, s=4, m=1, **kw),
+    "espcn": lambda **kw: ESPCN(channels=8, hidden=4, **kw),
+    "fsrcnn": lambda **kw: FSRCNN(channels=8, s=4, blocks=1, **kw),
     "srresnet": lambda **kw: SRResNet(channels=8, blocks=1, **kw),
     "edsr-baseline": lambda **kw: EDSR(blocks=1, channels=8, **kw),
     "rcan-small": lambda **kw: RCAN(groups=1, blocks=1, channels=8, reduction=4, **kw),
@@ -238,8 +238,8 @@ def test_mean_shift_is_removed_and_restored(cls: type[nn.Module], channels: int)
 
 
 TINY: dict[str, Callable[[int, int], nn.Module]] = {
-    "espcn": lambda s, c: ESPCN(s, c, features=16, hidden=8),
-    "fsrcnn": lambda s, c: FSRCNN(s, c, d=16, s=8, m=2),
+    "espcn": lambda s, c: ESPCN(s, c, channels=16, hidden=8),
+    "fsrcnn": lambda s, c: FSRCNN(s, c, channels=16, s=8, blocks=2),
     "srresnet": lambda s, c: SRResNet(s, c, channels=16, blocks=2),
     "edsr": lambda s, c: EDSR(s, c, blocks=2, channels=16),
     "rcan": lambda s, c: RCAN(s, c, groups=2, blocks=2, channels=16, reduction=4),
@@ -323,7 +323,7 @@ def test_fsrcnn_peer_weights_reject_wrong_shapes(peers_dir: Path) -> None:
     with pytest.raises(ValueError, match="first_part.0.weight"):
         load_yjn870_state_dict(FSRCNN(scale=4, in_channels=3), state)
     with pytest.raises(ValueError, match="missing keys"):
-        load_yjn870_state_dict(FSRCNN(scale=4, in_channels=1, m=5), state)
+        load_yjn870_state_dict(FSRCNN(scale=4, in_channels=1, blocks=5), state)
 
 
 @pytest.mark.shared_data

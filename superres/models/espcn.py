@@ -49,18 +49,19 @@ class ESPCN(nn.Module):
         scale: upscaling factor, one of 2, 3, 4, 8.
         in_channels: image channels (1 for Y only, 3 for RGB, or any number of bands); the output
             has the same number of channels.
-        features: width of the first layer (64 in the paper).
+        channels: width of the first layer (64 in the paper; old name ``features``, still accepted
+            by :func:`superres.models.build`).
         hidden: width of the second layer (32 in the paper).
     """
 
-    def __init__(self, scale: int = 4, in_channels: int = 1, features: int = 64, hidden: int = 32) -> None:
+    def __init__(self, scale: int = 4, in_channels: int = 1, channels: int = 64, hidden: int = 32) -> None:
         super().__init__()
         self.scale = check_scale(scale, SCALES)
         self.in_channels = check_channels(in_channels)
-        if features < 1 or hidden < 1:
-            raise ValueError(f"features and hidden must be >= 1, got {features} and {hidden}")
-        self.conv1 = nn.Conv2d(in_channels, features, 5, padding=2)
-        self.conv2 = nn.Conv2d(features, hidden, 3, padding=1)
+        if channels < 1 or hidden < 1:
+            raise ValueError(f"channels and hidden must be >= 1, got {channels} and {hidden}")
+        self.conv1 = nn.Conv2d(in_channels, channels, 5, padding=2)
+        self.conv2 = nn.Conv2d(channels, hidden, 3, padding=1)
         # Projection-mode sub-pixel layer: 3x3 conv hidden -> C*r^2, PixelShuffle(r), one stage.
         self.up = make_upsampler("pixelshuffle", hidden, scale, out_channels=in_channels)
         self._init_weights()

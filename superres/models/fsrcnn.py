@@ -58,17 +58,21 @@ class FSRCNN(nn.Module):
     Args:
         scale: upscaling factor, one of 2, 3, 4, 8 (the deconvolution stride).
         in_channels: image channels (1 for Y as in the paper, 3 for RGB, or N bands).
-        d: feature (LR) dimension, 56 in the paper.
+        channels: feature (LR) dimension, the paper's d = 56.
         s: shrunk mapping dimension, 12 in the paper.
-        m: number of 3x3 mapping layers, 4 in the paper.
+        blocks: number of 3x3 mapping layers, the paper's m = 4.
+
+    :func:`superres.models.build` still accepts the paper's names ``d`` and ``m`` for ``channels`` and
+    ``blocks``.
     """
 
-    def __init__(self, scale: int = 4, in_channels: int = 1, d: int = 56, s: int = 12, m: int = 4) -> None:
+    def __init__(self, scale: int = 4, in_channels: int = 1, channels: int = 56, s: int = 12, blocks: int = 4) -> None:
         super().__init__()
         self.scale = check_scale(scale, SCALES)
         self.in_channels = check_channels(in_channels)
+        d, m = channels, blocks  # the paper's names
         if d < 1 or s < 1 or m < 0:
-            raise ValueError(f"FSRCNN needs d, s >= 1 and m >= 0, got d={d}, s={s}, m={m}")
+            raise ValueError(f"FSRCNN needs channels (d), s >= 1 and blocks (m) >= 0, got d={d}, s={s}, m={m}")
         self.first_part = nn.Sequential(nn.Conv2d(in_channels, d, 5, padding=2), nn.PReLU(d))
         mid: list[nn.Module] = [nn.Conv2d(d, s, 1), nn.PReLU(s)]
         for _ in range(m):
