@@ -60,11 +60,12 @@ def save_model(
     from safetensors.torch import save_file
 
     from superres.io import atomic_write
+    from superres.models import describe
 
     path = Path(path)
     args = dict(args)
-    for key in ("scale", "in_channels"):
-        actual = getattr(model, key, None)
+    contract = describe(model)
+    for key, actual in (("scale", contract.scale), ("in_channels", contract.in_channels)):
         if actual is None:
             raise SuperresError(f"{path}: the model ({type(model).__name__}) has no {key} attribute")
         if args.setdefault(key, int(actual)) != actual:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import (
+    MODEL_SCALES,
     ResidualBlock,
     UpsamplerKind,
     check_channels,
@@ -31,6 +32,7 @@ from superres.models.blocks import (
     conv3x3,
     make_upsampler,
 )
+from superres.models.contract import ModelContract
 
 
 class Baseline(nn.Module):
@@ -45,6 +47,9 @@ class Baseline(nn.Module):
         upsampler: ``"pixelshuffle"``, ``"deconv"``, ``"nearest"`` or ``"bicubic"``
             (see :mod:`superres.models.blocks`), used in feature mode.
     """
+
+    #: Any channel count, scales 2, 3 and 4 (superres.models.contract).
+    CONTRACT = ModelContract(scales=MODEL_SCALES, test_options={"channels": 8, "blocks": 1})
 
     def __init__(
         self,
@@ -64,6 +69,9 @@ class Baseline(nn.Module):
         self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
         self.up = make_upsampler(upsampler, channels, scale)
         self.tail = conv3x3(channels, in_channels)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""

@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import (
+    MODEL_SCALES,
     TORCH_CUBIC_A,
     BicubicUpsample,
     ResidualBlock,
@@ -75,6 +76,7 @@ from superres.models.blocks import (
     make_upsampler,
     scale_init_,
 )
+from superres.models.contract import ModelContract
 
 
 class Enhanced(nn.Module):
@@ -91,6 +93,9 @@ class Enhanced(nn.Module):
         tail_init: factor on the default initialisation of the last conv (0 starts exactly at bicubic
             but then the trunk receives no gradient on the first step).
     """
+
+    #: Any channel count, scales 2, 3 and 4 (superres.models.contract).
+    CONTRACT = ModelContract(scales=MODEL_SCALES, test_options={"channels": 8, "blocks": 1})
 
     def __init__(
         self,
@@ -114,6 +119,9 @@ class Enhanced(nn.Module):
         self.tail = make_upsampler(upsampler, channels, scale, out_channels=in_channels)
         scale_init_(last_conv(self.tail), tail_init)
         self.bicubic = BicubicUpsample(self.scale, in_channels, a=TORCH_CUBIC_A)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""

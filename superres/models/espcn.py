@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, last_conv, make_upsampler
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -53,6 +54,9 @@ class ESPCN(nn.Module):
             by :func:`superres.models.build`).
         hidden: width of the second layer (32 in the paper).
     """
+
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"channels": 8, "hidden": 4})
 
     def __init__(self, scale: int = 4, in_channels: int = 1, channels: int = 64, hidden: int = 32) -> None:
         super().__init__()
@@ -79,6 +83,9 @@ class ESPCN(nn.Module):
         out = last_conv(self.up)
         nn.init.xavier_uniform_(out.weight)
         nn.init.zeros_(out.bias)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -65,6 +66,9 @@ class FSRCNN(nn.Module):
     :func:`superres.models.build` still accepts the paper's names ``d`` and ``m`` for ``channels`` and
     ``blocks``.
     """
+
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"channels": 8, "s": 4, "blocks": 1})
 
     def __init__(self, scale: int = 4, in_channels: int = 1, channels: int = 56, s: int = 12, blocks: int = 4) -> None:
         super().__init__()
@@ -94,6 +98,9 @@ class FSRCNN(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.last_part.weight, std=0.001)
         nn.init.zeros_(self.last_part.bias)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

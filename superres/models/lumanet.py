@@ -57,6 +57,7 @@ from torch import nn
 from superres.color import Y_COEFFS
 from superres.models import quant
 from superres.models.blocks import (
+    MODEL_SCALES,
     BicubicUpsample,
     ExpandedConv3x3,
     bicubic_phase_kernels,
@@ -65,6 +66,7 @@ from superres.models.blocks import (
     fold_expanded,
     scale_init_,
 )
+from superres.models.contract import ModelContract
 
 __all__ = ["LumaNet", "LUMA_WEIGHTS", "LUMA_GAIN", "bicubic_phase_kernels"]
 
@@ -93,6 +95,15 @@ class LumaNet(nn.Module):
 
     #: The EMA weight of each batch in the int8 observers (:func:`~superres.models.quant.observe_scale`).
     observer_momentum = 0.01
+
+    #: RGB or gray, scales 2, 3 and 4; ``expand`` is training-only structure, folded away
+    #: (superres.models.contract).
+    CONTRACT = ModelContract(
+        scales=MODEL_SCALES,
+        channel_counts=(1, 3),
+        training_options={"expand": 4},
+        test_options={"channels": 8, "blocks": 1},
+    )
 
     def __init__(
         self,
@@ -134,8 +145,20 @@ class LumaNet(nn.Module):
             # uint8 scales of the inputs of the middle convs and the tail, then of the residual.
             # Zero means "not observed yet": the first training batch sets them.
             self.register_buffer("act_scales", torch.zeros(blocks + 2))
-        #: Buffers a warm start from a float model file may lack (they are then observed afresh).
-        self.warm_start_optional = ("act_scales",) if int8 else ()
+
+    def contract(self) -> ModelContract:
+        """The contract, with the fold of an expanded model, the int8 plan and the buffers a warm start
+        from a float model file may lack (the int8 activation scales, observed afresh). The int8
+        convs compute integer sums exactly in float32, which float16 or bfloat16 would round."""
+        return self.CONTRACT.bind(
+            self.scale,
+            self.in_channels,
+            fold=self.folded if self.expand else None,
+            int8_plan=self.int8_plan if self.int8 else None,
+            warm_start_optional=("act_scales",) if self.int8 else (),
+            supports_half=not self.int8,
+            supports_bfloat16=not self.int8,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""

@@ -4,8 +4,9 @@ The dict is written out by hand (no decorators, no import-time registration) so 
 models is readable in one place and importing a module never changes it. A builder is a model class
 or a ``functools.partial`` of one (a preset, e.g. later ``"edsr-baseline": partial(EDSR, ...)``).
 Every builder takes ``scale`` and ``in_channels`` plus its own typed keyword options, and returns a
-plain ``nn.Module`` with ``.scale`` and ``.in_channels`` whose forward maps ``N x C x h x w`` in
-[0, 1] to ``N x C x (h*scale) x (w*scale)``.
+plain ``nn.Module`` that satisfies the model contract (:mod:`superres.models.contract`: ``.scale``,
+``.in_channels``, ``contract()``; its forward maps ``N x C x h x w`` in [0, 1] to
+``N x C x (h*scale) x (w*scale)``). ``tests/test_contract.py`` checks every entry against it.
 
 Option names: a model's depth is ``blocks`` and its feature width ``channels``. The older names
 (``num_blocks``, ``num_convs``, ``features``, FSRCNN's ``d``/``m``) are still accepted by
@@ -26,6 +27,7 @@ from torch import nn
 
 from superres.errors import SuperresError
 from superres.models.baseline import Baseline
+from superres.models.contract import ModelContract, describe
 from superres.models.discriminators import SRGANDiscriminator, VGGStyleDiscriminator
 from superres.models.edsr import EDSR
 from superres.models.enhanced import Enhanced
@@ -95,6 +97,12 @@ def _architecture(builder: Callable[..., nn.Module]) -> Any:
     return builder
 
 
+def contract(name: str) -> ModelContract:
+    """The architecture-level contract of ``name`` (scales, channel counts, test options ...; no
+    scale or channels yet): its class's ``CONTRACT``."""
+    return _architecture(_builder(name)).CONTRACT
+
+
 def canonical_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` with old option names (:data:`OPTION_ALIASES`) replaced by the current ones.
 
@@ -139,10 +147,11 @@ def build(name: str, *, scale: int, in_channels: int = 3, **options: Any) -> nn.
 def fold(model: nn.Module, args: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """The inference form of ``model`` (built with ``args``) and the args that rebuild it.
 
-    A model trained with training-only structure (``lumanet`` with ``expand > 0``) has a
-    ``folded()`` method that returns the equivalent plain model; its ``expand`` option is then
-    dropped from the args. Any other model is returned as it is.
+    A model trained with training-only structure (``lumanet`` with ``expand > 0``) has a ``fold`` in
+    its contract that returns the equivalent plain model; the contract's ``training_options``
+    (``expand``) are then dropped from the args. Any other model is returned as it is.
     """
-    if not getattr(model, "expand", 0) or not hasattr(model, "folded"):
+    described = describe(model)
+    if described.fold is None:
         return model, dict(args)
-    return model.folded(), {k: v for k, v in args.items() if k != "expand"}
+    return described.fold(), {k: v for k, v in args.items() if k not in described.training_options}

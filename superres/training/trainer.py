@@ -620,7 +620,9 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> di
     state = load_file(str(path), device="cpu")
     own = model.state_dict()
     # Buffers the model can rebuild itself (e.g. int8 activation scales, observed while training).
-    optional = set(getattr(model, "warm_start_optional", ()))
+    from superres.models import describe
+
+    optional = set(describe(model).warm_start_optional)
     missing = [k for k in own if k not in state and k not in optional]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
