@@ -125,18 +125,7 @@ def test_shipped_model_files_with_old_option_names_load() -> None:
 
 
 # --------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("name", ["baseline", "enhanced"])
-@pytest.mark.parametrize("scale", [2, 3, 4])
-@pytest.mark.parametrize("in_channels", [1, 3, 4])
-def test_output_shape_for_every_scale_and_channel_count(name: str, scale: int, in_channels: int) -> None:
-    model = build(name, scale=scale, in_channels=in_channels, **SMALL)
-    assert model.scale == scale and model.in_channels == in_channels
-    with torch.no_grad():
-        out = model(_lr(2, in_channels, 7, 5))  # odd, non-square: fully convolutional
-    assert out.shape == (2, in_channels, 7 * scale, 5 * scale)
-    assert out.dtype == torch.float32 and torch.isfinite(out).all()
-
-
+# The shapes of every scale and channel count: tests/test_contract.py (every registered model).
 @pytest.mark.parametrize("name", ["baseline", "enhanced"])
 @pytest.mark.parametrize("upsampler", UPSAMPLER_KINDS)
 @pytest.mark.parametrize("scale", [2, 3, 4])
