@@ -73,7 +73,9 @@ def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str
         from superres.inference import load_for_backend
 
         net = load_for_backend(model, backend=backend, device=device)
-    model_scale = getattr(net, "scale", None)
+    from superres.models.contract import describe
+
+    model_scale = describe(net).scale
     if model_scale is not None and int(model_scale) != scale:
         raise SuperresError(f"--model {model}: the model upscales x{model_scale}, not x{scale}")
 

@@ -138,7 +138,9 @@ def _model_scale(model: "nn.Module", in_shape: Sequence[int], out_shape: Sequenc
     if oh % h or ow % w or oh // h != ow // w:
         raise SuperresError(f"the model maps {h}x{w} to {oh}x{ow}: not an integer upscaling")
     scale = oh // h
-    declared = getattr(model, "scale", None)
+    from superres.models.contract import describe
+
+    declared = describe(model).scale
     if declared is not None and int(declared) != scale:
         raise SuperresError(f"the model declares scale {declared} but upscales by {scale}")
     return scale
@@ -320,14 +322,18 @@ def load_for_backend(model: str, *, backend: str = "torch", device: str = "cpu")
 
 
 def _model_channels(model: "Model") -> int:
-    channels = getattr(model, "in_channels", None)
+    from superres.models.contract import describe
+
+    channels = describe(model).in_channels
     if channels is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no in_channels attribute; load it with superres.load_model")
     return int(channels)
 
 
 def _model_scale_attr(model: "Model") -> int:
-    scale = getattr(model, "scale", None)
+    from superres.models.contract import describe
+
+    scale = describe(model).scale
     if scale is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no scale attribute; load it with superres.load_model")
     return int(scale)

@@ -35,6 +35,8 @@ import torch
 from torch import nn
 
 from superres.errors import SuperresError
+from superres.io import atomic_write
+from superres.models import build, describe, names
 
 FORMAT_VERSION = 1
 METADATA_KEY = "superres"
@@ -64,12 +66,10 @@ def save_model(
     """
     from safetensors.torch import save_file
 
-    from superres.io import atomic_write
-
     path = Path(path)
     args = dict(args)
-    for key in ("scale", "in_channels"):
-        actual = getattr(model, key, None)
+    contract = describe(model)
+    for key, actual in (("scale", contract.scale), ("in_channels", contract.in_channels)):
         if actual is None:
             raise SuperresError(f"{path}: the model ({type(model).__name__}) has no {key} attribute")
         if args.setdefault(key, int(actual)) != actual:
@@ -163,7 +163,6 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
     """
     from safetensors.torch import load_file
 
-    from superres.models import build
 
     path = _resolve(name_or_path)
     meta = read_metadata(path)
@@ -198,7 +197,6 @@ def list_models() -> list[dict[str, Any]]:
     scores, psnr_y`` (Set5 PSNR-Y when recorded). Architecture entries: ``name, kind="architecture",
     shipped=False, arch, params`` (parameters of the default x4 RGB model).
     """
-    from superres.models import build, names
 
     entries: list[dict[str, Any]] = []
     for name in shipped_names():
@@ -294,7 +292,7 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> di
     state = load_file(str(path), device="cpu")
     own = model.state_dict()
     # Buffers the model can rebuild itself (e.g. int8 activation scales, observed while training).
-    optional = set(getattr(model, "warm_start_optional", ()))
+    optional = set(describe(model).warm_start_optional)
     missing = [k for k in own if k not in state and k not in optional]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

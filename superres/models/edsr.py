@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import ResidualBlock, check_channels, check_scale, conv3x3, make_upsampler
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -74,6 +75,9 @@ class EDSR(nn.Module):
         res_scale: factor on each block's residual branch (1.0 baseline, 0.1 full).
     """
 
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"blocks": 1, "channels": 8})
+
     def __init__(
         self, scale: int = 4, in_channels: int = 3, blocks: int = 16, channels: int = 64, res_scale: float = 1.0
     ) -> None:
@@ -88,6 +92,9 @@ class EDSR(nn.Module):
         self.body_end = conv3x3(channels, channels)
         self.upsample = make_upsampler("pixelshuffle", channels, scale)
         self.tail = conv3x3(channels, in_channels)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

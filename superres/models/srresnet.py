@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, conv3x3, make_upsampler, upsample_stages
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -71,6 +72,9 @@ class SRResNet(nn.Module):
         blocks: number of BN residual blocks (16 in the paper).
     """
 
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"channels": 8, "blocks": 1})
+
     def __init__(self, scale: int = 4, in_channels: int = 3, channels: int = 64, blocks: int = 16) -> None:
         super().__init__()
         self.scale = check_scale(scale, SCALES)
@@ -87,6 +91,9 @@ class SRResNet(nn.Module):
             stages += [make_upsampler("pixelshuffle", channels, factor), nn.PReLU(channels)]
         self.upsample = nn.Sequential(*stages)
         self.tail = nn.Conv2d(channels, in_channels, 9, padding=4)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""
