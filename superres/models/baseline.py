@@ -11,10 +11,6 @@ Layers (defaults: 64 features, 4 residual blocks, pixelshuffle upsampler)::
 It learns the whole image (no global skip), so it has to reproduce the low frequencies itself; the
 ``enhanced`` model adds its output to a bicubic upscale instead. The stages after the first
 upsampling run at 2x/4x resolution, which is where most of its FLOPs go.
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    baseline: 594,371 parameters, 2.174 GFLOPs
 """
 
 from __future__ import annotations

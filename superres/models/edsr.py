@@ -26,17 +26,6 @@ Mean shift: the paper subtracts the training set's RGB mean (DIV2K: 0.4488, 0.43
 RGB, so for 1 or N channels we subtract the constant 0.5 per channel (the middle of [0, 1]). It is a
 fixed buffer, not a learned parameter, and not stored in state dicts (it follows from
 ``in_channels``).
-
-Cost at x4 with 3 channels (measured with :mod:`superres.models.complexity`; FLOPs for a
-32x32 -> 128x128 pass):
-
-    edsr-baseline:  1,517,571 parameters,   4.06 GFLOPs   (paper, Table 1: 1.5M)
-    edsr:          43,089,923 parameters, 102.9  GFLOPs   (paper, Table 1: 43M)
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    edsr-baseline: 1,517,571 parameters, 4.062 GFLOPs
-    edsr: 43,089,923 parameters, 102.917 GFLOPs
 """
 
 from __future__ import annotations

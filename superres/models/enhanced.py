@@ -38,23 +38,7 @@ brought to HR:
   multiply-adds as pixelshuffle's 48 -> C*s^2 conv at LR, but the 48-channel HR feature map costs
   s^2 times the memory and the interpolation time (not counted as FLOPs).
 
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    enhanced: 375,456 parameters, 0.770 GFLOPs
-
-Why these defaults (checked 2026-11-26, one-off experiment, x4, Set5 PSNR-Y under the paper protocol
-with the official LR files): one training step (forward + backward, 16 LR patches of 32x32, 2 torch
-threads) takes about 0.2 s on the project's 2-core CPU, so 30 minutes hold roughly 6000-7000 steps.
-Trained for exactly that many steps (on a GPU, fp32, no TF32, to save time; the result does not depend
-on where the steps run) on T91 + General100 with MATLAB-bicubic LR, flips/transposes, L1, Adam 1e-3
-with cosine decay to 1e-5:
-
-    steps                       0      1500   3000   6000
-    enhanced (48 x 8)           28.42  31.00  31.21  31.44   (28.42 = bicubic's published figure)
-
-With the same CPU time per run, 32 x 8 reached 31.45, 48 x 12 31.39, 64 x 8 31.21, and ``baseline``
-29.62 (it is 4x slower per step and starts from scratch rather than from bicubic). So 48 x 8 clears
-the 30.5 dB target even at half the steps; 32 x 8 is an equally good choice for slower CPUs.
+Why 48 x 8: docs/BENCHMARKS.md, "Enhanced: width and depth" (a one-off experiment).
 """
 
 from __future__ import annotations

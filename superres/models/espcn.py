@@ -19,17 +19,6 @@ Layer configuration (the paper's ``(f1, n1) = (5, 64), (f2, n2) = (3, 32), f3 = 
 The paper uses tanh (not ReLU) and we keep it. Convolutions use zero "same" padding so the output
 is exactly ``r*h x r*w``. One shuffle stage of factor ``r`` for every scale, as in the paper (not a
 cascade of x2 stages), which is why x8 works as well.
-
-Cost at x4 (measured with :mod:`superres.models.complexity`; FLOPs for a 32x32 -> 128x128 pass):
-
-    1 channel:  24,752 parameters, 0.050 GFLOPs. Reference: the paper's configuration gives
-                1*64*25+64 + 64*32*9+32 + 32*16*9+16 = 24,752 by hand; the comparison table in
-                docs PROTOCOL.md lists ESPCN at "20k" (this configuration: 21,284 at x2, 22,729 at x3).
-    3 channels: 37,200 parameters, 0.076 GFLOPs.
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    espcn: 37,200 parameters, 0.076 GFLOPs
 """
 
 from __future__ import annotations

@@ -24,20 +24,8 @@ Module layout and parameter names follow yjn870/FSRCNN-pytorch (``first_part``, 
 ``last_part``), so its state dicts load with ``load_state_dict`` directly; see
 :func:`load_yjn870_state_dict`, which also checks shapes and says what does not fit.
 
-Cost at x4 (measured with :mod:`superres.models.complexity`; FLOPs for a 32x32 -> 128x128 pass;
-the parameter count is the same at every scale):
-
-    1 channel:  12,809 parameters (weights 12,464 + biases 173 + PReLU slopes 172), 0.026 GFLOPs.
-                The paper's 12,464 ("12.46k", FSRCNN(56, 12, 4)) counts the convolution weights
-                only: 56*25 + 12*56 + 4*9*12*12 + 56*12 + 81*56 = 12,464, which matches exactly.
-    3 channels: 24,683 parameters, 0.050 GFLOPs.
-
 The yjn870 x4 weights (``../shared/peers/yjn870-pr6_fsrcnn_x4.pth``) load into ``FSRCNN(4, 1)`` and
 score 30.51 dB PSNR-Y on Set5 x4 (the shared sanity table: 30.52; the paper: 30.71/30.72).
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    fsrcnn: 24,683 parameters, 0.050 GFLOPs
 """
 
 from __future__ import annotations

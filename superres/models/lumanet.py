@@ -20,11 +20,7 @@ made our Y-model pipelines slower than OpenCV's (docs/BENCHMARKS.md, "CPU infere
 Gray images (``in_channels=1``): the channel is the luma and the residual is added to it unchanged.
 Other band counts have no luma; use ``enhanced`` or ``espcn`` for them.
 
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    lumanet: 23,440 parameters, 0.050 GFLOPs
-
-Per LR pixel that is ``9 (F + m F^2 + F s^2)`` multiply-adds in the learned convs, 23,328 at the
+Per LR pixel the learned convs take ``9 (F + m F^2 + F s^2)`` multiply-adds, 23,328 at the
 defaults (F=32, m=2), about 1.5k per output pixel, plus 25 taps per output sample for the bicubic
 base.
 

@@ -30,17 +30,6 @@ Presets:
   EDSR-baseline.
 
 The mean shift is EDSR's (DIV2K RGB mean for 3 channels, 0.5 per channel otherwise).
-
-Cost at x4 with 3 channels (measured with :mod:`superres.models.complexity`; FLOPs for a
-32x32 -> 128x128 pass):
-
-    rcan:       15,592,355 parameters, 32.6 GFLOPs   (paper: about 16M, Figure 6; PROTOCOL.md: 16M)
-    rcan-small:    448,583 parameters,  1.16 GFLOPs
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    rcan: 15,592,355 parameters, 32.600 GFLOPs
-    rcan-small: 448,583 parameters, 1.163 GFLOPs
 """
 
 from __future__ import annotations

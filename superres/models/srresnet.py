@@ -20,16 +20,6 @@ Layer configuration (Figure 4 of the paper; B = 16 blocks, 64 channels):
 Choices the paper leaves open: PReLU has one slope per channel (He et al.'s default), and the
 convolutions followed by BN have no bias (BN's shift makes it redundant). Batch norm behaves
 differently in ``train()`` and ``eval()``: evaluate in ``eval()`` mode (running statistics).
-
-Cost at x4 (measured with :mod:`superres.models.complexity`; FLOPs for a 32x32 -> 128x128 pass):
-
-    3 channels: 1,548,547 parameters, 4.54 GFLOPs. Reference: "1.5M" in the comparison tables
-                (docs PROTOCOL.md); keeping biases before BN would add 2,112.
-    1 channel:  1,527,809 parameters, 4.18 GFLOPs.
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    srresnet: 1,548,547 parameters, 4.543 GFLOPs
 """
 
 from __future__ import annotations
