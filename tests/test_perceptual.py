@@ -335,3 +335,34 @@ def test_benchmark_perceptual_column(tiny_set: Path, tmp_path: Path) -> None:
     assert bicubic["effdist"] > 0 and all("effdist" in im for im in bicubic["images"])
     md = (tmp_path / "out" / "benchmark.md").read_text()
     assert f"{bicubic['psnr_y']:.2f} / {bicubic['ssim_y']:.4f} / {bicubic['effdist']:.4f}" in md
+
+
+# --------------------------------------------------------------------------- training validation
+@needs_effnet
+def test_training_validation_logs_effdist(tiny_set: Path, tmp_path: Path) -> None:
+    """train.val_perceptual: metrics.csv gets val_effdist and bicubic_effdist at each validation; the
+    last equals `superres eval --perceptual` on the exported model."""
+    import csv
+
+    from superres.config import config_from_dict
+    from superres.evaluate import evaluate
+    from superres.training import train
+
+    val = tiny_set / "Tiny"
+    config = config_from_dict({
+        "name": "tiny",
+        "model": {"name": "baseline", "scale": 2, "options": {"channels": 4, "num_blocks": 1}},
+        "data": {"train": [str(val / "HR" / "cat.png")], "patch_size": 8, "batch_size": 2, "val": str(val)},
+        "optim": {"lr": 2e-3},
+        "schedule": {"name": "cosine", "warmup": 1, "min_lr": 1e-5},
+        "train": {"iterations": 4, "val_every": 2, "save_every": 4, "log_every": 2, "seed": 0, "device": "cpu",
+                  "val_perceptual": True},
+    }, source="test")
+    model_path = train(config, run_dir=tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["val_psnr_y"]]
+    assert [int(r["iteration"]) for r in rows] == [2, 4]
+    assert all(float(r["val_effdist"]) > 0 and float(r["bicubic_effdist"]) > 0 for r in rows)
+    assert float(rows[0]["bicubic_effdist"]) == pytest.approx(evaluate("bicubic", val, scale=2, perceptual="effdist")["effdist"], rel=1e-4)
+    scored = evaluate(str(model_path), val, scale=2, perceptual="effdist")
+    assert float(rows[-1]["val_effdist"]) == pytest.approx(scored["effdist"], rel=1e-3)
