@@ -390,7 +390,7 @@ class LPIPSBackbone(_Frozen):
     Weights: torchvision's ImageNet file (keys ``features.N.*``), found by :func:`resolve_hub_weights`.
     """
 
-    def __init__(self, name: str, weights_path: str | Path | None = None, option: str = "--lpips-backbone PATH") -> None:
+    def __init__(self, name: str, weights_path: str | Path | None = None, option: str = "weights_path") -> None:
         super().__init__()
         if name not in LPIPS_BACKBONES:
             raise SuperresError(f"LPIPS: unknown backbone {name!r}; choose {', '.join(LPIPS_BACKBONES)}")

@@ -161,6 +161,8 @@ def evaluate(
         from superres.perceptual import build_perceptual, image_distance
 
         metric = build_perceptual(perceptual) if isinstance(perceptual, str) else perceptual
+        if not isinstance(getattr(metric, "metric_name", None), str):
+            raise SuperresError("perceptual: pass a metric name or a metric made by superres.perceptual.build_perceptual")
 
     images: list[dict[str, Any]] = []
     for hr_path in hr_paths:

@@ -129,7 +129,7 @@ class LPIPS(nn.Module):
         backbone_path: str | Path | None = None,
         heads_path: str | Path | None = None,
         *,
-        option: str = "--perceptual-weights PATH",
+        option: str = "--perceptual-weights PATH (backbone_path in Python)",
     ) -> None:
         super().__init__()
         if net not in LPIPS_BACKBONES:
@@ -219,7 +219,7 @@ def build_perceptual(name: str = DEFAULT_PERCEPTUAL, *, weights_path: str | Path
         metric = LPIPS(name[6:], weights_path, heads_path)
     else:
         raise SuperresError(f"--perceptual {name}: unknown metric; choose {', '.join(PERCEPTUAL_METRICS)}")
-    metric.metric_name = name
+    metric.metric_name = name  # the key evaluate() reports it under
     return metric
 
 
