@@ -67,12 +67,36 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         tile=args.tile,
         backend=args.backend,
+        perceptual=_perceptual_metric(args),
     )
     if args.json:
         _print_json(report)
     else:
         print(format_report(report))
     return 0
+
+
+def _perceptual_metric(args: argparse.Namespace):
+    """The metric --perceptual names (built once, with --perceptual-weights / --lpips-heads), or None."""
+    if args.perceptual is None:
+        if args.perceptual_weights is not None or args.lpips_heads is not None:
+            raise SuperresError("--perceptual-weights / --lpips-heads: give --perceptual too")
+        return None
+    from superres.perceptual import build_perceptual
+
+    return build_perceptual(args.perceptual, weights_path=args.perceptual_weights, heads_path=args.lpips_heads)
+
+
+def _add_perceptual_options(p: argparse.ArgumentParser) -> None:
+    # The names are checked by superres.perceptual.build_perceptual (not imported here: it imports torch).
+    p.add_argument("--perceptual", nargs="?", const="effdist", default=None, metavar="METRIC",
+                   help="also report a perceptual distance per image and its mean: effdist (the default, offline "
+                   "with superres[perceptual]), lpips-alex, lpips-vgg, lpips-squeeze; see docs/PROTOCOL.md")
+    p.add_argument("--perceptual-weights", default=None, metavar="PATH",
+                   help="backbone weights file for --perceptual (EfficientNet-Lite0's, or torchvision's "
+                   "alexnet/vgg16/squeezenet1_1 file for lpips-*; default: installed package / torch hub cache)")
+    p.add_argument("--lpips-heads", default=None, metavar="PATH",
+                   help="LPIPS v0.1 heads file (default: lpips/weights/v0.1/<net>.pth of the installed lpips package)")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +116,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for models (cpu, cuda, cuda:1, ...)")
     p.add_argument("--tile", type=_non_negative_int, default=0, help="tile size in LR pixels (0: whole image)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for models")
+    _add_perceptual_options(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -322,6 +347,8 @@ def _benchmark_command(args: argparse.Namespace) -> str:
     if args.peers_dir is not None:
         parts += ["--peers-dir", args.peers_dir]
     parts += ["--threads", str(args.threads), "--backend", args.backend, "--out", args.out]
+    if args.perceptual is not None:
+        parts += ["--perceptual", args.perceptual]
     return " ".join(parts)
 
 
@@ -339,6 +366,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         threads=args.threads,
         backend=args.backend,
         command=_benchmark_command(args),
+        perceptual=_perceptual_metric(args),
         progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
     )
     print(f"{len(doc['rows'])} rows written to {Path(args.out) / 'benchmark.md'} and {Path(args.out) / 'benchmark.json'}")
@@ -366,6 +394,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for every method (default 1)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for our models")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_perceptual_options(p)
     p.set_defaults(func=_cmd_benchmark)
 
 

@@ -130,7 +130,8 @@ class TrainConfig:
     after a few eager steps it captures the whole step (the device-resident batch, forward, loss,
     backward, clipping, optimizer) in one CUDA graph and replays it (:mod:`superres.training.graph_step`);
     on the CPU the same step function runs without a graph. It excludes ``compile``, fp16 autocast,
-    a discriminator and multi-process training.
+    a discriminator and multi-process training. ``val_perceptual`` adds the ``effdist`` perceptual
+    distance to every validation (``val_effdist`` in metrics.csv; needs ``superres[perceptual]``).
     """
 
     iterations: int = 10000
@@ -144,6 +145,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     val_every: int = 500
+    val_perceptual: bool = False
     save_every: int = 500
     log_every: int = 20
     deterministic: bool = True

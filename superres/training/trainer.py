@@ -316,7 +316,7 @@ class Trainer:
         if config.data.val is not None and self.ctx.is_main:
             self.validator, *extra = [
                 Validator(folder, scale=config.model.scale, in_channels=config.model.in_channels,
-                          limit=config.data.val_limit, device=self.device)
+                          limit=config.data.val_limit, device=self.device, perceptual=config.train.val_perceptual)
                 for folder in [config.data.val, *config.data.val_extra]
             ]
             self.extra_validators = {val_set_name(v.root): v for v in extra}
@@ -491,6 +491,10 @@ class Trainer:
         for name, s in extra.items():
             values[f"val_{name}_psnr_y"] = s["psnr_y"]
             values[f"val_{name}_ssim_y"] = s["ssim_y"]
+        metric = self.validator.metric.metric_name if self.validator.metric is not None else None
+        if metric:  # train.val_perceptual
+            values.update({f"val_{metric}": scores[metric], f"bicubic_{metric}": b[metric]})
+            values.update({f"val_{name}_{metric}": s[metric] for name, s in extra.items()})
         self.log.record(self.iteration, values)
         improved = not self.best or scores["psnr_y"] > self.best["psnr_y"]
         also = "".join(f"; {name} {s['psnr_y']:.2f} dB / {s['ssim_y']:.4f}" for name, s in extra.items())
