@@ -59,6 +59,53 @@ class ModelConfig:
 
 
 @dataclass
+class DegradationStageConfig:
+    """One stage of the ``realworld`` degradation (:mod:`superres.degrade`); null means the preset's value.
+
+    Probabilities are in ``[0, 1]``; ``[lo, hi]`` pairs are ranges drawn uniformly. ``kernel_prob``
+    weighs the six kernels iso, aniso, generalized_iso, generalized_aniso, plateau_iso,
+    plateau_aniso; ``resize_prob`` weighs up, down, keep. ``noise_range`` is the Gaussian sigma in
+    8-bit levels; ``jpeg_range`` the JPEG quality.
+    """
+
+    blur_prob: Union[float, None] = None
+    kernel_size: Union[list[int], None] = None
+    kernel_prob: Union[list[float], None] = None
+    sinc_prob: Union[float, None] = None
+    blur_sigma: Union[list[float], None] = None
+    betag_range: Union[list[float], None] = None
+    betap_range: Union[list[float], None] = None
+    resize_prob: Union[list[float], None] = None
+    resize_range: Union[list[float], None] = None
+    noise_prob: Union[float, None] = None
+    gaussian_noise_prob: Union[float, None] = None
+    noise_range: Union[list[float], None] = None
+    poisson_scale_range: Union[list[float], None] = None
+    gray_noise_prob: Union[float, None] = None
+    jpeg_prob: Union[float, None] = None
+    jpeg_range: Union[list[int], None] = None
+
+
+@dataclass
+class DegradationConfig:
+    """How the training LR is made from the HR crop (``data.degradation``).
+
+    ``kind: bicubic`` (the default): MATLAB-exact bicubic, the batches are unchanged. ``kind:
+    realworld``: Real-ESRGAN's second-order degradation (:mod:`superres.degrade`, docs/DEGRADATIONS.md)
+    with the parameters of ``preset`` (``realesrgan``: the published settings; ``light``, ``medium``,
+    ``heavy``), each of which ``first``, ``second``, ``final_sinc_prob`` and ``sharpen_target``
+    (unsharp mask on the HR target, which the LR is then made from) may override.
+    """
+
+    kind: Literal["bicubic", "realworld"] = "bicubic"
+    preset: Literal["realesrgan", "light", "medium", "heavy"] = "realesrgan"
+    first: DegradationStageConfig = field(default_factory=DegradationStageConfig)
+    second: DegradationStageConfig = field(default_factory=DegradationStageConfig)
+    final_sinc_prob: Union[float, None] = None
+    sharpen_target: Union[bool, None] = None
+
+
+@dataclass
 class DataConfig:
     """Training and validation data.
 
@@ -67,6 +114,8 @@ class DataConfig:
     folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training; it picks
     ``best.safetensors``. ``val_extra`` lists more benchmark folders scored at the same validations
     and logged beside it as ``val_<folder name>_psnr_y`` / ``_ssim_y`` (e.g. Set14 next to Set5).
+
+    ``degradation`` says how the LR is made from each HR crop (:class:`DegradationConfig`).
 
     ``device_resident`` keeps 8-bit training images on the training device and cuts each batch there
     (:mod:`superres.training.device_data`; the same batches as the DataLoader path): ``auto`` does so
@@ -84,6 +133,7 @@ class DataConfig:
     val_limit: Union[int, None] = None
     workers: int = 0
     device_resident: Union[Literal["auto"], bool] = "auto"
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
 @dataclass
@@ -562,6 +612,12 @@ def _check_values(c: Config, source: str) -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device):
         bad("train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
     _check_gan(c, bad)
+    check_degradation(c.data.degradation, "data.degradation", bad)
+    if c.data.degradation.kind == "realworld":
+        if c.model.in_channels not in (1, 3):
+            bad("data.degradation.kind", f"realworld needs model.in_channels 1 or 3 (JPEG), got {c.model.in_channels}")
+        if t.cuda_graph:
+            bad("data.degradation.kind", "realworld does not work with train.cuda_graph: true (the JPEG runs on the host)")
 
 
 def _check_optim(o: OptimConfig, prefix: str, bad: Any) -> None:
@@ -612,3 +668,65 @@ def _check_gan(c: Config, bad: Any) -> None:
         _check_optim(d.optim, "discriminator.optim", bad)
     if d.schedule is not None:
         _check_schedule(d.schedule, "discriminator.schedule", bad)
+
+
+# --------------------------------------------------------------------------- degradation values
+#: Largest blur kernel side (Real-ESRGAN's 21); kernels are built on this grid.
+MAX_KERNEL_SIZE = 21
+
+#: ``[lo, hi]`` bounds of each range field of a degradation stage: (smallest lo, largest hi).
+_DEGRADATION_RANGES = {
+    "blur_sigma": (0.0, 10.0),
+    "betag_range": (0.0, 8.0),
+    "betap_range": (0.0, 8.0),
+    "resize_range": (0.0, 4.0),
+    "noise_range": (0.0, 255.0),
+    "poisson_scale_range": (0.0, 10.0),
+}
+
+
+def check_degradation(d: DegradationConfig, prefix: str, bad: Any) -> None:
+    """Ranges of a ``data.degradation`` section; each error names its key. Unset (null) values are the
+    preset's, which are valid by construction (``tests/test_degrade.py`` checks them here too)."""
+    if d.final_sinc_prob is not None and not 0 <= d.final_sinc_prob <= 1:
+        bad(f"{prefix}.final_sinc_prob", f"must be a probability in [0, 1], got {d.final_sinc_prob}")
+    for stage_name in ("first", "second"):
+        stage = getattr(d, stage_name)
+        for f in dataclasses.fields(stage):
+            value = getattr(stage, f.name)
+            if value is None:
+                continue
+            key = f"{prefix}.{stage_name}.{f.name}"
+            if f.name.endswith("_prob") and not isinstance(value, list):
+                if not 0 <= value <= 1:
+                    bad(key, f"must be a probability in [0, 1], got {value}")
+            elif f.name in ("kernel_prob", "resize_prob"):
+                n = 6 if f.name == "kernel_prob" else 3
+                if len(value) != n or any(v < 0 for v in value) or abs(sum(value) - 1) > 1e-6:
+                    bad(key, f"must be {n} probabilities >= 0 that sum to 1, got {value}")
+            elif f.name == "kernel_size":
+                if (len(value) != 2 or any(v % 2 == 0 for v in value) or not 3 <= value[0] <= value[1] <= MAX_KERNEL_SIZE):
+                    bad(key, f"must be [min, max], odd sizes with 3 <= min <= max <= {MAX_KERNEL_SIZE}, got {value}")
+            elif f.name == "jpeg_range":
+                if len(value) != 2 or not 1 <= value[0] <= value[1] <= 100:
+                    bad(key, f"must be [min, max] JPEG qualities with 1 <= min <= max <= 100, got {value}")
+            else:
+                lo_bound, hi_bound = _DEGRADATION_RANGES[f.name]
+                if len(value) != 2 or not lo_bound <= value[0] <= value[1] <= hi_bound:
+                    bad(key, f"must be [min, max] with {lo_bound:g} <= min <= max <= {hi_bound:g}, got {value}")
+                if f.name in ("blur_sigma", "betag_range", "betap_range") and not value[0] > 0:
+                    bad(key, f"must have min > 0, got {value}")
+                if f.name == "resize_range" and not 0 < value[0] <= 1 <= value[1]:
+                    bad(key, f"must be [min, max] with 0 < min <= 1 <= max (down- and up-scaling), got {value}")
+
+
+def degradation_config(raw: Mapping[str, Any], source: str) -> DegradationConfig:
+    """A :class:`DegradationConfig` from plain data (the ``data degrade`` command), type- and range-checked
+    like ``data.degradation`` in a config file; errors name ``data.degradation.<key>`` and ``source``."""
+
+    def bad(key: str, problem: str) -> None:
+        raise SuperresError(f"{source}: '{key}' {problem}")
+
+    d = _build(DegradationConfig, raw, "data.degradation", source)
+    check_degradation(d, "data.degradation", bad)
+    return d
