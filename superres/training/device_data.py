@@ -69,6 +69,7 @@ class DeviceBatches:
         self.patch_size = int(dataset.patch_size)  # type: ignore[attr-defined]
         self.scale = int(dataset.scale)  # type: ignore[attr-defined]
         self.augment = bool(dataset.augment)  # type: ignore[attr-defined]
+        self.degrader = getattr(dataset, "degrader", None)  # data.degradation.kind: realworld
         self.channels = int(dataset.channels)  # type: ignore[attr-defined]
         shapes: list[tuple[int, int]] = list(dataset.shapes)  # type: ignore[attr-defined]
         p = self.patch_size
@@ -145,8 +146,12 @@ class DeviceBatches:
 
     def batch(self, iteration: int, slots: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lr, hr)`` float32 ``B x C x h x w`` in ``[0, 1]`` on the device: slots ``slots`` of
-        ``iteration``, equal to the DataLoader path's batch."""
-        return self.batch_from(self.descriptors(self.draws(iteration, slots)))
+        ``iteration``, equal to the DataLoader path's batch. With a ``degrader`` (``data.degradation``)
+        the LR is the degraded HR crop, made on the device (the JPEG on the host)."""
+        meta = self.descriptors(self.draws(iteration, slots))
+        if self.degrader is not None:
+            return self.degrader(self._to_float(self.crops_from(meta)), iteration, slots)
+        return self.batch_from(meta)
 
     def batch_from(self, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`batch` from crop descriptors already on the device (:meth:`descriptors`): the
