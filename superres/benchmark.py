@@ -169,6 +169,7 @@ def run_benchmark(
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
     perceptual: Any = None,
+    lr: str = "LR_bicubic",
 ) -> dict[str, Any]:
     """Benchmark bicubic, every shipped model (plus ``models``: shipped names or model files) and, with
     ``peers``, the peer models found in ``peers_dir`` (default: ``<data_root>/../peers``) on each of
@@ -176,7 +177,8 @@ def run_benchmark(
     ``out/benchmark.md``. Returns the JSON document. ``command`` is recorded as the command line that
     made the table; ``progress`` gets one line per finished row. ``perceptual`` (a metric name or a
     metric of :func:`superres.perceptual.build_perceptual`) adds that distance to every row
-    (``row[name]``, ``row["perceptual"]``) and to the Markdown cells.
+    (``row[name]``, ``row["perceptual"]``) and to the Markdown cells. ``lr`` names each set's LR folder
+    (``LR_<preset>`` of ``superres data degrade``; see :func:`superres.evaluate.evaluate`).
     """
     import torch
 
@@ -222,7 +224,7 @@ def run_benchmark(
                 for folder in folders:
                     timer = _Timed(up)
                     timer.warm_up(_set_channels(folder))
-                    report = evaluate(label, folder, scale=scale, upscaler=timer, perceptual=perceptual)
+                    report = evaluate(label, folder, scale=scale, upscaler=timer, perceptual=perceptual, lr=lr)
                     rows.append(_row(report, kind, timer, params, gflops, path))
                     if perceptual is not None:
                         name = report["perceptual"]

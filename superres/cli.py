@@ -68,6 +68,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         tile=args.tile,
         backend=args.backend,
         perceptual=_perceptual_metric(args),
+        lr=args.lr,
     )
     if args.json:
         _print_json(report)
@@ -117,6 +118,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=_non_negative_int, default=0, help="tile size in LR pixels (0: whole image)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for models")
     _add_perceptual_options(p)
+    p.add_argument("--lr", default="LR_bicubic", metavar="NAME",
+                   help="LR folder DATA/NAME/X{s} (default LR_bicubic; e.g. LR_medium from `superres data degrade`)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -160,9 +163,18 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_degrade(args: argparse.Namespace) -> int:
+    from superres.degrade import make_degraded_set
+
+    summary = make_degraded_set(args.sources, args.out, scale=args.scale, preset=args.preset, seed=args.seed,
+                                overrides=args.overrides)
+    print(f"wrote {summary['count']} pairs to {summary['hr_dir']} and {summary['lr_dir']}")
+    return 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="prepare and inspect training data", description="Prepare and inspect training data.")
-    data_sub = p.add_subparsers(dest="data_command", metavar="{patches,stats}")
+    data_sub = p.add_subparsers(dest="data_command", metavar="{patches,stats,degrade}")
     data_sub.required = True
 
     pp = data_sub.add_parser(
@@ -194,6 +206,24 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("--plot", metavar="FILE.png", help="also write histograms and a size scatter plot")
     ps.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     ps.set_defaults(func=_cmd_data_stats)
+
+    pd = data_sub.add_parser(
+        "degrade",
+        help="write a reproducible real-world degraded test set (HR/ + LR_<preset>/X{s}/)",
+        description=(
+            "Mod-crop each image to a multiple of --scale into OUT/HR/ and write its degraded LR (Real-ESRGAN's "
+            "second-order model, docs/DEGRADATIONS.md) into OUT/LR_<preset>/X<scale>/; the same --seed gives "
+            "byte-identical files. Score it with `superres eval --data OUT --lr LR_<preset>`."
+        ),
+    )
+    pd.add_argument("sources", nargs="+", metavar="SRC", help="image files or folders (searched recursively)")
+    pd.add_argument("--out", required=True, help="output folder")
+    pd.add_argument("--scale", type=_scale, default=4, help="downscaling factor (default 4)")
+    pd.add_argument("--preset", default="medium", help="light, medium, heavy or realesrgan (default medium)")
+    pd.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                    help="override a preset value, a key of data.degradation (e.g. first.noise_range=[1,10]); repeatable")
+    pd.set_defaults(func=_cmd_data_degrade)
 
 
 # --------------------------------------------------------------------------- train
@@ -349,6 +379,8 @@ def _benchmark_command(args: argparse.Namespace) -> str:
     parts += ["--threads", str(args.threads), "--backend", args.backend, "--out", args.out]
     if args.perceptual is not None:
         parts += ["--perceptual", args.perceptual]
+    if args.lr != "LR_bicubic":
+        parts += ["--lr", args.lr]
     return " ".join(parts)
 
 
@@ -367,6 +399,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         backend=args.backend,
         command=_benchmark_command(args),
         perceptual=_perceptual_metric(args),
+        lr=args.lr,
         progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
     )
     print(f"{len(doc['rows'])} rows written to {Path(args.out) / 'benchmark.md'} and {Path(args.out) / 'benchmark.json'}")
@@ -395,6 +428,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for our models")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_perceptual_options(p)
+    p.add_argument("--lr", default="LR_bicubic", metavar="NAME",
+                   help="LR folder of every set, SET/NAME/X{s} (default LR_bicubic; e.g. LR_medium from `superres data degrade`)")
     p.set_defaults(func=_cmd_benchmark)
 
 

@@ -111,8 +111,12 @@ def evaluate(
     backend: str = "torch",
     upscaler: _Upscaler | None = None,
     perceptual: Any = None,
+    lr: str = "LR_bicubic",
 ) -> dict[str, Any]:
     """Score ``model`` ("bicubic", a shipped model name or a model file) on the benchmark folder ``data``.
+
+    ``lr`` names the LR folder: ``data/<lr>/X{s}`` (e.g. ``LR_medium`` of ``superres data degrade``);
+    only the default ``LR_bicubic`` may be absent (the LR is then made here).
 
     ``upscaler`` (``(lr_samples, hr_bit_depth) -> sr_samples``) replaces the one made from ``model``,
     which is then only the report's label: peers and timed wrappers are scored by the same code.
@@ -148,11 +152,13 @@ def evaluate(
     if not hr_dir.is_dir():
         raise SuperresError(f"{hr_dir}: HR folder not found (expected DIR/HR/*.png and DIR/LR_bicubic/X{s}/*.png)")
     hr_paths = _list_or_fail(hr_dir)
-    lr_dir = data / "LR_bicubic" / f"X{s}"
+    lr_dir = data / lr / f"X{s}"
     lr_index: dict[str, Path] | None = None
     if lr_dir.is_dir():
         lr_index = {p.stem: p for p in _list_or_fail(lr_dir)}
-        lr_source = str(Path("LR_bicubic") / f"X{s}")
+        lr_source = str(Path(lr) / f"X{s}")
+    elif lr != "LR_bicubic":
+        raise SuperresError(f"{lr_dir}: LR folder not found (--lr {lr})")
     else:
         lr_source = f"generated: MATLAB-bicubic imresize(HR_crop, 1/{s}) (no LR_bicubic/X{s} folder)"
 
