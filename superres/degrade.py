@@ -36,6 +36,7 @@ step rounds the LR to 8-bit levels.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 from pathlib import Path
@@ -193,12 +194,13 @@ def _pad(x: torch.Tensor, p: int) -> torch.Tensor:
 
 def filter_batch(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """Each sample of ``x`` (``B x C x H x W``) filtered by its own kernel (``B x K x K``, K odd), same
-    size out: one grouped convolution. The kernels are point-symmetric, so correlation = convolution."""
+    size out, the borders padded by reflection: one grouped convolution. The kernels are
+    point-symmetric, so correlation equals convolution. (An FFT version was slower on the CPU at
+    every size drawn here, 7 to 21 taps on 48 to 128 pixels.)"""
     b, c, h, w = x.shape
     k = kernels.to(device=x.device, dtype=x.dtype)
-    p = k.shape[-1] // 2
     weight = k[:, None].repeat_interleave(c, dim=0)  # (B*C) x 1 x K x K
-    out = F.conv2d(_pad(x.reshape(1, b * c, h, w), p), weight, groups=b * c)
+    out = F.conv2d(_pad(x.reshape(1, b * c, h, w), k.shape[-1] // 2), weight, groups=b * c)
     return out.view(b, c, h, w)
 
 
@@ -251,13 +253,17 @@ USM_WEIGHT, USM_TAPS, USM_THRESHOLD = 0.5, 51, 10.0
 def _gaussian_blur(x: torch.Tensor, taps: int) -> torch.Tensor:
     """Separable Gaussian blur with reflect padding, as two matrix products (much faster on the CPU than
     a 51-tap single-channel convolution): the padding is folded into the ``n x n`` blur matrices."""
-    sigma = 0.3 * ((taps - 1) * 0.5 - 1) + 0.8
+    rows = _usm_matrix(x.shape[-1], taps).to(device=x.device, dtype=x.dtype)
+    cols = _usm_matrix(x.shape[-2], taps).to(device=x.device, dtype=x.dtype)
+    return cols.T @ (x @ rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _usm_matrix(n: int, taps: int) -> torch.Tensor:
+    sigma = 0.3 * ((taps - 1) * 0.5 - 1) + 0.8  # OpenCV's sigma for a kernel of this size
     ax = torch.arange(taps, dtype=torch.float64) - taps // 2
     g = torch.exp(-0.5 * (ax / sigma) ** 2)
-    g = g / g.sum()
-    rows = _blur_matrix(x.shape[-1], g).to(device=x.device, dtype=x.dtype)
-    cols = _blur_matrix(x.shape[-2], g).to(device=x.device, dtype=x.dtype)
-    return cols.T @ (x @ rows)
+    return _blur_matrix(n, g / g.sum())
 
 
 def _blur_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
