@@ -137,6 +137,20 @@ def test_sharpened_target_only_with_sharpen_target():
     assert sharp.std() > hr.std()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_degradation_on_cuda_is_seeded_and_close_to_the_cpu_law():
+    hr = _hr_batch(8, 64)
+    cfg = DegradationConfig(kind="realworld", preset="realesrgan")
+    d = Degrader(cfg, scale=4, seed=2)
+    a, ta = d(hr.cuda(), 3, range(8))
+    b, tb = d(hr.cuda(), 3, range(8))
+    assert a.is_cuda and torch.equal(a, b) and torch.equal(ta, tb)
+    cpu, tcpu = d(hr, 3, range(8))
+    assert torch.allclose(ta.cpu(), tcpu, atol=1e-5)  # the sharpened target: no randomness
+    # the same kernels, sizes and qualities; only the noise draws differ between the devices
+    assert (a.cpu() - cpu).abs().mean() < 0.05
+
+
 # --------------------------------------------------------------------------- presets and validation
 def test_realesrgan_preset_is_the_published_settings():
     p = resolve(DegradationConfig(kind="realworld", preset="realesrgan"))
@@ -207,7 +221,7 @@ def _folder(tmp_path: Path) -> Path:
     return train
 
 
-def _batches(cfg, device_resident: bool, iterations=(1, 2, 3)):
+def _batches(cfg, device_resident: bool, iterations=(1, 2, 3), workers: int = 0):
     from superres.training.batches import IterationItems, batch_loader, build_train_dataset
     from superres.training.device_data import DeviceBatches
 
@@ -216,7 +230,7 @@ def _batches(cfg, device_resident: bool, iterations=(1, 2, 3)):
         db = DeviceBatches(ds, seed=cfg.train.seed, device="cpu")
         return [db.batch(i, range(cfg.data.batch_size)) for i in iterations]
     items = IterationItems(ds, batch_size=cfg.data.batch_size, seed=cfg.train.seed)
-    loader = batch_loader(items, start=iterations[0], stop=iterations[-1], slots=range(cfg.data.batch_size), workers=0, pin_memory=False)
+    loader = batch_loader(items, start=iterations[0], stop=iterations[-1], slots=range(cfg.data.batch_size), workers=workers, pin_memory=False)
     return list(loader)
 
 
@@ -226,10 +240,11 @@ def test_both_data_paths_give_the_same_degraded_batches_and_bicubic_is_unchanged
     bicubic = config_from_dict(raw, source="t")
     real = config_from_dict({**raw, "data": {**raw["data"], "degradation": {"kind": "realworld", "preset": "heavy"}}}, source="t")
     plain = _batches(bicubic, False)
-    loader, device = _batches(real, False), _batches(real, True)
-    for (lr_p, hr_p), (lr_l, hr_l), (lr_d, hr_d) in zip(plain, loader, device):
+    loader, device, workers = _batches(real, False), _batches(real, True), _batches(real, False, workers=2)
+    for (lr_p, hr_p), (lr_l, hr_l), (lr_d, hr_d), (lr_w, hr_w) in zip(plain, loader, device, workers):
         assert torch.equal(hr_l, hr_p) and torch.equal(hr_d, hr_p)  # the same crops
         assert torch.equal(lr_l, lr_d)  # the same degraded LR on both paths
+        assert torch.equal(lr_w, lr_l) and torch.equal(hr_w, hr_l)  # degraded in worker processes: the same
         assert lr_l.shape == lr_p.shape and not torch.equal(lr_l, lr_p)
     # kind: bicubic is the code path of before: the dataset's own items, no degrader anywhere
     from superres.training.batches import build_train_dataset
@@ -341,4 +356,17 @@ def test_cli_bad_input_image_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["data", "degrade", str(src), "--out", str(out), "--scale", "2"]) == 2
     assert "z.tif: 4 channels" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_train_with_a_bad_degradation_value_is_one_line_exit_2(tmp_path, capsys):
+    from superres.cli import main
+
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump({"data": {"train": [str(tmp_path)]}, "model": {"scale": 2}}))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--out", str(out), "data.degradation.kind=realworld",
+                 "data.degradation.second.gaussian_noise_prob=1.2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'data.degradation.second.gaussian_noise_prob' must be a probability in [0, 1], got 1.2" in err, err
     assert not out.exists()

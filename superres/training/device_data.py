@@ -27,6 +27,10 @@ bytes as the numpy reference (on CUDA through the float64 op-for-op torch path, 
 numpy itself). Both tensors are then converted to float32 in ``[0, 1]`` with the same arithmetic as
 :func:`superres.data.patches.to_tensor`.
 
+Degradation. With ``data.degradation.kind: realworld`` the LR is instead made from the float HR
+crops by :class:`superres.degrade.Degrader` on the device (its JPEG on the host), with the same
+draws as the DataLoader path; the batches of the two paths are then equal on the CPU.
+
 Scope. 8-bit image folders only: ``imresize`` has no bit-exact 16-bit tensor path, and ``.npz``
 patch files are already compact patches that the DataLoader path serves cheaply.
 """
