@@ -388,11 +388,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Single-image super-resolution: MATLAB-exact data, paper-protocol metrics, training, tiled upscaling.",
     )
     parser.add_argument("--version", action="version", version=f"superres {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error (also SUPERRES_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in _ADDERS:
         add(sub)
+    _add_debug_everywhere(parser)
     return parser
+
+
+def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` after the subcommand too (``superres upscale --debug ...``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--debug" in a.option_strings for a in child._actions):
+                    child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                       help="show the traceback of an unexpected error")
+                _add_debug_everywhere(child)
+
+
+#: Where an unexpected error (a bug, not a bad input) should be reported. The project records no
+#: public URL (pyproject.toml has none), so the line names the tracker and what to attach.
+REPORT_TO = "the superres issue tracker, with the command line and the --debug output"
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("SUPERRES_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -403,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SuperresError as exc:
         print(f"superres: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("superres: error: out of memory (try a smaller --tile or a smaller input)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("superres: interrupted", file=sys.stderr)
         return 130
@@ -411,6 +437,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # do. Point stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # noqa: BLE001 - the catch-all: a bug, reported in one line
+        if _debug_requested(args):
+            import traceback
+
+            traceback.print_exc()
+        message = " ".join(str(exc).split())
+        if len(message) > 300:
+            message = message[:297] + "..."
+        print(
+            f"superres: internal error: {type(exc).__name__}: {message or '(no message)'}; "
+            f"please report it to {REPORT_TO}"
+            + ("" if _debug_requested(args) else " (run with --debug or SUPERRES_DEBUG=1 for the traceback)"),
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
