@@ -390,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"superres {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an unexpected error (also SUPERRES_DEBUG=1)")
+    parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                        help="largest image (height x width) any reader decodes (default 200000000, "
+                             "or SUPERRES_MAX_PIXELS); checked on the declared size before decoding")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in _ADDERS:
@@ -399,13 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
-    """Accept ``--debug`` after the subcommand too (``superres upscale --debug ...``)."""
+    """Accept ``--debug`` and ``--max-pixels`` after the subcommand too (``superres upscale --debug ...``)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
                 if not any("--debug" in a.option_strings for a in child._actions):
                     child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                        help="show the traceback of an unexpected error")
+                    child.add_argument("--max-pixels", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
+                                       help="largest image (height x width) any reader decodes")
                 _add_debug_everywhere(child)
 
 
@@ -422,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "max_pixels", None) is not None:
+            from superres.io import set_max_pixels
+
+            set_max_pixels(args.max_pixels)
         return int(args.func(args) or 0)
     except SuperresError as exc:
         print(f"superres: error: {exc}", file=sys.stderr)
@@ -452,6 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if getattr(args, "max_pixels", None) is not None:
+            from superres.io import set_max_pixels
+
+            set_max_pixels(None)  # main() may be called again in the same process (tests, notebooks)
 
 
 if __name__ == "__main__":  # pragma: no cover

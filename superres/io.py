@@ -56,9 +56,11 @@ __all__ = [
     "RawImage",
     "atomic_write",
     "list_images",
+    "max_pixels",
     "read_array",
     "read_image",
     "read_raw",
+    "set_max_pixels",
     "to_float",
     "to_integer",
     "write_image",
@@ -68,6 +70,13 @@ __all__ = [
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _MAXVAL = {8: 255, 16: 65535}
+
+#: Default for :func:`max_pixels`: the largest image (height x width, whatever the format) that the
+#: readers decode. 200 MP is e.g. 16000 x 12500; its RGB float32 copy alone takes 2.4 GB.
+DEFAULT_MAX_PIXELS = 200_000_000
+#: The environment variable that sets the limit when :func:`set_max_pixels` has not.
+MAX_PIXELS_ENV = "SUPERRES_MAX_PIXELS"
+_max_pixels: int | None = None
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _EXIF_ORIENTATION = 0x0112
@@ -217,6 +226,53 @@ def _as_float_planes(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
+# --------------------------------------------------------------------------- limits
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit of every reader (``None``: back to ``$SUPERRES_MAX_PIXELS`` or the default).
+
+    The CLI's ``--max-pixels`` calls this. The limit is checked on the size a file *declares*, before
+    anything is decoded, so a small file that claims a huge image (a decompression bomb) costs nothing.
+    """
+    global _max_pixels
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise SuperresError(f"--max-pixels {limit}: must be a positive integer")
+    _max_pixels = limit
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: :func:`set_max_pixels`, else ``$SUPERRES_MAX_PIXELS``, else
+    :data:`DEFAULT_MAX_PIXELS`."""
+    if _max_pixels is not None:
+        return _max_pixels
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text)) if text.lower() not in ("nan", "inf", "-inf") else 0
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SuperresError(f"{MAX_PIXELS_ENV}={text}: must be a positive integer (a pixel count, e.g. 400000000)")
+    return value
+
+
+def _check_pixels(path: Path, height: int, width: int, samples: int | None = None) -> None:
+    """Refuse, before decoding, an image whose declared size is over :func:`max_pixels`.
+
+    ``samples`` (TIFF) is the number of values the decoder would allocate for the whole series; it is
+    allowed up to 4 per pixel of the limit (RGBA at the limit), so that a file of many bands or pages
+    cannot get past the check either.
+    """
+    limit = max_pixels()
+    pixels = int(height) * int(width)
+    if pixels > limit or (samples is not None and samples > 4 * limit):
+        size = f"{width} x {height} = {pixels / 1e6:.1f} MP" if pixels > limit else f"{samples} samples"
+        raise SuperresError(
+            f"{path}: cannot read image (it declares {size}, above the limit of {limit / 1e6:g} MP; "
+            f"raise it with --max-pixels N or {MAX_PIXELS_ENV}=N if the file is genuine)"
+        )
+
+
 # --------------------------------------------------------------------------- reading
 class RawImage(NamedTuple):
     """A decoded file as stored: ``pixels`` ``H x W x C`` and ``alpha`` ``H x W x 1`` (or None),
@@ -264,6 +320,7 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     if head.startswith(_TIFF_SIGNATURES):
         decode = _decode_tiff
     elif head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and len(head) > 24 and head[24] == 16:
+        _check_pixels(path, int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big"))
         decode = _decode_png16
     else:
         decode = _decode_pillow
@@ -328,7 +385,16 @@ def _decode_pillow(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """8-bit PNG, JPEG, BMP (and whatever else Pillow opens; first frame of animations)."""
     from PIL import Image as PILImage
 
-    with PILImage.open(path) as im:
+    # Pillow's own bomb check (warning, then error at 2x its MAX_IMAGE_PIXELS) is replaced by ours,
+    # which applies to every format and follows --max-pixels; the size is known once the header is read.
+    bomb_limit = PILImage.MAX_IMAGE_PIXELS
+    PILImage.MAX_IMAGE_PIXELS = None
+    try:
+        im = PILImage.open(path)
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = bomb_limit
+    with im:
+        _check_pixels(path, im.size[1], im.size[0])
         im.load()  # full decode here, so that truncation errors are raised inside our handler
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
         mode = im.mode
@@ -394,13 +460,31 @@ def _png_exif_orientation(data: bytes) -> int:
     return 1
 
 
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's log lines about malformed files ("incorrect StripByteCounts ..."): a file
+    that cannot be read is reported in our one error line, and one that can needs no comment."""
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _decode_tiff(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """TIFF through tifffile, following the layout rule in the module docstring."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         page = series.keyframe
+        if "Y" in series.axes and "X" in series.axes:  # the declared size, before decoding
+            shape = dict(zip(series.axes, series.shape))
+            _check_pixels(path, shape["Y"], shape["X"], samples=int(np.prod(series.shape, dtype=np.int64)))
         array = series.asarray()
         axes = series.axes
         photometric = int(page.photometric)
@@ -435,6 +519,14 @@ def _decode_tiff(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
             raise refuse(f"unsupported TIFF sample depth of {bits} bits; use 8 or 16")
     elif np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int(array.size - np.count_nonzero(finite))
+            raise refuse(
+                f"{bad} of {array.size} float samples are NaN or infinite; a model would spread them over "
+                "the output: replace them (e.g. with 0) before using this file"
+            )
+        del finite
     else:
         raise refuse(f"unsupported TIFF sample type {array.dtype}; use uint8, uint16 or float")
 

@@ -115,3 +115,143 @@ def test_non_finite_numbers_in_the_config_are_refused(tmp_path, capsys, override
     assert code == 2
     line = _one_error_line(err)
     assert f"'{key}'" in line and "finite" in line
+
+
+# --------------------------------------------------------------------------- image files
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_bomb(path: Path, width: int, height: int, depth: int) -> None:
+    """A PNG of a few kB whose header declares ``width x height`` gray pixels of ``depth`` bits."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (1 + width * depth // 8)
+    idat = b"".join(comp.compress(row) for _ in range(64)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+
+
+def _tiff_bomb(path: Path, width: int, height: int) -> None:
+    """A 16-bit TIFF of under 1 kB whose tags declare ``width x height``."""
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint16))
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages[0].tags["ImageWidth"].overwrite(width)
+        tif.pages[0].tags["ImageLength"].overwrite(height)
+
+
+_PEAK_RSS_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys
+    from superres.cli import main
+    code = main(sys.argv[1:])
+    print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "CODE", code)
+    """
+)
+
+
+def _run_measured(argv: list[str], tmp_path: Path, env: dict | None = None) -> tuple[int, str, int]:
+    """``main(argv)`` in a fresh interpreter: (exit code, stderr, peak RSS in MB of that process)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "measure.py"
+    script.write_text(_PEAK_RSS_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+    fields = proc.stdout.split()
+    assert "PEAK_KB" in fields, proc.stdout + proc.stderr
+    peak_kb = int(fields[fields.index("PEAK_KB") + 1])
+    code = int(fields[fields.index("CODE") + 1])
+    assert proc.returncode == 0
+    return code, proc.stderr, peak_kb // 1024
+
+
+@pytest.mark.parametrize("kind", ["png16", "png8", "tiff"])
+@pytest.mark.parametrize("command", ["stats", "upscale"])
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, kind, command):
+    bomb = tmp_path / ("bomb.tif" if kind == "tiff" else "bomb.png")
+    if kind == "tiff":
+        _tiff_bomb(bomb, 20000, 20000)
+    else:
+        _png_bomb(bomb, 20000, 20000, 16 if kind == "png16" else 8)
+    assert bomb.stat().st_size < 4096
+    argv = (["data", "stats", str(bomb)] if command == "stats"
+            else ["upscale", str(bomb), "--model", "lumanet-x4", "--out", str(tmp_path / "out"), "--quiet"])
+    code, err, peak_mb = _run_measured(argv, tmp_path)
+    assert code == 2
+    line = _one_error_line(err)
+    assert str(bomb) in line and "20000 x 20000" in line and "--max-pixels" in line
+    # a decoded 20000 x 20000 16-bit image alone would be 800 MB
+    assert peak_mb < 600, peak_mb
+    assert not (tmp_path / "out").exists()
+
+
+def _small_image_files(folder: Path) -> dict[str, Path]:
+    """A 40 x 30 image in each format a reader decodes (the WebP is named .png: content decides)."""
+    import tifffile
+    from PIL import Image as PILImage
+
+    import png
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    files = {}
+    for name, fmt in [("png8.png", "PNG"), ("jpeg.jpg", "JPEG"), ("bmp.bmp", "BMP"), ("webp.png", "WEBP")]:
+        PILImage.fromarray(rgb).save(folder / name, format=fmt)
+        files[name] = folder / name
+    gray16 = rng.integers(0, 65536, (30, 40), dtype=np.uint16)
+    with open(folder / "png16.png", "wb") as fh:
+        png.Writer(40, 30, greyscale=True, bitdepth=16).write(fh, gray16.tolist())
+    files["png16.png"] = folder / "png16.png"
+    tifffile.imwrite(folder / "tiff.tif", gray16)
+    files["tiff.tif"] = folder / "tiff.tif"
+    tifffile.imwrite(folder / "float.tif", gray16.astype(np.float32) / 65535)
+    files["float.tif"] = folder / "float.tif"
+    return files
+
+
+@pytest.mark.parametrize("name", ["png8.png", "png16.png", "jpeg.jpg", "bmp.bmp", "webp.png", "tiff.tif", "float.tif"])
+def test_pixel_limit_applies_to_every_format(tmp_path, capsys, monkeypatch, name):
+    path = _small_image_files(tmp_path)[name]
+    code, _, err = _run(capsys, ["--max-pixels", "1199", "data", "stats", str(path)])
+    assert code == 2
+    line = _one_error_line(err)
+    assert str(path) in line and "40 x 30" in line and "--max-pixels" in line
+    code, _, err = _run(capsys, ["data", "stats", str(path), "--max-pixels", "1200"])  # exactly at the limit
+    assert code == 0, err
+    monkeypatch.setenv("SUPERRES_MAX_PIXELS", "1000")
+    code, _, err = _run(capsys, ["data", "stats", str(path)])
+    assert code == 2 and "SUPERRES_MAX_PIXELS" in _one_error_line(err)
+    monkeypatch.setenv("SUPERRES_MAX_PIXELS", "lots")
+    code, _, err = _run(capsys, ["data", "stats", str(path)])
+    assert code == 2 and "SUPERRES_MAX_PIXELS=lots" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_tiff_with_a_non_finite_pixel_is_refused(tmp_path, capsys, bad):
+    import tifffile
+
+    data = np.full((16, 16, 3), 0.5, np.float32)
+    data[5, 7, 1] = bad
+    path = tmp_path / "in" / "float.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, data, photometric="rgb")
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, ["upscale", str(path), "--model", "lumanet-x4", "--out", str(out), "--quiet"])
+    assert code == 2
+    line = _one_error_line(err)
+    assert str(path) in line and "1 of 768 float samples are NaN or infinite" in line
+    assert not out.exists() or not any(out.iterdir())
+    code, _, err = _run(capsys, ["data", "stats", str(path.parent)])
+    assert code == 2 and "NaN or infinite" in _one_error_line(err)
