@@ -33,6 +33,14 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
+def _train_error_line(err: str) -> str:
+    """The one ``superres:`` line of a training run's stderr (which also carries its progress bar and notes)."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "superres:" in line]
+    assert len(lines) == 1, err
+    return lines[0][lines[0].index("superres:"):]
+
+
 # --------------------------------------------------------------------------- the catch-all
 def test_unexpected_exception_is_one_line_exit_1(capsys, monkeypatch):
     import superres.modelfile as modelfile
@@ -255,3 +263,106 @@ def test_float_tiff_with_a_non_finite_pixel_is_refused(tmp_path, capsys, bad):
     assert not out.exists() or not any(out.iterdir())
     code, _, err = _run(capsys, ["data", "stats", str(path.parent)])
     assert code == 2 and "NaN or infinite" in _one_error_line(err)
+
+
+# --------------------------------------------------------------------------- models and training
+def _tiny_training_data(root: Path) -> Path:
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    folder = root / "train"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        PILImage.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"t{i}.png")
+    return folder
+
+
+def _tiny_config(root: Path, **train: object) -> Path:
+    settings = {"iterations": 4, "device": "cpu", "log_every": 2, "save_every": 2, **train}
+    config = root / "tiny.yaml"
+    config.write_text(textwrap.dedent(f"""
+        model: {{name: baseline, scale: 2, options: {{channels: 4, num_blocks: 1}}}}
+        data: {{train: [{_tiny_training_data(root)}], patch_size: 8, batch_size: 2}}
+        schedule: {{name: constant}}
+        train: {{{", ".join(f"{k}: {v}" for k, v in settings.items())}}}
+    """))
+    return config
+
+
+def test_model_file_with_nan_weights_is_refused_at_load(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from superres.modelfile import METADATA_KEY, WEIGHTS_DIR, read_metadata
+
+    source = WEIGHTS_DIR / "lumanet-x4.safetensors"
+    tensors = load_file(str(source))
+    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    bad_model = tmp_path / "nan.safetensors"
+    import json
+
+    save_file(tensors, str(bad_model), metadata={METADATA_KEY: json.dumps(read_metadata(source))})
+    image = tmp_path / "in.png"
+    _small_image_files(tmp_path)  # writes png8.png among others
+    (tmp_path / "png8.png").rename(image)
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, ["upscale", str(image), "--model", str(bad_model), "--out", str(out), "--quiet"])
+    assert code == 2
+    line = _one_error_line(err)
+    assert str(bad_model) in line and "NaN or infinite" in line and name in line
+    assert not out.exists()
+    # and save_model refuses to write such weights in the first place
+    from superres.errors import SuperresError
+    from superres.modelfile import load_model, save_model
+
+    model = load_model("lumanet-x4")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(SuperresError, match="not written: the weights hold NaN or infinite values"):
+        save_model(tmp_path / "inf.safetensors", model, arch="lumanet", args=model.superres_meta["args"])
+    assert not list(tmp_path.glob("*inf.safetensors*"))
+
+
+def test_divergence_is_caught_before_any_save(tmp_path, capsys):
+    import torch
+
+    config = _tiny_config(tmp_path, save_every=1, log_every=50, iterations=20)
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, ["train", "--config", str(config), "--out", str(out), "optim.lr=1e30"])
+    assert code == 2
+    line = _train_error_line(err)
+    assert "training diverged at iteration" in line and "last.pt was not written" in line
+    at = int(line.split("training diverged at iteration ")[1].split(":")[0])
+    assert 1 <= at <= 20
+    if (out / "last.pt").exists():  # the checkpoints before the divergence are healthy
+        state = torch.load(out / "last.pt", weights_only=True)
+        assert state["iteration"] < at
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (out / "model.safetensors").exists()
+    assert not list(out.glob(".*.tmp*"))
+
+
+@pytest.mark.parametrize("damage", ["missing-key", "wrong-shape", "string-iteration", "not-a-dict-model"])
+def test_resume_from_a_damaged_checkpoint(tmp_path, capsys, damage):
+    import torch
+
+    config = _tiny_config(tmp_path)
+    out = tmp_path / "run"
+    assert _run(capsys, ["train", "--config", str(config), "--out", str(out)])[0] == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    if damage == "missing-key":
+        del state["optimizer"]
+    elif damage == "wrong-shape":
+        key = next(k for k, v in state["model"].items() if v.ndim == 4)
+        state["model"][key] = torch.zeros(3, 3, 3, 3)
+    elif damage == "string-iteration":
+        state["iteration"] = "four"
+    else:
+        state["model"] = "weights"
+    torch.save(state, out / "last.pt")
+    code, _, err = _run(capsys, ["train", "--config", str(config), "train.iterations=6", "--resume", str(out)])
+    assert code == 2
+    line = _train_error_line(err)
+    assert str(out / "last.pt") in line and "cannot resume from this checkpoint" in line
