@@ -213,6 +213,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         half=args.half,
         backend=args.backend,
         progress=not args.quiet,
+        existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
     )
     if not args.quiet:
         print(f"wrote {len(written)} image(s) to {args.out}")
@@ -238,6 +239,11 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="run the model in half precision (GPU)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace output files that already exist (default: stop before any work, naming one)")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave output files that already exist and skip their inputs")
     p.set_defaults(func=_cmd_upscale)
 
 

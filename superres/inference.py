@@ -570,15 +570,67 @@ def _plan_outputs(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Pat
             for path in list_images([source]):
                 pairs.append((path, out_dir / path.name))
     seen: dict[Path, Path] = {}
-    sources = {p.resolve() for p, _ in pairs}
+    sources = {_resolved(p) for p, _ in pairs}
     for src, dst in pairs:
-        key = dst.resolve()
+        key = _resolved(dst)
         if key in seen:
             raise SuperresError(f"{src} and {seen[key]} would both be written to {dst}; upscale them into different --out folders")
         if key in sources:
             raise SuperresError(f"{dst}: the output would overwrite an input image; choose another --out folder")
         seen[key] = src
     return pairs
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise SuperresError(f"{path}: cannot resolve the path ({' '.join(str(exc).split())})") from None
+
+
+#: What ``superres upscale`` does with an output file that already exists: stop before any work
+#: (the default), replace it (``--overwrite``), or leave it and skip its input (``--skip-existing``).
+EXISTING_POLICIES = ("error", "overwrite", "skip")
+
+
+def _check_out_dir(out_dir: Path, pairs: Sequence[tuple[Path, Path]], existing: str) -> list[tuple[Path, Path]]:
+    """Check ``--out`` and every destination before the model is loaded; return the pairs to run.
+
+    Every output folder must exist as a writable folder or be creatable (its nearest existing parent
+    a writable folder), so a path that cannot be created fails now, not after the model has run;
+    nothing is created here. A destination that is a folder is refused, and existing output files
+    follow ``existing``.
+    """
+    if existing not in EXISTING_POLICIES:
+        raise SuperresError(f"existing={existing!r}: use one of {', '.join(EXISTING_POLICIES)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SuperresError(f"--out {out_dir}: exists and is not a folder; choose a folder path")
+    for folder in sorted({dst.parent for _, dst in pairs} | {out_dir}):
+        base = folder
+        while not base.exists() and not base.is_symlink() and base.parent != base:
+            base = base.parent
+        if not base.is_dir():
+            what = "a broken or looping link" if base.is_symlink() and not base.exists() else "a file"
+            raise SuperresError(f"--out {out_dir}: cannot create folder {folder} ({base} is {what}, not a folder)")
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise SuperresError(f"--out {out_dir}: cannot create or write into {folder} (no write permission on {base})")
+    todo = []
+    present = []
+    for src, dst in pairs:
+        if dst.is_dir():
+            raise SuperresError(f"{dst}: the output path is a folder; move it away or choose another --out")
+        if dst.exists() or dst.is_symlink():
+            present.append(dst)
+            if existing == "skip":
+                continue
+        todo.append((src, dst))
+    if present and existing == "error":
+        more = f" and {len(present) - 1} more" if len(present) > 1 else ""
+        raise SuperresError(
+            f"{present[0]}{more}: output file(s) already exist; pass --overwrite to replace them "
+            "or --skip-existing to upscale only the missing ones"
+        )
+    return todo
 
 
 def upscale_files(
@@ -592,8 +644,13 @@ def upscale_files(
     half: bool = False,
     backend: str = "torch",
     progress: bool = True,
+    existing: str = "error",
 ) -> list[Path]:
     """``superres upscale``: upscale image files and folders into ``out_dir``; returns the paths written.
+
+    ``existing`` says what happens to output files that are already there: ``"error"`` (the default)
+    stops before any work, naming one; ``"overwrite"`` replaces them (atomically, as every write);
+    ``"skip"`` leaves them and skips their inputs (what a re-run after an interruption wants).
 
     Each result keeps its file name and format (folders keep their inner layout), bit depth, channel
     layout and alpha. ``model=None`` picks the best shipped x4 model. Every option is checked and
@@ -609,7 +666,7 @@ def upscale_files(
     _check_half(half, dev)
     if half and backend == "onnx":
         raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
-    pairs = _plan_outputs(inputs, Path(out_dir))
+    pairs = _check_out_dir(Path(out_dir), _plan_outputs(inputs, Path(out_dir)), existing)
     net = load_for_backend(model if model is not None else default_model_name(), backend=backend, device=str(dev))
 
     from tqdm import tqdm

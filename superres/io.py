@@ -40,6 +40,7 @@ only when it is complete, so an interrupted or failed write never leaves half a 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from dataclasses import dataclass
@@ -708,6 +709,7 @@ def list_images(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         sources = [sources]
     found: set[Path] = set()
     for source in map(Path, sources):
+        _check_link(source)
         if source.is_dir():
             in_folder = _images_in_folder(source)
             if not in_folder:
@@ -724,11 +726,26 @@ def list_images(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 
 def _images_in_folder(folder: Path) -> list[Path]:
     images = []
+    # Links to folders are not followed (os.walk's default), so a link back up the tree cannot loop.
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]  # prune hidden folders before descending
-        images.extend(
-            Path(root) / name
-            for name in files
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
-        )
+        for name in sorted(files):  # sorted: the first bad link reported is the same on every system
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(root) / name
+                _check_link(path)
+                images.append(path)
     return images
+
+
+def _check_link(path: Path) -> None:
+    """Refuse a symbolic link that loops (``a.png -> b.png -> a.png``) or points nowhere, naming it."""
+    if not path.is_symlink():
+        return
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SuperresError(f"{path}: symbolic link loop (it leads back to itself); remove or fix the link") from None
+        if exc.errno == errno.ENOENT:
+            raise SuperresError(f"{path}: broken symbolic link (its target {os.readlink(path)!r} does not exist)") from None
+        raise SuperresError(f"{path}: cannot follow the symbolic link ({exc.strerror or exc})") from None

@@ -366,3 +366,140 @@ def test_resume_from_a_damaged_checkpoint(tmp_path, capsys, damage):
     assert code == 2
     line = _train_error_line(err)
     assert str(out / "last.pt") in line and "cannot resume from this checkpoint" in line
+
+
+# --------------------------------------------------------------------------- files and folders
+def _one_png(path: Path, size: int = 8) -> Path:
+    from PIL import Image as PILImage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(np.random.default_rng(2).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Make loading a model a test failure: checks that must come first are seen to come first."""
+    import superres.inference as inference
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(inference, "load_for_backend", refuse)
+
+
+@pytest.mark.parametrize("loop", ["self", "pair"])
+@pytest.mark.parametrize("command", ["upscale", "stats", "patches"])
+def test_symlink_loop_in_an_input_folder(tmp_path, capsys, loop, command):
+    folder = tmp_path / "in"
+    _one_png(folder / "ok.png")
+    if loop == "self":
+        (folder / "loop.png").symlink_to("loop.png")
+        culprit = folder / "loop.png"
+    else:
+        (folder / "a.png").symlink_to("b.png")
+        (folder / "b.png").symlink_to("a.png")
+        culprit = folder / "a.png"  # the first in name order
+    (folder / "sub").mkdir()
+    (folder / "sub" / "up").symlink_to("..")  # a folder link back up: not followed, not an error
+    argv = {
+        "upscale": ["upscale", str(folder), "--model", "lumanet-x4", "--out", str(tmp_path / "out"), "--quiet"],
+        "stats": ["data", "stats", str(folder)],
+        "patches": ["data", "patches", str(folder), "--out", str(tmp_path / "out"), "--hr-size", "8", "--scale", "2"],
+    }[command]
+    code, _, err = _run(capsys, argv)
+    assert code == 2
+    line = _one_error_line(err)
+    assert str(culprit) in line and "symbolic link loop" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_is_an_existing_file(tmp_path, capsys, no_model_load):
+    image = _one_png(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    out.write_bytes(b"not a folder")
+    code, _, err = _run(capsys, ["upscale", str(image), "--out", str(out), "--model", "lumanet-x4", "--quiet"])
+    assert code == 2
+    line = _one_error_line(err)
+    assert f"--out {out}" in line and "not a folder" in line
+    assert out.read_bytes() == b"not a folder"
+
+
+def test_out_cannot_be_created_fails_before_the_model_runs(tmp_path, capsys, no_model_load):
+    image = _one_png(tmp_path / "in.png")
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")
+    out = blocker / "sub" / "out"
+    code, _, err = _run(capsys, ["upscale", str(image), "--out", str(out), "--model", "lumanet-x4", "--quiet"])
+    assert code == 2
+    line = _one_error_line(err)
+    assert f"--out {out}" in line and "cannot create folder" in line and f"{blocker} is a file" in line
+
+
+def test_an_output_path_that_is_a_folder(tmp_path, capsys, no_model_load):
+    image = _one_png(tmp_path / "in.png")
+    (tmp_path / "out" / "in.png").mkdir(parents=True)
+    code, _, err = _run(capsys, ["upscale", str(image), "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 2
+    assert "the output path is a folder" in _one_error_line(err)
+
+
+def test_existing_outputs_policy(tmp_path, capsys):
+    folder = tmp_path / "in"
+    first, second = _one_png(folder / "a.png"), _one_png(folder / "b.png", size=6)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"precious")
+    base = ["upscale", str(folder), "--out", str(out), "--model", "lumanet-x4", "--quiet"]
+    # default: refuse before any work, naming the file and both options
+    code, _, err = _run(capsys, base)
+    assert code == 2
+    line = _one_error_line(err)
+    assert str(out / "a.png") in line and "--overwrite" in line and "--skip-existing" in line
+    assert (out / "a.png").read_bytes() == b"precious" and not (out / "b.png").exists()
+    # --skip-existing: the existing one is left alone, the missing one is written
+    code, _, err = _run(capsys, base + ["--skip-existing"])
+    assert code == 0, err
+    assert (out / "a.png").read_bytes() == b"precious"
+    from PIL import Image as PILImage
+
+    assert PILImage.open(out / "b.png").size == (24, 24)
+    # --overwrite: replaced
+    code, _, err = _run(capsys, base + ["--overwrite"])
+    assert code == 0, err
+    assert PILImage.open(out / "a.png").size == (32, 32)
+    # the two options exclude each other (argparse: exit 2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--overwrite", "--skip-existing"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_disk_full_during_data_patches(tmp_path, capsys, monkeypatch, failing_call):
+    import errno
+
+    import superres.data.patches as patches
+
+    _one_png(tmp_path / "in" / "a.png", size=32)
+    real_savez = np.savez
+    calls = []
+
+    def savez_until_full(fh, **arrays):
+        calls.append(1)
+        if len(calls) == failing_call:
+            fh.write(b"PK\x03\x04 half an archive")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_savez(fh, **arrays)
+
+    monkeypatch.setattr(patches.np, "savez", savez_until_full)
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, ["data", "patches", str(tmp_path / "in"), "--out", str(out), "--hr-size", "16", "--scale", "2"])
+    assert code == 2
+    line = _one_error_line(err)
+    assert "No space left on device" in line and ".npz" in line
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.startswith(".")]  # no temporary file left behind
+    written = ["hr_images.npz"] if failing_call == 2 else []
+    assert names == written
+    for name in written:  # what was written before the disk filled is complete
+        assert np.load(out / name)["hr"].shape == (4, 16, 16, 3)
