@@ -503,3 +503,87 @@ def test_disk_full_during_data_patches(tmp_path, capsys, monkeypatch, failing_ca
     assert names == written
     for name in written:  # what was written before the disk filled is complete
         assert np.load(out / name)["hr"].shape == (4, 16, 16, 3)
+
+
+# --------------------------------------------------------------------------- one writer per run folder
+_HOLD_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from superres.config import load_config
+    from superres.training import train
+
+    started, release = Path(sys.argv[3]), Path(sys.argv[4])
+
+    def hold(iteration, model):
+        if iteration == 1:
+            started.write_text("running")
+            deadline = time.monotonic() + 120
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    train(load_config(sys.argv[1]), run_dir=sys.argv[2], callback=hold)
+    """
+)
+
+
+def test_two_trainings_into_one_folder(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    config = _tiny_config(tmp_path)
+    run = tmp_path / "run"
+    script = tmp_path / "hold.py"
+    script.write_text(_HOLD_SCRIPT)
+    started, release = tmp_path / "started", tmp_path / "release"
+    first = subprocess.Popen(
+        [sys.executable, str(script), str(config), str(run), str(started), str(release)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for argv in (["train", "--config", str(config), "--out", str(run)],
+                     ["train", "--config", str(config), "--resume", str(run)]):
+            code, _, err = _run(capsys, argv)
+            assert code == 2
+            line = _one_error_line(err)
+            assert f"{run}: another training (PID {first.pid}" in line and "--out" in line
+    finally:
+        release.write_text("go")
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert (run / "model.safetensors").is_file()
+    assert not (run / ".superres.lock").exists()  # removed at the end of the run
+
+
+def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, capsys):
+    import json
+    import subprocess
+    import sys
+
+    config = _tiny_config(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (run / ".superres.lock").write_text(json.dumps({"pid": dead_pid, "host": "somewhere", "started": "yesterday"}))
+    code, out, err = _run(capsys, ["train", "--config", str(config), "--out", str(run)])
+    assert code == 0, err
+    assert f"took over the stale lock {run / '.superres.lock'}" in err and f"PID {dead_pid}" in err
+    assert (run / "model.safetensors").is_file() and not (run / ".superres.lock").exists()
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path, capsys):
+    config = _tiny_config(tmp_path)
+    run = tmp_path / "never"
+    code, _, err = _run(capsys, ["train", "--config", str(config), "--resume", str(run)])
+    assert code == 2 and "no checkpoint to resume from" in _train_error_line(err)
+    assert not run.exists()

@@ -63,6 +63,7 @@ from superres.training.ema import EMA
 from superres.training.gan import GANTraining
 from superres.training.graph_step import GraphStep
 from superres.training.logging import RunLog
+from superres.training.runlock import RunLock
 from superres.training.optim import build_optimizer, learning_rate, load_optimizer_state, set_learning_rate
 from superres.training.validation import Validator, check_val_folder
 
@@ -95,7 +96,9 @@ def train(
     """Train ``config`` in ``run_dir``; return the exported model file (``<run_dir>/model.safetensors``).
 
     ``resume=True`` continues from ``<run_dir>/last.pt``; ``resume=False`` refuses a folder that
-    already holds a checkpoint (so that a finished run is never overwritten by accident). Relative
+    already holds a checkpoint (so that a finished run is never overwritten by accident). The run
+    folder is locked for the whole run (:mod:`superres.training.runlock`): a second training into the
+    same folder is refused while this one runs. Relative
     paths in ``config`` are resolved against the current directory. Under ``torchrun`` every process
     calls this; only rank 0 writes files, and every rank returns the same path.
 
@@ -108,7 +111,12 @@ def train(
     previous_determinism = torch.are_deterministic_algorithms_enabled()
     try:
         _configure_determinism(config.train.deterministic, ctx.device)
-        return Trainer(config, run_dir, ctx, resume=resume, callback=callback).run()
+        # One writer per run folder (rank 0 holds the lock for the whole distributed run).
+        with RunLock(run_dir, enabled=ctx.is_main) as lock:
+            trainer = Trainer(config, run_dir, ctx, resume=resume, callback=callback)
+            if lock.note:
+                trainer.log.message(lock.note)
+            return trainer.run()
     finally:
         torch.use_deterministic_algorithms(previous_determinism)
         ctx.close()
