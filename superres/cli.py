@@ -214,6 +214,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         backend=args.backend,
         progress=not args.quiet,
         existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
+        max_memory=None if args.max_memory is None else int(args.max_memory * 2**20),
     )
     if not args.quiet:
         print(f"wrote {len(written)} image(s) to {args.out}")
@@ -239,6 +240,9 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="run the model in half precision (GPU)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-memory", type=_positive_int, default=None, metavar="MB",
+                   help="host memory one image may take (default: half the available memory); a larger result "
+                        "is computed and written in strips of rows (.png/.tif), so memory stays bounded by the tile")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true",
                           help="replace output files that already exist (default: stop before any work, naming one)")

@@ -65,6 +65,7 @@ __all__ = [
     "to_float",
     "to_integer",
     "write_image",
+    "write_image_rows",
 ]
 
 #: Suffixes that :func:`list_images` collects and :func:`write_image` can write.
@@ -78,6 +79,8 @@ DEFAULT_MAX_PIXELS = 200_000_000
 #: The environment variable that sets the limit when :func:`set_max_pixels` has not.
 MAX_PIXELS_ENV = "SUPERRES_MAX_PIXELS"
 _max_pixels: int | None = None
+#: Samples per block in :func:`to_integer` (16 MB of float32 temporaries).
+_CONVERT_BLOCK = 1 << 22
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _EXIF_ORIENTATION = 0x0112
@@ -113,13 +116,20 @@ def to_integer(data: np.ndarray, bit_depth: int) -> np.ndarray:
 
     maxval = float(_MAXVAL[bit_depth])
     # torch rather than numpy: the same round-half-to-even, in one vectorised pass per step, about
-    # twice as fast on large outputs (it is part of every `superres upscale`).
+    # twice as fast on large outputs (it is part of every `superres upscale`). Done in blocks of
+    # rows, so that the float temporaries are a few MB, not another full-size copy of the image.
     array = np.asarray(data, dtype=np.float32)
-    samples = torch.from_numpy(array if array.flags.c_contiguous else array.copy())
-    scaled = samples.mul(maxval).nan_to_num_(0.0).clamp_(0.0, maxval).round_()
-    if bit_depth == 8:
-        return scaled.to(torch.uint8).numpy()
-    return scaled.to(torch.int32).numpy().astype(np.uint16)
+    out = np.empty(array.shape, dtype=np.uint8 if bit_depth == 8 else np.uint16)
+    if array.ndim == 0 or array.size == 0:
+        blocks = [(slice(None), array)]
+    else:
+        rows = max(1, _CONVERT_BLOCK // max(1, array[0].size))
+        blocks = [(slice(r, r + rows), array[r : r + rows]) for r in range(0, array.shape[0], rows)]
+    for where, block in blocks:
+        samples = torch.from_numpy(np.ascontiguousarray(block))
+        scaled = samples.mul(maxval).nan_to_num_(0.0).clamp_(0.0, maxval).round_()
+        out[where] = scaled.to(torch.uint8 if bit_depth == 8 else torch.int32).numpy()
+    return out
 
 
 def _bit_depth_of(dtype: np.dtype) -> int:
@@ -694,6 +704,109 @@ def _write_tiff(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool) 
             options["extrasamples"] = extra
     data = samples[:, :, 0] if total == 1 else samples
     tifffile.imwrite(tmp, data, photometric=photometric, compression="zlib", metadata=None, **options)
+
+
+#: Output formats :func:`write_image_rows` can write band by band.
+STREAM_SUFFIXES = (".png", ".tif", ".tiff")
+_STREAM_TILE = 256
+
+
+def write_image_rows(
+    path: str | os.PathLike, height: int, width: int, channels: int, bit_depth: int, bands: Iterable[np.ndarray]
+) -> None:
+    """Write an image that arrives as bands of rows (``rows x width x channels`` samples as a file of
+    ``bit_depth`` stores them: uint8, uint16, float32), atomically, holding one band at a time.
+
+    For outputs too large for memory (``superres upscale`` decides). PNG (8/16-bit gray or RGB) is
+    written row by row through pypng; TIFF as 256 x 256 zlib-compressed tiles, so any depth and any
+    number of bands. No alpha. JPEG and BMP cannot be written this way (refused, naming the file).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in STREAM_SUFFIXES:
+        raise SuperresError(
+            f"{path}: a {suffix or 'suffix-less'} file cannot be written in strips, and the image is too large to "
+            f"write in one piece; write it as .png or .tif"
+        )
+    if suffix == ".png" and (bit_depth == 32 or channels not in (1, 3)):
+        raise SuperresError(f"{path}: PNG holds 8- or 16-bit gray or RGB; write it as .tif")
+    dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[bit_depth]
+
+    def checked(band_iter: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        seen = 0
+        for band in band_iter:
+            if band.shape[1:] != (width, channels) or band.dtype != dtype:
+                raise ValueError(f"write_image_rows: band of {band.shape} {band.dtype}, expected rows x {width} x {channels} {np.dtype(dtype)}")
+            seen += band.shape[0]
+            if seen > height:
+                raise ValueError(f"write_image_rows: more than {height} rows")
+            yield band
+        if seen != height:
+            raise ValueError(f"write_image_rows: got {seen} rows, expected {height}")
+
+    try:
+        with atomic_write(path) as tmp:
+            if suffix == ".png":
+                _write_png_rows(tmp, height, width, channels, bit_depth, checked(bands))
+            else:
+                _write_tiff_tiles(tmp, height, width, channels, dtype, checked(bands))
+    except OSError as exc:
+        raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
+
+
+def _write_png_rows(tmp: Path, height: int, width: int, channels: int, bit_depth: int, bands: Iterator[np.ndarray]) -> None:
+    import png
+
+    writer = png.Writer(width, height, greyscale=channels == 1, alpha=False, bitdepth=bit_depth)
+
+    def rows() -> Iterator[bytes]:
+        for band in bands:
+            packed = band.astype(">u2") if bit_depth == 16 else band
+            for row in packed.reshape(band.shape[0], -1):
+                yield row.tobytes()
+
+    with open(tmp, "wb") as handle:
+        writer.write_packed(handle, rows())
+
+
+def _write_tiff_tiles(tmp: Path, height: int, width: int, channels: int, dtype: type, bands: Iterator[np.ndarray]) -> None:
+    import tifffile
+
+    size = _STREAM_TILE
+
+    def tiles() -> Iterator[np.ndarray]:
+        pending: list[np.ndarray] = []
+        count = 0
+        for band in bands:
+            pending.append(band)
+            count += band.shape[0]
+            while count >= size:
+                block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                yield from _row_of_tiles(block[:size], size)
+                rest = block[size:]
+                pending, count = ([rest] if rest.shape[0] else []), rest.shape[0]
+        if count:
+            block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield from _row_of_tiles(block, size)
+
+    shape = (height, width, channels) if channels > 1 else (height, width)
+    options: dict[str, object] = {"planarconfig": "contig"} if channels > 1 else {}
+    if channels > 1 and channels != 3:
+        options["extrasamples"] = ["unspecified"] * (channels - 1)
+    tifffile.imwrite(
+        tmp, tiles(), shape=shape, dtype=dtype, tile=(size, size), photometric="rgb" if channels == 3 else "minisblack",
+        compression="zlib", metadata=None, **options,
+    )
+
+
+def _row_of_tiles(block: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """One row of ``size x size`` tiles across ``block`` (``rows <= size``), zero-padded at the edges."""
+    rows, width = block.shape[:2]
+    for x in range(0, width, size):
+        tile = np.zeros((size, size) + block.shape[2:], dtype=block.dtype)
+        part = block[:, x : x + size]
+        tile[:rows, : part.shape[1]] = part
+        yield tile if block.shape[2] > 1 else tile[:, :, 0]
 
 
 # --------------------------------------------------------------------------- finding files
