@@ -337,7 +337,7 @@ def test_divergence_is_caught_before_any_save(tmp_path, capsys):
 
     config = _tiny_config(tmp_path, save_every=1, log_every=50, iterations=20)
     out = tmp_path / "run"
-    code, _, err = _run(capsys, ["train", "--config", str(config), "--out", str(out), "optim.lr=1e30"])
+    code, _, err = _run(capsys, ["train", "--config", str(config), "--out", str(out), "optim.lr=1e9"])
     assert code == 2
     line = _train_error_line(err)
     assert "training diverged at iteration" in line and "last.pt was not written" in line
