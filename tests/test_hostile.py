@@ -55,6 +55,17 @@ def test_unexpected_exception_is_one_line_exit_1(capsys, monkeypatch):
     assert "ZeroDivisionError: a bug deep inside" in line and "report" in line and "--debug" in line
 
 
+def test_memory_error_is_exit_2(capsys, monkeypatch):
+    import superres.modelfile as modelfile
+
+    def exhausted():
+        raise MemoryError()
+
+    monkeypatch.setattr(modelfile, "list_models", exhausted)
+    code, _, err = _run(capsys, ["models"])
+    assert code == 2 and "out of memory" in _one_error_line(err)
+
+
 @pytest.mark.parametrize("how", ["option-before", "option-after", "env"])
 def test_debug_shows_the_traceback(capsys, monkeypatch, how):
     import superres.modelfile as modelfile
