@@ -47,10 +47,13 @@ def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
     names = [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
     if not names:
         return None
-    flags = torch.stack([torch.isfinite(tensors[k]).all().to("cpu") for k in names])
-    if bool(flags.all()):
+    flags = [torch.isfinite(tensors[k]).all() for k in names]
+    if len({f.device for f in flags}) > 1:  # tensors on several devices: gather the flags first
+        flags = [f.cpu() for f in flags]
+    ok = torch.stack(flags).cpu()
+    if bool(ok.all()):
         return None
-    return names[int((~flags).nonzero()[0, 0])]
+    return names[int((~ok).nonzero()[0, 0])]
 
 
 def save_model(

@@ -552,13 +552,16 @@ class Trainer:
     def _diverged_iteration(self) -> int:
         return 0 if self._diverged_at is None else int(self._diverged_at)
 
-    def _check_finite(self, target: Path) -> None:
+    def _check_finite(self, target: Path, *, all_ranks: bool = False) -> None:
         """Refuse to write ``target`` from a run that diverged: a non-finite loss so far, or NaN/Inf in
         the weights (the model's or the EMA's). Checked before every save, so ``last.pt`` and the model
-        files only ever hold the state of a healthy run."""
+        files only ever hold the state of a healthy run. ``all_ranks``: called on every rank, which
+        then decide together (rank 0's loss record; the weights are the same on every rank)."""
         from superres.modelfile import first_non_finite
 
         at = self._diverged_iteration()
+        if all_ranks:
+            at = int(self.ctx.from_main(float(at)))
         bad = first_non_finite(self.model.state_dict())
         if bad is None and self.ema is not None:
             bad = first_non_finite(self.ema.module.state_dict())
@@ -573,7 +576,7 @@ class Trainer:
 
     def _save(self) -> None:
         """Write ``last.pt`` on rank 0; every rank waits until it is complete."""
-        self._check_finite(self.checkpoint_path)  # on every rank: fail together, not hang
+        self._check_finite(self.checkpoint_path, all_ranks=True)  # on every rank: fail together, not hang
         if self.ctx.is_main:
             save_checkpoint(self.checkpoint_path, self._state())
         self.ctx.barrier()
