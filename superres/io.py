@@ -121,7 +121,7 @@ def to_integer(data: np.ndarray, bit_depth: int) -> np.ndarray:
     array = np.asarray(data, dtype=np.float32)
     out = np.empty(array.shape, dtype=np.uint8 if bit_depth == 8 else np.uint16)
     if array.ndim == 0 or array.size == 0:
-        blocks = [(slice(None), array)]
+        blocks = [(Ellipsis, array)]
     else:
         rows = max(1, _CONVERT_BLOCK // max(1, array[0].size))
         blocks = [(slice(r, r + rows), array[r : r + rows]) for r in range(0, array.shape[0], rows)]
