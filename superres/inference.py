@@ -44,6 +44,9 @@ the exactness bound, which is bought back by passing a larger ``tile_overlap``.
 Memory: the output canvas lives on the device of the input tensor (:func:`upscale` always passes a
 CPU tensor) and only one tile (``(tile + 2 * tile_overlap)^2`` input pixels, times the batch) is on
 the model's device at a time, so device memory is bounded by the tile size, not by the image size.
+Host memory: :func:`upscale_tensor_rows` yields the result one row of tiles at a time (the same
+values), and :func:`upscale_files` uses it to write results too large for ``--max-memory`` to disk
+in strips, so host memory is bounded by the tile and the output width (docs/RELIABILITY.md).
 
 Backends
 --------
