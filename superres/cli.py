@@ -267,6 +267,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         half=args.half,
         backend=args.backend,
         progress=not args.quiet,
+        existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
+        max_memory=None if args.max_memory is None else int(args.max_memory * 2**20),
     )
     if not args.quiet:
         print(f"wrote {len(written)} image(s) to {args.out}")
@@ -292,6 +294,14 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="run the model in half precision (GPU)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-memory", type=_positive_int, default=None, metavar="MB",
+                   help="host memory one image may take (default: half the available memory); a larger result "
+                        "is computed and written in strips of rows (.png/.tif), so memory stays bounded by the tile")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace output files that already exist (default: stop before any work, naming one)")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave output files that already exist and skip their inputs")
     p.set_defaults(func=_cmd_upscale)
 
 
@@ -451,20 +461,55 @@ def build_parser() -> argparse.ArgumentParser:
         description="Single-image super-resolution: MATLAB-exact data, paper-protocol metrics, training, tiled upscaling.",
     )
     parser.add_argument("--version", action="version", version=f"superres {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error (also SUPERRES_DEBUG=1)")
+    parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                        help="largest image (height x width) any reader decodes (default 200000000, "
+                             "or SUPERRES_MAX_PIXELS); checked on the declared size before decoding")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in _ADDERS:
         add(sub)
+    _add_debug_everywhere(parser)
     return parser
+
+
+def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` and ``--max-pixels`` after the subcommand too (``superres upscale --debug ...``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--debug" in a.option_strings for a in child._actions):
+                    child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                       help="show the traceback of an unexpected error")
+                    child.add_argument("--max-pixels", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
+                                       help="largest image (height x width) any reader decodes")
+                _add_debug_everywhere(child)
+
+
+#: Where an unexpected error (a bug, not a bad input) should be reported. The project records no
+#: public URL (pyproject.toml has none), so the line names the tracker and what to attach.
+REPORT_TO = "the superres issue tracker, with the command line and the --debug output"
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("SUPERRES_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "max_pixels", None) is not None:
+            from superres.io import set_max_pixels
+
+            set_max_pixels(args.max_pixels)
         return int(args.func(args) or 0)
     except SuperresError as exc:
         print(f"superres: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("superres: error: out of memory (try a smaller --tile or a smaller input)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("superres: interrupted", file=sys.stderr)
@@ -474,6 +519,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         # do. Point stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # noqa: BLE001 - the catch-all: a bug, reported in one line
+        if _debug_requested(args):
+            import traceback
+
+            traceback.print_exc()
+        message = " ".join(str(exc).split())
+        if len(message) > 300:
+            message = message[:297] + "..."
+        print(
+            f"superres: internal error: {type(exc).__name__}: {message or '(no message)'}; "
+            f"please report it to {REPORT_TO}"
+            + ("" if _debug_requested(args) else " (run with --debug or SUPERRES_DEBUG=1 for the traceback)"),
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if getattr(args, "max_pixels", None) is not None:
+            from superres.io import set_max_pixels
+
+            set_max_pixels(None)  # main() may be called again in the same process (tests, notebooks)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -249,7 +250,13 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     if not path.is_file():
         raise SuperresError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuperresError(f"{path}: not a UTF-8 text file (invalid byte at offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SuperresError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    try:
+        raw = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise SuperresError(f"{path}: not valid YAML ({_one_line(exc)})") from None
     if raw is None:
@@ -323,7 +330,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if any(not p for p in parts):
         raise SuperresError(f"override {text!r}: empty part in key {key!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = _load_yaml(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise SuperresError(f"override {text!r}: value is not valid YAML ({_one_line(exc)})") from None
     return parts, parsed
@@ -350,6 +357,29 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], *, source:
             node = nxt
         _set_child(node, parts[-1], value, text, parts)
     return result
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors' aliases (``*name``) when it meets them.
+
+    Aliases are what a "billion laughs" document is made of: a kilobyte of nested aliases expands
+    to gigabytes once anything walks the tree (the overrides copy it). No config needs them, so
+    they are refused while composing, before any node is shared or expanded.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"YAML aliases ('*{event.anchor}') are not allowed in superres configs "
+                f"(line {event.start_mark.line + 1}); write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (see :class:`_NoAliasLoader`)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 # --------------------------------------------------------------------------- building and type checks
@@ -600,10 +630,10 @@ def _check_values(c: Config, source: str) -> None:
     t = c.train
     if t.iterations < 1:
         bad("train.iterations", f"must be >= 1, got {t.iterations}")
-    if t.max_seconds is not None and not t.max_seconds > 0:
-        bad("train.max_seconds", f"must be > 0 or null, got {t.max_seconds}")
-    if t.grad_clip is not None and not t.grad_clip > 0:
-        bad("train.grad_clip", f"must be > 0 or null, got {t.grad_clip}")
+    if t.max_seconds is not None and not (t.max_seconds > 0 and math.isfinite(t.max_seconds)):
+        bad("train.max_seconds", f"must be a finite number > 0 or null, got {t.max_seconds}")
+    if t.grad_clip is not None and not (t.grad_clip > 0 and math.isfinite(t.grad_clip)):
+        bad("train.grad_clip", f"must be a finite number > 0 or null, got {t.grad_clip}")
     if t.ema is not None and not 0 < t.ema < 1:
         bad("train.ema", f"must be a decay in (0, 1) (e.g. 0.999) or null, got {t.ema}")
     for key in ("val_every", "save_every", "log_every"):
@@ -622,24 +652,24 @@ def _check_values(c: Config, source: str) -> None:
 
 def _check_optim(o: OptimConfig, prefix: str, bad: Any) -> None:
     """Ranges of an optimizer section (``optim`` or ``discriminator.optim``)."""
-    if not o.lr > 0:
-        bad(f"{prefix}.lr", f"must be > 0, got {o.lr}")
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        bad(f"{prefix}.lr", f"must be a finite number > 0, got {o.lr}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         bad(f"{prefix}.betas", f"must be two numbers in [0, 1), got {o.betas}")
-    if o.weight_decay < 0:
-        bad(f"{prefix}.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    if not (o.weight_decay >= 0 and math.isfinite(o.weight_decay)):
+        bad(f"{prefix}.weight_decay", f"must be a finite number >= 0, got {o.weight_decay}")
 
 
 def _check_schedule(s: ScheduleConfig, prefix: str, bad: Any) -> None:
     """Ranges of a schedule section (``schedule`` or ``discriminator.schedule``)."""
     if s.warmup < 0:
         bad(f"{prefix}.warmup", f"must be >= 0, got {s.warmup}")
-    if s.min_lr < 0:
-        bad(f"{prefix}.min_lr", f"must be >= 0, got {s.min_lr}")
+    if not (s.min_lr >= 0 and math.isfinite(s.min_lr)):
+        bad(f"{prefix}.min_lr", f"must be a finite number >= 0, got {s.min_lr}")
     if s.milestones != sorted(s.milestones) or any(m < 1 for m in s.milestones):
         bad(f"{prefix}.milestones", f"must be increasing iterations >= 1, got {s.milestones}")
-    if not s.gamma > 0:
-        bad(f"{prefix}.gamma", f"must be > 0, got {s.gamma}")
+    if not (s.gamma > 0 and math.isfinite(s.gamma)):
+        bad(f"{prefix}.gamma", f"must be a finite number > 0, got {s.gamma}")
 
 
 def _check_gan(c: Config, bad: Any) -> None:

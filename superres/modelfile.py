@@ -45,6 +45,24 @@ _CORE_KEYS = ("format", "arch", "args", "scale", "in_channels", "value_range", "
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor in ``tensors`` holding a NaN or an infinity, else None.
+
+    One device synchronisation for the whole dict (the per-tensor flags are stacked first), so it is
+    cheap enough to run before every save.
+    """
+    names = [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
+    if not names:
+        return None
+    flags = [torch.isfinite(tensors[k]).all() for k in names]
+    if len({f.device for f in flags}) > 1:  # tensors on several devices: gather the flags first
+        flags = [f.cpu() for f in flags]
+    ok = torch.stack(flags).cpu()
+    if bool(ok.all()):
+        return None
+    return names[int((~ok).nonzero()[0, 0])]
+
+
 def save_model(
     path: str | Path,
     model: nn.Module,
@@ -98,6 +116,9 @@ def save_model(
         raise SuperresError(f"{path}: model metadata is not JSON-serialisable ({exc})") from exc
     # safetensors wants contiguous, unshared CPU tensors; clone() also breaks any storage sharing.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise SuperresError(f"{path}: not written: the weights hold NaN or infinite values (first in {bad!r})")
     learned = {name for name, p in model.named_parameters() if p.is_floating_point()}
     for name in learned & tensors.keys():
         tensors[name] = tensors[name].to(WEIGHTS_DTYPES[weights_dtype])
@@ -177,6 +198,12 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         raise SuperresError(f"{path}: weights do not match {meta['arch']} {meta['args']} ({exc})") from exc
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise SuperresError(
+            f"{path}: the weights hold NaN or infinite values (first in {bad!r}); the model would output "
+            "garbage: re-export it from a checkpoint taken before training diverged"
+        )
     model.superres_meta = meta
     return model.to(device).eval()
 
