@@ -631,9 +631,9 @@ def _check_values(c: Config, source: str) -> None:
     if t.iterations < 1:
         bad("train.iterations", f"must be >= 1, got {t.iterations}")
     if t.max_seconds is not None and not (t.max_seconds > 0 and math.isfinite(t.max_seconds)):
-        bad("train.max_seconds", f"must be a finite number > 0 or null, got {t.max_seconds}")
+        bad("train.max_seconds", f"must be > 0 (a finite number) or null, got {t.max_seconds}")
     if t.grad_clip is not None and not (t.grad_clip > 0 and math.isfinite(t.grad_clip)):
-        bad("train.grad_clip", f"must be a finite number > 0 or null, got {t.grad_clip}")
+        bad("train.grad_clip", f"must be > 0 (a finite number) or null, got {t.grad_clip}")
     if t.ema is not None and not 0 < t.ema < 1:
         bad("train.ema", f"must be a decay in (0, 1) (e.g. 0.999) or null, got {t.ema}")
     for key in ("val_every", "save_every", "log_every"):
@@ -653,11 +653,11 @@ def _check_values(c: Config, source: str) -> None:
 def _check_optim(o: OptimConfig, prefix: str, bad: Any) -> None:
     """Ranges of an optimizer section (``optim`` or ``discriminator.optim``)."""
     if not (o.lr > 0 and math.isfinite(o.lr)):
-        bad(f"{prefix}.lr", f"must be a finite number > 0, got {o.lr}")
+        bad(f"{prefix}.lr", f"must be > 0 (a finite number), got {o.lr}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         bad(f"{prefix}.betas", f"must be two numbers in [0, 1), got {o.betas}")
     if not (o.weight_decay >= 0 and math.isfinite(o.weight_decay)):
-        bad(f"{prefix}.weight_decay", f"must be a finite number >= 0, got {o.weight_decay}")
+        bad(f"{prefix}.weight_decay", f"must be >= 0 (a finite number), got {o.weight_decay}")
 
 
 def _check_schedule(s: ScheduleConfig, prefix: str, bad: Any) -> None:
@@ -665,11 +665,11 @@ def _check_schedule(s: ScheduleConfig, prefix: str, bad: Any) -> None:
     if s.warmup < 0:
         bad(f"{prefix}.warmup", f"must be >= 0, got {s.warmup}")
     if not (s.min_lr >= 0 and math.isfinite(s.min_lr)):
-        bad(f"{prefix}.min_lr", f"must be a finite number >= 0, got {s.min_lr}")
+        bad(f"{prefix}.min_lr", f"must be >= 0 (a finite number), got {s.min_lr}")
     if s.milestones != sorted(s.milestones) or any(m < 1 for m in s.milestones):
         bad(f"{prefix}.milestones", f"must be increasing iterations >= 1, got {s.milestones}")
     if not (s.gamma > 0 and math.isfinite(s.gamma)):
-        bad(f"{prefix}.gamma", f"must be a finite number > 0, got {s.gamma}")
+        bad(f"{prefix}.gamma", f"must be > 0 (a finite number), got {s.gamma}")
 
 
 def _check_gan(c: Config, bad: Any) -> None:
