@@ -63,14 +63,19 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str |
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SuperresError(
-            f"{path}: refused: loading it would run pickled code (torch.load weights_only=True says: {first}); "
-            "superres reads only plain tensor state dicts from .pth files"
-        ) from None
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise SuperresError(
+                f"{path}: refused: loading it would run pickled code ({found[1]}; torch.load weights_only=True "
+                "allows tensors and plain containers only); superres reads plain tensor state dicts from .pth files"
+            ) from None
+        detail = re.search(r"(?:WeightsUnpickler|Unpickler) error:\s*([^\n]+)", text)
+        reason = " ".join(detail[1].split()) if detail else "not a pickle"
+        raise SuperresError(f"{path}: cannot read as PyTorch weights ({reason}: corrupt, or not a .pth file)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SuperresError(f"{path}: cannot read as PyTorch weights ({text})") from None
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SuperresError(f"{path}: cannot read as PyTorch weights ({type(exc).__name__}{': ' + text if text else ''})") from None
     wrapper = None
     if isinstance(obj, Mapping):
         for key in _WRAPPERS:

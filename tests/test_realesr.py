@@ -478,3 +478,10 @@ def test_without_the_package_a_peer_name_is_one_line(tmp_path: Path, monkeypatch
     assert peers == [] and "Real-ESRGAN peers skipped" in notes[0]
     assert main(["models"]) == 0
     assert re.search(r"realesrgan-x4plus\s+x4\s+not installed", capsys.readouterr().out)
+
+
+def test_a_file_that_is_not_a_pth_is_not_called_pickled_code(tmp_path: Path, capsys) -> None:
+    (tmp_path / "noise.pth").write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    assert main(["convert", str(tmp_path / "noise.pth"), "--out", str(tmp_path / "n.safetensors")]) == 2
+    err = one_error_line(capsys)
+    assert "cannot read as PyTorch weights" in err and "pickled code" not in err
