@@ -194,7 +194,7 @@ def realesrgan_peer(name: str) -> Peer:
         return _back_to_layout(sr, gray, lr)
 
     return Peer(
-        name=f"{REALESRGAN_MODELS[name][1]} [{name}]",
+        name=f"{name} (Real-ESRGAN ncnn)",
         scale=int(meta["scale"]),
         path=Path(meta["source"]),
         upscale=run,
