@@ -111,7 +111,9 @@ class DataConfig:
     """Training and validation data.
 
     ``train`` lists image files/folders (random HR crops, LR made on the fly with MATLAB bicubic)
-    or names exactly one ``.npz`` patch file (``superres data patches``). ``val`` is a benchmark
+    or names exactly one ``.npz`` patch file (``superres data patches``). ``train_pairs`` instead names
+    one folder of your own pairs, ``HR/`` + ``LR/`` (or ``LR_bicubic/X{s}/``), LR made any way
+    (:mod:`superres.data.pairs`: aligned crops); give ``train`` or ``train_pairs``, not both. ``val`` is a benchmark
     folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training; it picks
     ``best.safetensors``. ``val_extra`` lists more benchmark folders scored at the same validations
     and logged beside it as ``val_<folder name>_psnr_y`` / ``_ssim_y`` (e.g. Set14 next to Set5).
@@ -125,6 +127,7 @@ class DataConfig:
     """
 
     train: list[str] = field(default_factory=list)
+    train_pairs: Union[str, None] = None
     patch_size: int = 128
     batch_size: int = 16
     augment: bool = True
@@ -310,6 +313,7 @@ def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
     data = dataclasses.replace(
         config.data,
         train=[absolute(p) for p in config.data.train],
+        train_pairs=None if config.data.train_pairs is None else absolute(config.data.train_pairs),
         val=None if config.data.val is None else absolute(config.data.val),
         val_extra=[absolute(p) for p in config.data.val_extra],
     )
@@ -605,8 +609,11 @@ def _check_values(c: Config, source: str) -> None:
         bad("model.scale", f"must be one of {', '.join(map(str, SCALES))}, got {c.model.scale}")
     if c.model.in_channels < 1:
         bad("model.in_channels", f"must be >= 1, got {c.model.in_channels}")
-    if not c.data.train:
-        bad("data.train", "is missing: list the training image folders/files or one .npz patch file")
+    if not c.data.train and c.data.train_pairs is None:
+        bad("data.train", "is missing: list the training image folders/files or one .npz patch file "
+            "(or set data.train_pairs: a folder of your own HR/ + LR/ pairs)")
+    if c.data.train and c.data.train_pairs is not None:
+        bad("data.train_pairs", "and data.train are both set: train on one of them (set the other to [] / null)")
     if c.data.patch_size < c.model.scale or c.data.patch_size % c.model.scale:
         bad("data.patch_size", f"must be a positive multiple of model.scale={c.model.scale}, got {c.data.patch_size}")
     if c.data.batch_size < 1:

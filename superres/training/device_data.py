@@ -187,6 +187,8 @@ class DeviceBatches:
 
 def unsupported_reason(dataset: Dataset) -> str | None:
     """Why ``dataset`` cannot be kept on the device (``None`` when it can)."""
+    if type(dataset).__name__ == "PairedPatchDataset":
+        return "your own pairs (data.train_pairs) are served by the DataLoader path; device-resident data needs image folders"
     if not isinstance(dataset, HRFolderDataset):
         return "a .npz patch file is served by the DataLoader path; device-resident data needs image folders"
     if dataset.bit_depth != 8:

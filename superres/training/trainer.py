@@ -649,7 +649,7 @@ class Trainer:
         metadata: dict[str, Any] = {
             "name": c.name,
             "config": config_to_dict(c),
-            "data": list(c.data.train),
+            "data": list(c.data.train) if c.data.train_pairs is None else [c.data.train_pairs],
             "iterations": self.iteration,
             "wall_time_s": round(self.elapsed, 3),
             "ema": c.train.ema is not None,
