@@ -1,0 +1,296 @@
+"""Video files and animated images through ``superres upscale``.
+
+* **Video** (``.mp4``, ``.mkv``, ``.mov``, ``.webm``, ``.avi``, ``.m4v``; PyAV, the ``[video]``
+  extra): decoded, upscaled in batches of frames (on the model's device) and encoded frame by
+  frame, so memory holds one batch, not the clip. Every frame keeps its timestamp (the output video
+  stream has the input's time base and frame rate) and the audio streams are copied packet by packet,
+  not re-encoded. Codec: H.264 (``libx264``, ``yuv420p``) for MP4/MKV/MOV/AVI, VP9 for WebM;
+  ``--codec`` and ``--crf`` (default 18, visually lossless for H.264) change it. The output is
+  written to a hidden temporary file and renamed at the end, so an interrupted run leaves no
+  half-written video; ``--skip-existing`` then resumes a folder of clips at the first one missing.
+* **Animations** (GIF, animated WebP; Pillow): every frame upscaled with its alpha; per-frame
+  durations and the loop count are kept. A ``.gif`` always goes this way (a GIF in gives a GIF out).
+
+The output size follows :class:`superres.outputs.OutputSize` as for images; H.264 and VP9 in
+4:2:0 need even sizes, so a video's size is rounded down to even numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from superres.errors import SuperresError
+
+if TYPE_CHECKING:
+    from superres.inference import Model
+    from superres.outputs import OutputSize
+
+__all__ = ["VIDEO_SUFFIXES", "is_video", "is_animation", "upscale_animation", "upscale_video", "upscale_videos"]
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
+#: Default constant rate factor (x264/VP9): visually lossless for H.264.
+DEFAULT_CRF = 18
+#: Frames upscaled together (one batch on the model's device).
+DEFAULT_BATCH = 4
+
+
+def is_video(path: Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_animation(path: Path) -> bool:
+    """A GIF (any: a GIF is written back as a GIF), or a WebP with more than one frame."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return True
+    if suffix != ".webp":
+        return False
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            return int(getattr(im, "n_frames", 1)) > 1
+    except Exception:  # noqa: BLE001 - not readable: the image reader names it
+        return False
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError:
+        raise SuperresError("video needs PyAV: pip install 'superres[video]' (or pip install av)") from None
+    return av
+
+
+# --------------------------------------------------------------------------- frames
+def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: int, tile_overlap: int, half: bool,
+                   out_hw: tuple[int, int]) -> np.ndarray:
+    """``N`` uint8 ``H x W x 3`` frames -> uint8 ``N x H' x W' x 3`` at ``out_hw``. A 3-channel model
+    runs on the whole batch at once (:func:`superres.inference.upscale_tensor`); other models frame
+    by frame through :func:`superres.inference.upscale` (the channel rules)."""
+    import torch
+
+    from superres.inference import _model_channels, upscale, upscale_tensor
+    from superres.resize import imresize
+
+    if _model_channels(net) == 3:
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+        y = upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, half=half)
+    else:
+        y = torch.stack([
+            torch.from_numpy(upscale(net, f.astype(np.float32) / 255.0, tile=tile, tile_overlap=tile_overlap,
+                                     device="cpu", half=half)).permute(2, 0, 1)
+            for f in frames
+        ])
+    y = y.clamp_(0.0, 1.0)
+    if tuple(y.shape[-2:]) != tuple(out_hw):
+        y = imresize(y.float(), size=tuple(out_hw)).clamp_(0.0, 1.0)
+    return y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _native_scale(net: "Model") -> int:
+    from superres.inference import _model_scale_attr
+
+    return _model_scale_attr(net)
+
+
+# --------------------------------------------------------------------------- animations
+def upscale_animation(net: "Model", src: Path, dst: Path, *, tile: int, tile_overlap: int, half: bool,
+                      output_size: "OutputSize") -> None:
+    """Upscale every frame of a GIF or animated WebP into ``dst`` (``.gif`` or ``.webp``), keeping
+    each frame's duration, the loop count and transparency."""
+    from PIL import Image as PILImage
+    from PIL import ImageSequence
+
+    from superres.inference import upscale
+    from superres.io import Image, _check_pixels, atomic_write
+
+    fmt = {".gif": "GIF", ".webp": "WEBP"}.get(dst.suffix.lower())
+    if fmt is None:
+        raise SuperresError(f"{dst}: an animation is written as .gif or .webp (use --ext auto, gif or webp)")
+    limit = PILImage.MAX_IMAGE_PIXELS
+    PILImage.MAX_IMAGE_PIXELS = None
+    try:
+        im = PILImage.open(src)
+    except Exception as exc:  # noqa: BLE001
+        raise SuperresError(f"{src}: cannot read image ({exc})") from None
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = limit
+    frames, durations = [], []
+    with im:
+        width, height = im.size
+        _check_pixels(src, height, width, samples=height * width * int(getattr(im, "n_frames", 1)))
+        loop = im.info.get("loop")
+        out_h, out_w = output_size.target(height, width, _native_scale(net), str(src))
+        try:
+            for frame in ImageSequence.Iterator(im):
+                frame.load()  # WebP sets a frame's duration when it is decoded
+                durations.append(int(frame.info.get("duration", im.info.get("duration", 100)) or 0))
+                rgba = np.asarray(frame.convert("RGBA"), dtype=np.float32) / 255.0
+                alpha = rgba[:, :, 3:]
+                has_alpha = bool((alpha < 1).any())
+                result = upscale(net, Image(rgba[:, :, :3].copy(), alpha.copy() if has_alpha else None, 8, src),
+                                 tile=tile, tile_overlap=tile_overlap, device="cpu", half=half)
+                from superres.outputs import resize_image
+
+                result = resize_image(result, (out_h, out_w))
+                samples = result.to_integer(include_alpha=True)
+                frames.append(PILImage.fromarray(samples if samples.shape[2] > 1 else samples[:, :, 0]))
+        except SuperresError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a decoder error on a later frame
+            raise SuperresError(f"{src}: cannot read frame {len(frames)} ({exc})") from None
+    options: dict[str, Any] = {"save_all": True, "append_images": frames[1:], "duration": durations}
+    if loop is not None:
+        options["loop"] = int(loop)
+    if fmt == "GIF":
+        options["disposal"] = 2
+    else:
+        options.update(quality=95, method=4)
+    with atomic_write(dst) as tmp:
+        frames[0].save(tmp, format=fmt, **options)
+
+
+# --------------------------------------------------------------------------- video
+def _default_codec(dst: Path) -> str:
+    return "libvpx-vp9" if dst.suffix.lower() == ".webm" else "libx264"
+
+
+def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_overlap: int = 16, half: bool = False,
+                  output_size: "OutputSize | None" = None, codec: str | None = None, crf: int | None = None,
+                  batch: int = DEFAULT_BATCH, progress: bool = True) -> dict[str, Any]:
+    """Upscale the first video stream of ``src`` into ``dst`` frame by frame, copying the audio.
+    Returns ``{"frames": n, "size": (w, h), "codec": name}``."""
+    av = _import_av()
+    from superres.io import atomic_write
+    from superres.outputs import OutputSize
+
+    size = output_size if output_size is not None else OutputSize()
+    codec = codec or _default_codec(dst)
+    crf = DEFAULT_CRF if crf is None else int(crf)
+    if not 0 <= crf <= 63:
+        raise SuperresError(f"--crf {crf}: must be between 0 and 63")
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:  # noqa: BLE001
+        raise SuperresError(f"--codec {codec}: this FFmpeg build (PyAV) has no such encoder") from None
+    try:
+        inp = av.open(str(src))
+    except Exception as exc:  # noqa: BLE001
+        raise SuperresError(f"{src}: cannot open the video ({' '.join(str(exc).split())})") from None
+    with inp:
+        if not inp.streams.video:
+            raise SuperresError(f"{src}: no video stream")
+        vs = inp.streams.video[0]
+        vs.thread_type = "AUTO"
+        audio = list(inp.streams.audio)
+        h, w = vs.codec_context.height, vs.codec_context.width
+        out_h, out_w = size.target(h, w, _native_scale(net), str(src))
+        out_h, out_w = max(2, out_h - out_h % 2), max(2, out_w - out_w % 2)
+        rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+        total = vs.frames or None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=Path(src).name, unit="frame", disable=not progress, file=sys.stderr)
+        count = 0
+        with atomic_write(dst) as tmp:
+            out = av.open(str(tmp), "w")
+            try:
+                ovs = out.add_stream(codec, rate=rate)
+                ovs.width, ovs.height = out_w, out_h
+                ovs.pix_fmt = "yuv420p"
+                ovs.time_base = vs.time_base
+                ovs.codec_context.time_base = vs.time_base
+                ovs.options = {"crf": str(crf)} if codec in ("libx264", "libx265", "libvpx-vp9") else {}
+                if codec == "libvpx-vp9":
+                    ovs.options.update({"b": "0"})
+                oas = {a.index: out.add_stream_from_template(a) for a in audio}
+                pending: list = []
+
+                def flush() -> None:
+                    nonlocal count
+                    if not pending:
+                        return
+                    arrays = [f.to_ndarray(format="rgb24") for f in pending]
+                    result = _upscale_batch(net, arrays, tile=tile, tile_overlap=tile_overlap, half=half,
+                                            out_hw=(out_h, out_w))
+                    for frame, pixels in zip(pending, result):
+                        new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+                        new.pts, new.time_base = frame.pts, frame.time_base
+                        for packet in ovs.encode(new):
+                            out.mux(packet)
+                    count += len(pending)
+                    bar.update(len(pending))
+                    pending.clear()
+
+                for packet in inp.demux(vs, *audio):
+                    if packet.stream.type == "audio":
+                        if packet.dts is None:
+                            continue
+                        packet.stream = oas[packet.stream.index]
+                        out.mux(packet)
+                        continue
+                    for frame in packet.decode():
+                        pending.append(frame)
+                        if len(pending) >= batch:
+                            flush()
+                flush()
+                for packet in ovs.encode():
+                    out.mux(packet)
+            except SuperresError:
+                raise
+            except av.error.FFmpegError as exc:
+                raise SuperresError(f"{src}: video decode/encode failed ({' '.join(str(exc).split())})") from None
+            finally:
+                out.close()
+                bar.close()
+    return {"frames": count, "size": (out_w, out_h), "codec": codec}
+
+
+def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, tile: int = 0, tile_overlap: int = 16,
+                   device: str = "auto", half: bool = False, existing: str = "error", suffix: str = "",
+                   ext: str = "auto", output_size: "OutputSize | None" = None, codec: str | None = None,
+                   crf: int | None = None, batch: int = DEFAULT_BATCH, progress: bool = True,
+                   failures: list | None = None, on_start: "Any" = None) -> list[Path]:
+    """``superres upscale CLIP.mp4 ...``: each video file into ``out_dir`` (same name; ``ext`` other
+    than ``auto`` is not a video container and is refused). Under ``torchrun`` the clips are shared
+    between ranks. Returns the paths written."""
+    from superres.devices import resolve_device
+    from superres.inference import _check_out_dir, _check_half, default_model_name, load_for_backend
+    from superres.outputs import recorded, rename_outputs, shard
+
+    _import_av()
+    if ext != "auto":
+        raise SuperresError(f"--ext {ext}: is for images; a video keeps its container (use --ext auto)")
+    dev = resolve_device(device)
+    _check_half(half, dev)
+    for path in inputs:
+        if not Path(path).is_file():
+            raise SuperresError(f"{path}: no such video file")
+    pairs = rename_outputs([(Path(p), Path(out_dir) / Path(p).name) for p in inputs], suffix=suffix, ext="auto")
+    pairs = _check_out_dir(Path(out_dir), shard(sorted(pairs)), existing)
+    if not pairs:
+        return []
+    net = load_for_backend(model if model is not None else default_model_name(), device=str(dev))
+    if on_start is not None:
+        on_start(str(dev))
+    written = []
+    for src, dst in pairs:
+        with recorded(failures, src):
+            upscale_video(net, src, dst, tile=tile, tile_overlap=tile_overlap, half=half, output_size=output_size,
+                          codec=codec, crf=crf, batch=batch, progress=progress)
+            written.append(dst)
+    return written
+
+
+def frames(path: Path) -> Iterator[np.ndarray]:
+    """The RGB frames of a video file (uint8 ``H x W x 3``), for tests and checks."""
+    av = _import_av()
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
