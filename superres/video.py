@@ -87,10 +87,11 @@ def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: int, til
                                      device="cpu", half=half)).permute(2, 0, 1)
             for f in frames
         ])
-    y = y.clamp_(0.0, 1.0)
-    if tuple(y.shape[-2:]) != tuple(out_hw):
-        y = imresize(y.float(), size=tuple(out_hw)).clamp_(0.0, 1.0)
-    return y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    with torch.inference_mode():
+        y = y.clamp(0.0, 1.0)
+        if tuple(y.shape[-2:]) != tuple(out_hw):
+            y = imresize(y.float(), size=tuple(out_hw)).clamp_(0.0, 1.0)
+        return y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _native_scale(net: "Model") -> int:
