@@ -257,16 +257,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- upscale
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from superres.inference import upscale_files
-    from superres.outputs import OutputSize
+    from superres.outputs import OutputSize, rank_device
     from superres.video import is_video, upscale_videos
 
     size = OutputSize(outscale=args.outscale, size=args.size, width=args.width)
+    announce = _device_announcer(args)
+    args.device = rank_device(args.device)  # torchrun: one GPU per rank
     videos = [Path(s) for s in args.inputs if is_video(Path(s))]
     images = [Path(s) for s in args.inputs if not is_video(Path(s))]
     common = dict(model=args.model, out_dir=Path(args.out), tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, half=args.half, progress=not args.quiet,
                   existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
-                  suffix=args.suffix, ext=args.ext, output_size=size, on_start=_device_announcer(args))
+                  suffix=args.suffix, ext=args.ext, output_size=size, on_start=announce)
     failures: list = []
     written = []
     if images:
@@ -289,9 +291,10 @@ def _device_announcer(args: argparse.Namespace) -> Callable[[str], None]:
     """A callback printing the device a command runs on, once (stderr), when the work starts: only
     when it was chosen with ``auto`` and the command is not ``--quiet``."""
     printed: list[str] = []
+    auto = args.device == "auto"
 
     def announce(device: str) -> None:
-        if args.device == "auto" and not getattr(args, "quiet", False) and not printed:
+        if auto and not getattr(args, "quiet", False) and not printed:
             printed.append(device)
             print(f"superres: device {device} (--device auto)", file=sys.stderr)
 

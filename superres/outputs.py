@@ -26,6 +26,7 @@ __all__ = [
     "rename_outputs",
     "parse_size",
     "rank_and_world",
+    "rank_device",
     "shard",
     "recorded",
     "finish",
@@ -195,6 +196,19 @@ def rank_and_world() -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world:
         raise SuperresError(f"RANK={rank} WORLD_SIZE={world}: not a valid rank")
     return rank, world
+
+
+def rank_device(device: str) -> str:
+    """Under ``torchrun`` on a machine with CUDA, ``auto``/``cuda`` become this process's GPU,
+    ``cuda:LOCAL_RANK`` (modulo the GPUs present), so N ranks use N GPUs; otherwise ``device``."""
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        return device
+    return f"cuda:{int(local) % torch.cuda.device_count()}"
 
 
 def shard(pairs: Sequence, rank: int | None = None, world: int | None = None) -> list:

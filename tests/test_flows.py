@@ -270,3 +270,15 @@ def test_shard_is_disjoint_and_complete():
     for world in (1, 2, 3, 8, 30):
         parts = [shard(items, r, world) for r in range(world)]
         assert sorted(sum(parts, [])) == items
+
+
+def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch):
+    from superres.outputs import rank_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert rank_device("auto") == rank_device("cuda") == "cuda:1"
+    assert rank_device("cpu") == "cpu" and rank_device("cuda:0") == "cuda:0"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert rank_device("auto") == "auto"
