@@ -808,9 +808,10 @@ def upscale_files(
 
     budget = memory_budget(max_memory)
     written: list[Path] = []
+    writer = outputs.BackgroundWriter(failures)
     bar = tqdm(pairs, desc="upscale", unit="image", disable=not progress, file=sys.stderr)
     for src, dst in bar:
-        with outputs.recorded(failures, src):
+        with outputs.recorded(failures, src, writer):
             if video.is_animation(src):
                 video.upscale_animation(net, src, dst, tile=tile, tile_overlap=tile_overlap, half=half, output_size=size)
                 written.append(dst)
@@ -825,6 +826,7 @@ def upscale_files(
                 if not size.native:
                     raise SuperresError(f"{src}: too large to upscale in one piece, and --outscale/--size/--width "
                                         "need the whole result in memory; raise --max-memory")
+                writer.drain()  # a result too large for memory: nothing else held while it streams
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 _upscale_in_strips(net, raw, dst, tile=tile, tile_overlap=tile_overlap, half=half)
                 written.append(dst)
@@ -838,7 +840,7 @@ def upscale_files(
             )
             result = outputs.finish(result, size.target(h, w, _model_scale_attr(net), str(src)), ext)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            write_image(dst, result, metadata=read_metadata(src))
-            written.append(dst)
+            writer.submit(src, dst, write_image, dst, result, metadata=read_metadata(src))
+    written += writer.close()
     bar.close()
     return written

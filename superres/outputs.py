@@ -29,6 +29,7 @@ __all__ = [
     "rank_device",
     "shard",
     "recorded",
+    "BackgroundWriter",
     "finish",
     "resize_image",
 ]
@@ -172,18 +173,72 @@ def finish(image, out_hw: tuple[int, int], ext: str = "auto"):
 
 # --------------------------------------------------------------------------- failures
 @contextlib.contextmanager
-def recorded(failures: "list[tuple[Path, str]] | None", src: Path) -> Iterator[None]:
+def recorded(failures: "list[tuple[Path, str]] | None", src: Path, writer: "BackgroundWriter | None" = None) -> Iterator[None]:
     """Run one file's work; with a ``failures`` list, a :class:`SuperresError` (or an ``OSError``)
-    is appended to it as ``(src, message)`` and the job goes on; without one it propagates."""
+    is appended to it as ``(src, message)`` and the job goes on; without one it propagates, after
+    ``writer``'s pending writes have finished (so the run stops with complete files only)."""
     try:
         yield
-    except (SuperresError, OSError) as exc:
-        if failures is None:
+    except BaseException as exc:
+        if failures is None or not isinstance(exc, (SuperresError, OSError)):
+            if writer is not None:
+                writer.abandon()
             raise
         message = str(exc) if isinstance(exc, SuperresError) else f"{src}: {exc.strerror or exc}"
         if str(src) not in message:
             message = f"{src}: {message}"
         failures.append((src, message))
+
+
+class BackgroundWriter:
+    """Writes results in one background thread while the next image is upscaled.
+
+    Encoding a large PNG or WebP takes as long as running a small model (seconds for a 16 MP
+    result); Pillow, tifffile and zlib release the GIL while they encode, so the write overlaps the
+    next image's model run. At most ``depth`` results wait or are being written, so host memory
+    holds ``depth`` results beyond the one being computed. A write that fails is recorded in
+    ``failures`` (or raised, without a list) when it is collected: at a later :meth:`submit` or
+    at :meth:`close`. ``written`` lists the destinations completed.
+    """
+
+    def __init__(self, failures: "list[tuple[Path, str]] | None" = None, depth: int = 1) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.failures = failures
+        self.depth = max(1, int(depth))
+        self.written: list[Path] = []
+        self._pending: deque = deque()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superres-writer")
+
+    def submit(self, src: Path, dst: Path, write, *args, **kwargs) -> None:
+        while len(self._pending) >= self.depth:
+            self._collect()
+        self._pending.append((src, dst, self._pool.submit(write, *args, **kwargs)))
+
+    def drain(self) -> None:
+        while self._pending:
+            self._collect()
+
+    def _collect(self) -> None:
+        src, dst, future = self._pending.popleft()
+        with recorded(self.failures, src):
+            future.result()
+            self.written.append(dst)
+
+    def abandon(self) -> None:
+        """Let the pending writes finish (each is atomic), ignore their errors, stop the thread."""
+        for _, _, future in self._pending:
+            future.exception()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+    def close(self) -> list[Path]:
+        try:
+            self.drain()
+        finally:
+            self._pool.shutdown(wait=True)
+        return self.written
 
 
 # --------------------------------------------------------------------------- torchrun

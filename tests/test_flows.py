@@ -282,3 +282,16 @@ def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch):
     assert rank_device("cpu") == "cpu" and rank_device("cuda:0") == "cuda:0"
     monkeypatch.delenv("LOCAL_RANK")
     assert rank_device("auto") == "auto"
+
+
+def test_a_write_that_fails_in_the_background_is_counted(tmp_path, capsys, model_file):
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(_rgb(8, 8), np.ones((8, 8, 1), np.float32) * 0.5, 8))  # alpha: not in JPEG
+    write_image(src / "b.png", Image(_rgb(8, 8, 1), None, 8))
+    write_image(src / "c.png", Image(_rgb(8, 8, 2), None, 8))
+    out = tmp_path / "o"
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
+                                 "--quiet", "--device", "cpu", "--ext", "jpg"])
+    assert code == 2
+    assert "JPEG cannot hold the alpha channel" in err and "1 of 3 file(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg", "c.jpg"]  # no temporary file left
