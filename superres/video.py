@@ -212,6 +212,23 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                     ovs.options.update({"b": "0"})
                 oas = {a.index: out.add_stream_from_template(a) for a in audio}
                 pending: list = []
+                # Encoding and muxing run in one worker thread, in submission order (PyAV releases
+                # the GIL in FFmpeg calls), so a batch is encoded while the next one is upscaled.
+                # At most two batches wait, which bounds memory.
+                from concurrent.futures import ThreadPoolExecutor
+
+                encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superres-encode")
+                queued: list = []
+
+                def later(fn, *fn_args) -> None:
+                    queued.append(encoder.submit(fn, *fn_args))
+                    while len(queued) > 2 * batch + 8:
+                        queued.pop(0).result()
+
+                def encode(frames_out: list) -> None:
+                    for new in frames_out:
+                        for packet in ovs.encode(new):
+                            out.mux(packet)
 
                 def flush() -> None:
                     nonlocal count
@@ -220,11 +237,12 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                     arrays = [f.to_ndarray(format="rgb24") for f in pending]
                     result = _upscale_batch(net, arrays, tile=tile, tile_overlap=tile_overlap, half=half,
                                             out_hw=(out_h, out_w))
+                    frames_out = []
                     for frame, pixels in zip(pending, result):
                         new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
                         new.pts, new.time_base = frame.pts, frame.time_base
-                        for packet in ovs.encode(new):
-                            out.mux(packet)
+                        frames_out.append(new)
+                    later(encode, frames_out)
                     count += len(pending)
                     bar.update(len(pending))
                     pending.clear()
@@ -234,20 +252,23 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                         if packet.dts is None:
                             continue
                         packet.stream = oas[packet.stream.index]
-                        out.mux(packet)
+                        later(out.mux, packet)
                         continue
                     for frame in packet.decode():
                         pending.append(frame)
                         if len(pending) >= batch:
                             flush()
                 flush()
-                for packet in ovs.encode():
-                    out.mux(packet)
+                later(encode, [None])  # flush the encoder
+                for future in queued:
+                    future.result()
             except SuperresError:
                 raise
             except av.error.FFmpegError as exc:
                 raise SuperresError(f"{src}: video decode/encode failed ({' '.join(str(exc).split())})") from None
             finally:
+                if "encoder" in locals():
+                    encoder.shutdown(wait=True, cancel_futures=True)
                 out.close()
                 bar.close()
     return {"frames": count, "size": (out_w, out_h), "codec": codec}
