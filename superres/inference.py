@@ -782,12 +782,12 @@ def upscale_files(
 
     ``suffix``/``ext`` rename the outputs and ``output_size`` (a :class:`superres.outputs.OutputSize`)
     resizes each result after the model (:mod:`superres.outputs`); ICC profile, DPI and EXIF are
-    carried over (:mod:`superres.metadata`); animated GIF/WebP go through :mod:`superres.video`.
+    carried over (:mod:`superres.metadata`); animated GIF/WebP go through :mod:`superres.animation`.
     With a ``failures`` list, a file that fails is appended to it as ``(source, message)`` and the
     others go on. Under ``torchrun`` each rank takes its share of the planned files. ``on_start`` is
     called with the device once everything is checked and the model is loaded.
     """
-    from superres import outputs, video
+    from superres import animation, outputs
     from superres.io import Image, read_raw, to_float, write_image
     from superres.metadata import read_metadata
 
@@ -812,8 +812,9 @@ def upscale_files(
     bar = tqdm(pairs, desc="upscale", unit="image", disable=not progress, file=sys.stderr)
     for src, dst in bar:
         with outputs.recorded(failures, src, writer):
-            if video.is_animation(src):
-                video.upscale_animation(net, src, dst, tile=tile, tile_overlap=tile_overlap, half=half, output_size=size)
+            if animation.is_animation(src):
+                frame_call = lambda image: upscale(net, image, tile=tile, tile_overlap=tile_overlap, device=dev, half=half)  # noqa: E731
+                animation.upscale_animation(frame_call, _model_scale_attr(net), src, dst, output_size=size)
                 written.append(dst)
                 continue
             try:

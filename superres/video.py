@@ -8,8 +8,7 @@
   ``--codec`` and ``--crf`` (default 18, visually lossless for H.264) change it. The output is
   written to a hidden temporary file and renamed at the end, so an interrupted run leaves no
   half-written video; ``--skip-existing`` then resumes a folder of clips at the first one missing.
-* **Animations** (GIF, animated WebP; Pillow): every frame upscaled with its alpha; per-frame
-  durations and the loop count are kept. A ``.gif`` always goes this way (a GIF in gives a GIF out).
+* **Animations** (GIF, animated WebP) are in :mod:`superres.animation`.
 
 The output size follows :class:`superres.outputs.OutputSize` as for images; H.264 and VP9 in
 4:2:0 need even sizes, so a video's size is rounded down to even numbers.
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from superres.inference import Model
     from superres.outputs import OutputSize
 
-__all__ = ["VIDEO_SUFFIXES", "is_video", "is_animation", "upscale_animation", "upscale_video", "upscale_videos"]
+__all__ = ["VIDEO_SUFFIXES", "is_video", "upscale_video", "upscale_videos"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 #: Default constant rate factor (x264/VP9): visually lossless for H.264.
@@ -41,22 +40,6 @@ DEFAULT_BATCH = 4
 
 def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-def is_animation(path: Path) -> bool:
-    """A GIF (any: a GIF is written back as a GIF), or a WebP with more than one frame."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".gif":
-        return True
-    if suffix != ".webp":
-        return False
-    from PIL import Image as PILImage
-
-    try:
-        with PILImage.open(path) as im:
-            return int(getattr(im, "n_frames", 1)) > 1
-    except Exception:  # noqa: BLE001 - not readable: the image reader names it
-        return False
 
 
 def _import_av():
@@ -98,63 +81,6 @@ def _native_scale(net: "Model") -> int:
     from superres.inference import _model_scale_attr
 
     return _model_scale_attr(net)
-
-
-# --------------------------------------------------------------------------- animations
-def upscale_animation(net: "Model", src: Path, dst: Path, *, tile: int, tile_overlap: int, half: bool,
-                      output_size: "OutputSize") -> None:
-    """Upscale every frame of a GIF or animated WebP into ``dst`` (``.gif`` or ``.webp``), keeping
-    each frame's duration, the loop count and transparency."""
-    from PIL import Image as PILImage
-    from PIL import ImageSequence
-
-    from superres.inference import upscale
-    from superres.io import Image, _check_pixels, atomic_write
-
-    fmt = {".gif": "GIF", ".webp": "WEBP"}.get(dst.suffix.lower())
-    if fmt is None:
-        raise SuperresError(f"{dst}: an animation is written as .gif or .webp (use --ext auto, gif or webp)")
-    limit = PILImage.MAX_IMAGE_PIXELS
-    PILImage.MAX_IMAGE_PIXELS = None
-    try:
-        im = PILImage.open(src)
-    except Exception as exc:  # noqa: BLE001
-        raise SuperresError(f"{src}: cannot read image ({exc})") from None
-    finally:
-        PILImage.MAX_IMAGE_PIXELS = limit
-    frames, durations = [], []
-    with im:
-        width, height = im.size
-        _check_pixels(src, height, width, samples=height * width * int(getattr(im, "n_frames", 1)))
-        loop = im.info.get("loop")
-        out_h, out_w = output_size.target(height, width, _native_scale(net), str(src))
-        try:
-            for frame in ImageSequence.Iterator(im):
-                frame.load()  # WebP sets a frame's duration when it is decoded
-                durations.append(int(frame.info.get("duration", im.info.get("duration", 100)) or 0))
-                rgba = np.asarray(frame.convert("RGBA"), dtype=np.float32) / 255.0
-                alpha = rgba[:, :, 3:]
-                has_alpha = bool((alpha < 1).any())
-                result = upscale(net, Image(rgba[:, :, :3].copy(), alpha.copy() if has_alpha else None, 8, src),
-                                 tile=tile, tile_overlap=tile_overlap, device="cpu", half=half)
-                from superres.outputs import resize_image
-
-                result = resize_image(result, (out_h, out_w))
-                samples = result.to_integer(include_alpha=True)
-                frames.append(PILImage.fromarray(samples if samples.shape[2] > 1 else samples[:, :, 0]))
-        except SuperresError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a decoder error on a later frame
-            raise SuperresError(f"{src}: cannot read frame {len(frames)} ({exc})") from None
-    options: dict[str, Any] = {"save_all": True, "append_images": frames[1:], "duration": durations}
-    if loop is not None:
-        options["loop"] = int(loop)
-    if fmt == "GIF":
-        options["disposal"] = 2
-    else:
-        options.update(quality=95, method=4)
-    with atomic_write(dst) as tmp:
-        frames[0].save(tmp, format=fmt, **options)
 
 
 # --------------------------------------------------------------------------- video
