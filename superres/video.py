@@ -90,9 +90,14 @@ def _default_codec(dst: Path) -> str:
 
 def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_overlap: int = 16, half: bool = False,
                   output_size: "OutputSize | None" = None, codec: str | None = None, crf: int | None = None,
-                  batch: int = DEFAULT_BATCH, progress: bool = True) -> dict[str, Any]:
+                  batch: int = DEFAULT_BATCH, progress: bool = True,
+                  frame_range: "tuple[int, int | None] | None" = None) -> dict[str, Any]:
     """Upscale the first video stream of ``src`` into ``dst`` frame by frame, copying the audio.
-    Returns ``{"frames": n, "size": (w, h), "codec": name}``."""
+    Returns ``{"frames": n, "size": (w, h), "codec": name}``.
+
+    ``frame_range=(lo, hi)`` (timestamps of the video stream; ``hi`` None: to the end) writes only
+    the frames with ``lo <= pts < hi``, without audio and without B-frames, as one part of a clip
+    shared between ``torchrun`` ranks (:func:`upscale_videos` joins the parts)."""
     av = _import_av()
     from superres.io import atomic_write
     from superres.outputs import OutputSize
@@ -115,12 +120,15 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
             raise SuperresError(f"{src}: no video stream")
         vs = inp.streams.video[0]
         vs.thread_type = "AUTO"
-        audio = list(inp.streams.audio)
+        audio = list(inp.streams.audio) if frame_range is None else []
+        lo, hi = frame_range if frame_range is not None else (None, None)
+        if lo is not None:
+            inp.seek(lo, stream=vs, backward=True)  # the keyframe at or before lo
         h, w = vs.codec_context.height, vs.codec_context.width
         out_h, out_w = size.target(h, w, _native_scale(net), str(src))
         out_h, out_w = max(2, out_h - out_h % 2), max(2, out_w - out_w % 2)
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)
-        total = vs.frames or None
+        total = (vs.frames or None) if frame_range is None else None
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=Path(src).name, unit="frame", disable=not progress, file=sys.stderr)
@@ -136,6 +144,8 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                 ovs.options = {"crf": str(crf)} if codec in ("libx264", "libx265", "libvpx-vp9") else {}
                 if codec == "libvpx-vp9":
                     ovs.options.update({"b": "0"})
+                if frame_range is not None:
+                    ovs.options.update({"bf": "0"})  # parts joined end to end need increasing dts
                 oas = {a.index: out.add_stream_from_template(a) for a in audio}
                 pending: list = []
                 # Encoding and muxing run in one worker thread, in submission order (PyAV releases
@@ -173,6 +183,7 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                     bar.update(len(pending))
                     pending.clear()
 
+                done = False
                 for packet in inp.demux(vs, *audio):
                     if packet.stream.type == "audio":
                         if packet.dts is None:
@@ -181,9 +192,16 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                         later(out.mux, packet)
                         continue
                     for frame in packet.decode():
+                        if lo is not None and (frame.pts is None or frame.pts < lo):
+                            continue
+                        if hi is not None and frame.pts >= hi:
+                            done = True
+                            break
                         pending.append(frame)
                         if len(pending) >= batch:
                             flush()
+                    if done:
+                        break
                 flush()
                 later(encode, [None])  # flush the encoder
                 for future in queued:
@@ -210,7 +228,7 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
     between ranks. Returns the paths written."""
     from superres.devices import resolve_device
     from superres.inference import _check_out_dir, _check_half, default_model_name, load_for_backend
-    from superres.outputs import recorded, rename_outputs, shard
+    from superres.outputs import rank_and_world, recorded, rename_outputs, shard
 
     _import_av()
     if ext != "auto":
@@ -221,12 +239,18 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
         if not Path(path).is_file():
             raise SuperresError(f"{path}: no such video file")
     pairs = rename_outputs([(Path(p), Path(out_dir) / Path(p).name) for p in inputs], suffix=suffix, ext="auto")
-    pairs = _check_out_dir(Path(out_dir), shard(sorted(pairs)), existing)
+    rank, world = rank_and_world()
+    split = world > 1 and len(pairs) < world  # fewer clips than ranks: each clip by frame ranges
+    pairs = _check_out_dir(Path(out_dir), sorted(pairs) if split else shard(sorted(pairs)), existing)
     if not pairs:
         return []
     net = load_for_backend(model if model is not None else default_model_name(), device=str(dev))
     if on_start is not None:
         on_start(str(dev))
+    options = dict(tile=tile, tile_overlap=tile_overlap, half=half, output_size=output_size, codec=codec, crf=crf,
+                   batch=batch, progress=progress)
+    if split:
+        return _upscale_split(net, pairs, rank, world, failures, options)
     written = []
     for src, dst in pairs:
         with recorded(failures, src):
@@ -234,6 +258,91 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
                           codec=codec, crf=crf, batch=batch, progress=progress)
             written.append(dst)
     return written
+
+
+def _video_pts(src: Path) -> list[int]:
+    """The timestamps of every frame of the first video stream, in display order (packets only,
+    nothing decoded)."""
+    av = _import_av()
+    try:
+        with av.open(str(src)) as container:
+            vs = container.streams.video[0]
+            return sorted(p.pts for p in container.demux(vs) if p.pts is not None and p.size)
+    except (IndexError, av.error.FFmpegError) as exc:
+        raise SuperresError(f"{src}: cannot read the video ({' '.join(str(exc).split())})") from None
+
+
+def _part_path(dst: Path, rank: int, world: int) -> Path:
+    return dst.with_name(f".{dst.name}.part{rank:03d}of{world:03d}{dst.suffix}")
+
+
+def _upscale_split(net: "Model", pairs: Sequence[tuple[Path, Path]], rank: int, world: int,
+                   failures: list | None, options: dict) -> list[Path]:
+    """Each clip shared between the ``torchrun`` ranks by frame ranges: rank ``r`` upscales frames
+    ``[r n / N, (r + 1) n / N)`` into a hidden part file; after a barrier (gloo), rank 0 joins the
+    parts packet by packet (no re-encoding), adds the source's audio and removes the parts. Returns
+    the clips this rank wrote (rank 0: all of them)."""
+    import torch.distributed as dist
+
+    from superres.outputs import recorded
+
+    own = not dist.is_initialized()
+    if own:
+        dist.init_process_group("gloo")
+    written = []
+    try:
+        for src, dst in pairs:
+            pts = _video_pts(src)
+            n = len(pts)
+            a, b = rank * n // world, (rank + 1) * n // world
+            with recorded(failures, src):
+                if a < b:
+                    upscale_video(net, src, _part_path(dst, rank, world),
+                                  frame_range=(pts[a], pts[b] if b < n else None), **options)
+            dist.barrier()
+            if rank == 0:
+                parts = [_part_path(dst, r, world) for r in range(world) if r * n // world < (r + 1) * n // world]
+                with recorded(failures, src):
+                    _join_parts(src, parts, dst)
+                    written.append(dst)
+                for part in parts:
+                    part.unlink(missing_ok=True)
+            dist.barrier()
+    finally:
+        if own:
+            dist.destroy_process_group()
+    return written
+
+
+def _join_parts(src: Path, parts: Sequence[Path], dst: Path) -> None:
+    """``dst``: the video packets of ``parts`` end to end, then the audio of ``src``, remuxed."""
+    av = _import_av()
+    from superres.io import atomic_write
+
+    missing = [p for p in parts if not p.exists()]
+    if missing:
+        raise SuperresError(f"{src}: part {missing[0].name} is missing (a rank failed); nothing written")
+    with atomic_write(dst) as tmp, av.open(str(src)) as source:
+        containers = [av.open(str(p)) for p in parts]
+        try:
+            with av.open(str(tmp), "w") as out:
+                ovs = out.add_stream_from_template(containers[0].streams.video[0])
+                oas = {a.index: out.add_stream_from_template(a) for a in source.streams.audio}
+                for container in containers:
+                    for packet in container.demux(container.streams.video[0]):
+                        if packet.dts is None:
+                            continue
+                        packet.stream = ovs
+                        out.mux(packet)
+                if oas:
+                    for packet in source.demux(*source.streams.audio):
+                        if packet.dts is None:
+                            continue
+                        packet.stream = oas[packet.stream.index]
+                        out.mux(packet)
+        finally:
+            for container in containers:
+                container.close()
 
 
 def frames(path: Path) -> Iterator[np.ndarray]:

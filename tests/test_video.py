@@ -65,13 +65,14 @@ def write_clip(path: Path, width: int = 640, height: int = 360, seconds: int = S
 def probe(path: Path) -> dict:
     with av.open(str(path)) as container:
         vs = container.streams.video[0]
+        size, rate = (vs.codec_context.width, vs.codec_context.height), vs.average_rate
         pts = [frame.pts * frame.time_base for frame in container.decode(video=0)]
     with av.open(str(path)) as container:
         audio = [s for s in container.streams.audio]
         samples = sum(f.samples for f in container.decode(audio=0)) if audio else 0
         return {
-            "size": (vs.codec_context.width, vs.codec_context.height), "frames": len(pts), "pts": pts,
-            "duration": float(container.duration / av.time_base), "rate": vs.average_rate,
+            "size": size, "frames": len(pts), "pts": pts,
+            "duration": float(container.duration / av.time_base), "rate": rate,
             "audio": [(a.codec_context.name, a.sample_rate, a.channels) for a in audio], "samples": samples,
         }
 
@@ -92,7 +93,7 @@ def test_ten_second_360p_clip_with_audio_keeps_duration_frames_and_audio(tmp_pat
     assert got["size"] == (1280, 720)
     assert got["frames"] == src["frames"]
     assert got["pts"] == src["pts"]  # every frame keeps its timestamp
-    assert got["rate"] == Fraction(FPS)
+    assert got["rate"] == src["rate"] == Fraction(FPS)
     assert abs(got["duration"] - src["duration"]) < 1.5 / FPS
     assert got["audio"] == src["audio"] == [("aac", RATE, 2)]
     assert got["samples"] == src["samples"]  # copied packet by packet, not re-encoded
@@ -124,3 +125,38 @@ def test_video_options_and_failures(tmp_path, capsys, model_file):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "bad.mp4" in err[0]
     assert not (out / "bad.mp4").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_splits_one_clip_by_frame_ranges(tmp_path, model_file):
+    """Two ranks (gloo, CPU) share one clip: each upscales half of the frames into a part, rank 0
+    joins them with the audio; every source frame is in the result exactly once, in order."""
+    import os
+    import subprocess
+    import sys
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, 160, 90, seconds=2)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "superres.cli", "upscale", str(clip), "--out", str(out), "--model", str(model_file),
+           "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "wrote 1 file(s)" in proc.stdout and "(rank 0 of 2)" in proc.stdout
+    assert "wrote 0 file(s)" in proc.stdout and "(rank 1 of 2)" in proc.stdout
+    src, got = probe(clip), probe(out / "clip.mp4")
+    assert got["size"] == (320, 180)
+    assert got["frames"] == src["frames"] == 2 * FPS and got["pts"] == src["pts"]
+    assert got["audio"] == src["audio"] and got["samples"] == src["samples"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]  # the parts are gone
+    # the frames are the single-process result's (the same model on every frame)
+    single = tmp_path / "single"
+    assert main(["upscale", str(clip), "--out", str(single), "--model", str(model_file), "--device", "cpu",
+                 "--quiet"]) == 0
+    from superres.video import frames
+
+    a, b = list(frames(out / "clip.mp4")), list(frames(single / "clip.mp4"))
+    assert len(a) == len(b)
+    assert max(np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(a, b)) < 3
