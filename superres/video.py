@@ -9,6 +9,8 @@
   written to a hidden temporary file and renamed at the end, so an interrupted run leaves no
   half-written video; ``--skip-existing`` then resumes a folder of clips at the first one missing.
 * **Animations** (GIF, animated WebP) are in :mod:`superres.animation`.
+* **torchrun**: clips are shared between ranks as whole files; with fewer clips than ranks, each
+  clip is split by frame ranges (one part per rank, joined by rank 0 with the audio).
 
 The output size follows :class:`superres.outputs.OutputSize` as for images; H.264 and VP9 in
 4:2:0 need even sizes, so a video's size is rounded down to even numbers.
