@@ -359,10 +359,13 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
         description=(
             "Upscale image files or folders. Large images are processed in overlapping tiles blended "
             "together, so memory is bounded by the tile size. 16-bit in gives 16-bit out, gray gives gray, "
-            "alpha is kept (resized with bicubic)."
+            "alpha is kept (resized with bicubic). Folders keep their layout under --out; a file that fails "
+            "is reported and skipped (exit code 2 and a count at the end). Video files (.mp4, .mkv, .mov, "
+            ".webm, .avi; the [video] extra) keep their frame rate, timestamps and audio; animated GIF/WebP "
+            "their frame timing. Under torchrun the files (or a clip's frames) are split between the ranks."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or video files")
     p.add_argument("--model", default=None, help="shipped model name or model file (default: best shipped x4 model)")
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
     p.add_argument("--tile", type=_non_negative_int, default=256, help="tile size in input pixels (0: no tiling; default 256)")
