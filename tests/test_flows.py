@@ -222,6 +222,29 @@ def test_device_auto_is_the_default_and_printed_once(tmp_path, capsys, model_fil
     assert f"superres: device {auto_device()} (--device auto)" in err
 
 
+def test_half_on_a_machine_without_cuda_is_a_clear_error(tmp_path, capsys, model_file, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(8, 8), None, 8))
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(tmp_path / "o"),
+                                 "--half"])
+    assert code == 2 and "--half: half precision needs a CUDA device" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_half_on_the_auto_device_matches_fp32(tmp_path, capsys, model_file):
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(64, 48), None, 16))
+    for name, extra in [("fp32", []), ("half", ["--half"])]:
+        code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(tmp_path / name)]
+                            + extra)
+        assert code == 0 and "superres: device cuda" in err, err
+    fp32 = read_raw(tmp_path / "fp32" / "a.png").pixels.astype(np.float64) / 65535
+    half = read_raw(tmp_path / "half" / "a.png").pixels.astype(np.float64) / 65535
+    assert np.abs(fp32 - half).max() < 5e-3
+
+
 # --------------------------------------------------------------------------- 5: animations
 @pytest.mark.parametrize("suffix", [".gif", ".webp"])
 def test_animation_keeps_frame_timing_and_loop(tmp_path, capsys, model_file, suffix):
