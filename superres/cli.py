@@ -258,13 +258,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from superres.inference import upscale_files
     from superres.outputs import OutputSize, rank_device
-    from superres.video import is_video, upscale_videos
+    from superres.video import is_video, upscale_videos, videos_in
 
     size = OutputSize(outscale=args.outscale, size=args.size, width=args.width)
     announce = _device_announcer(args)
     args.device = rank_device(args.device)  # torchrun: one GPU per rank
-    videos = [Path(s) for s in args.inputs if is_video(Path(s))]
-    images = [Path(s) for s in args.inputs if not is_video(Path(s))]
+    paths = [Path(s) for s in args.inputs]
+    # A folder's videos go to the video path (layout kept); a folder of videos only is not an image input.
+    videos = [p for p in paths if is_video(p) or (p.is_dir() and videos_in(p))]
+    images = [p for p in paths if not is_video(p) and not (p.is_dir() and videos_in(p) and not _has_images(p))]
     common = dict(model=args.model, out_dir=Path(args.out), tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, half=args.half, progress=not args.quiet,
                   existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
@@ -285,6 +287,15 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     if videos:
         written += upscale_videos(videos, codec=args.codec, crf=args.crf, failures=failures, **common)
     return _upscale_summary(args, written, failures)
+
+
+def _has_images(folder: Path) -> bool:
+    from superres.io import list_images
+
+    try:
+        return bool(list_images([folder]))
+    except SuperresError:
+        return False
 
 
 def _device_announcer(args: argparse.Namespace) -> Callable[[str], None]:

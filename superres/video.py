@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from superres.inference import Model
     from superres.outputs import OutputSize
 
-__all__ = ["VIDEO_SUFFIXES", "is_video", "upscale_video", "upscale_videos"]
+__all__ = ["VIDEO_SUFFIXES", "is_video", "videos_in", "plan_videos", "upscale_video", "upscale_videos"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 #: Default constant rate factor (x264/VP9): visually lossless for H.264.
@@ -42,6 +42,31 @@ DEFAULT_BATCH = 4
 
 def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def videos_in(folder: Path) -> list[Path]:
+    """Video files under ``folder`` (recursive, hidden files and folders skipped, links to folders
+    not followed), sorted."""
+    import os
+
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES]
+    return sorted(found)
+
+
+def plan_videos(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs: a video file keeps its name, a folder's videos their layout."""
+    pairs = []
+    for source in map(Path, inputs):
+        if source.is_dir():
+            pairs += [(p, Path(out_dir) / p.relative_to(source)) for p in videos_in(source)]
+        elif source.is_file():
+            pairs.append((source, Path(out_dir) / source.name))
+        else:
+            raise SuperresError(f"{source}: no such video file")
+    return pairs
 
 
 def _import_av():
@@ -225,8 +250,9 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
                    ext: str = "auto", output_size: "OutputSize | None" = None, codec: str | None = None,
                    crf: int | None = None, batch: int = DEFAULT_BATCH, progress: bool = True,
                    failures: list | None = None, on_start: "Any" = None) -> list[Path]:
-    """``superres upscale CLIP.mp4 ...``: each video file into ``out_dir`` (same name; ``ext`` other
-    than ``auto`` is not a video container and is refused). Under ``torchrun`` the clips are shared
+    """``superres upscale CLIP.mp4 ...``: each video file (and the videos in folders, their layout
+    kept) into ``out_dir`` (same name; ``ext`` other than ``auto`` is not a video container and is
+    refused). Under ``torchrun`` the clips are shared
     between ranks. Returns the paths written."""
     from superres.devices import resolve_device
     from superres.inference import _check_out_dir, _check_half, default_model_name, load_for_backend
@@ -237,10 +263,7 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
         raise SuperresError(f"--ext {ext}: is for images; a video keeps its container (use --ext auto)")
     dev = resolve_device(device)
     _check_half(half, dev)
-    for path in inputs:
-        if not Path(path).is_file():
-            raise SuperresError(f"{path}: no such video file")
-    pairs = rename_outputs([(Path(p), Path(out_dir) / Path(p).name) for p in inputs], suffix=suffix, ext="auto")
+    pairs = rename_outputs(plan_videos(inputs, Path(out_dir)), suffix=suffix, ext="auto")
     rank, world = rank_and_world()
     split = world > 1 and len(pairs) < world  # fewer clips than ranks: each clip by frame ranges
     pairs = _check_out_dir(Path(out_dir), sorted(pairs) if split else shard(sorted(pairs)), existing)

@@ -160,3 +160,22 @@ def test_torchrun_splits_one_clip_by_frame_ranges(tmp_path, model_file):
     a, b = list(frames(out / "clip.mp4")), list(frames(single / "clip.mp4"))
     assert len(a) == len(b)
     assert max(np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(a, b)) < 3
+
+
+def test_a_folder_of_images_and_clips_keeps_its_layout(tmp_path, capsys, model_file):
+    from superres.io import Image, read_raw, write_image
+
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(np.random.default_rng(0).random((8, 6, 3)).astype(np.float32), None, 8))
+    (src / "trip").mkdir()
+    write_clip(src / "trip" / "clip.mp4", 32, 24, seconds=1, audio=False)
+    (src / "only_clips").mkdir()
+    write_clip(src / "only_clips" / "b.mov", 32, 24, seconds=1, audio=False)
+    out = tmp_path / "out"
+    code = main(["upscale", str(src), str(src / "only_clips"), "--model", str(model_file), "--out", str(out),
+                 "--device", "cpu", "--quiet", "--skip-existing"])
+    assert code == 0, capsys.readouterr().err
+    assert read_raw(out / "a.png").pixels.shape == (16, 12, 3)
+    assert probe(out / "trip" / "clip.mp4")["size"] == (64, 48)
+    assert probe(out / "only_clips" / "b.mov")["frames"] == FPS
+    assert probe(out / "b.mov")["frames"] == FPS  # the folder given on its own: its videos at the top
