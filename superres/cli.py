@@ -257,7 +257,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- upscale
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from superres.inference import upscale_files
-    from superres.outputs import OutputSize, rank_device
+    from superres.outputs import OutputSize, rank_and_world, rank_device
     from superres.video import is_video, upscale_videos, videos_in
 
     size = OutputSize(outscale=args.outscale, size=args.size, width=args.width)
@@ -268,7 +268,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     videos = [p for p in paths if is_video(p) or (p.is_dir() and videos_in(p))]
     images = [p for p in paths if not is_video(p) and not (p.is_dir() and videos_in(p) and not _has_images(p))]
     common = dict(model=args.model, out_dir=Path(args.out), tile=args.tile, tile_overlap=args.tile_overlap,
-                  device=args.device, half=args.half, progress=not args.quiet,
+                  device=args.device, half=args.half, progress=not args.quiet and rank_and_world()[0] == 0,
                   existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
                   suffix=args.suffix, ext=args.ext, output_size=size, on_start=announce)
     failures: list = []

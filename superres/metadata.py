@@ -14,6 +14,9 @@ WebP      yes  no   yes
 TIFF      yes  yes  no
 BMP       no   no   no
 ========  ===  ===  ====
+
+Not carried: by an image too large for memory (written in strips by ``superres upscale``), and by
+video (the container's own metadata is not copied; the audio is).
 """
 
 from __future__ import annotations
