@@ -317,3 +317,17 @@ def test_a_write_that_fails_in_the_background_is_counted(tmp_path, capsys, model
     assert code == 2
     assert "JPEG cannot hold the alpha channel" in err and "1 of 3 file(s) failed" in err
     assert sorted(p.name for p in out.iterdir()) == ["b.jpg", "c.jpg"]  # no temporary file left
+
+
+def test_eval_runs_on_the_auto_device_by_default(tmp_path, capsys, model_file):
+    import json
+
+    from superres.devices import auto_device
+
+    for k in range(2):
+        write_image(tmp_path / "set" / "HR" / f"img{k}.png", Image(_rgb(24, 20, k), None, 8))
+    code, out, err = _run(capsys, ["eval", "--model", str(model_file), "--data", str(tmp_path / "set"),
+                                   "--scale", "2", "--json"])
+    assert code == 0, err
+    assert json.loads(out)  # stdout stays one JSON object
+    assert err.count("(--device auto)") == 1 and f"superres: device {auto_device()}" in err
