@@ -179,3 +179,26 @@ def test_a_folder_of_images_and_clips_keeps_its_layout(tmp_path, capsys, model_f
     assert probe(out / "trip" / "clip.mp4")["size"] == (64, 48)
     assert probe(out / "only_clips" / "b.mov")["frames"] == FPS
     assert probe(out / "b.mov")["frames"] == FPS  # the folder given on its own: its videos at the top
+
+
+def test_an_interrupted_clip_leaves_no_partial_file(tmp_path, capsys, model_file, monkeypatch):
+    import superres.video as video
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, 32, 24, seconds=1)
+    real, calls = video._upscale_batch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video, "_upscale_batch", interrupted)
+    out = tmp_path / "out"
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet"]) == 130
+    assert not out.exists() or list(out.iterdir()) == []  # no clip, no hidden temporary file
+    monkeypatch.setattr(video, "_upscale_batch", real)
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet",
+                 "--skip-existing"]) == 0
+    assert probe(out / "clip.mp4")["frames"] == FPS
