@@ -177,16 +177,23 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                 pending: list = []
                 # Encoding and muxing run in one worker thread, in submission order (PyAV releases
                 # the GIL in FFmpeg calls), so a batch is encoded while the next one is upscaled.
-                # At most two batches wait, which bounds memory.
+                # At most two upscaled batches wait, which bounds memory (audio packets are small).
+                from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
 
                 encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superres-encode")
-                queued: list = []
+                queued: deque = deque()
+                batches: deque = deque()
 
                 def later(fn, *fn_args) -> None:
-                    queued.append(encoder.submit(fn, *fn_args))
-                    while len(queued) > 2 * batch + 8:
-                        queued.pop(0).result()
+                    future = encoder.submit(fn, *fn_args)
+                    queued.append(future)
+                    if fn is encode:
+                        batches.append(future)
+                    while len(batches) > 2:
+                        batches.popleft().result()
+                    while queued and queued[0].done():
+                        queued.popleft().result()  # raises an encoder error here
 
                 def encode(frames_out: list) -> None:
                     for new in frames_out:
