@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("superres.evaluate", "superres.peers"),
     ("superres.benchmark",),
     ("superres.training",),
-    ("superres.demo",),
+    ("superres.demo", "superres.serve"),
     ("superres.cli", "superres.__main__", "superres"),
 ]
 
