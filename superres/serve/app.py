@@ -90,7 +90,8 @@ class _LimitBody:
                 except ValueError:
                     declared = 0
                 if declared > self.limit:
-                    response = _error(413, "upload_too_large", f"the upload is {declared} bytes, above this server's limit of {self.limit - _UPLOAD_SLACK} bytes")
+                    limit = self.limit - _UPLOAD_SLACK
+                    response = _error(413, "upload_too_large", f"the upload is {declared} bytes, above this server's limit of {limit} bytes")
                     return await response(scope, receive, send)
         seen = 0
 
@@ -104,6 +105,36 @@ class _LimitBody:
             return message
 
         return await self.app(scope, limited, send)
+
+
+_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+class _SecurityHeaders:
+    """ASGI middleware (plain, so that errors raised while reading the body reach the endpoint):
+    ``nosniff`` and ``no-referrer`` on every response, a strict Content-Security-Policy on the page."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        page = scope["path"] == "/" or scope["path"].startswith("/static/")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                if page:
+                    headers.append((b"content-security-policy", _CSP.encode()))
+                message = dict(message, headers=headers)
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
 
 
 def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = None, queue: JobQueue | None = None):
@@ -173,22 +204,14 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
     async def _internal_error(request: Request, exc: Exception):
         return _error(500, "internal_error", "the server failed to handle this request")
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.url.path == "/" or request.url.path.startswith("/static/"):
-            response.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-            )
-        return response
+    app.add_middleware(_SecurityHeaders)
 
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization"]
+        )
     app.add_middleware(_LimitBody, limit=config.max_upload_bytes + _UPLOAD_SLACK)
 
     def _auth(request: Request):
@@ -307,7 +330,7 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
         if not ctype.startswith("multipart/form-data"):
             return _error(422, "invalid_request", "send the image as multipart/form-data with a field named 'image'")
         try:
-            form = await request.form(max_files=1, max_fields=8, max_part_size=4096)
+            form = await request.form(max_files=2, max_fields=8, max_part_size=4096)
         except _BodyTooLarge:
             return _error(413, "upload_too_large", f"the upload is above this server's limit of {config.max_upload_bytes} bytes")
         except MultiPartException as exc:
@@ -437,6 +460,9 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
 
 
 def _version() -> str:
-    from superres import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:  # not `from superres import __version__`: the package root sits above this layer
+        return version("superres")
+    except PackageNotFoundError:
+        return "unknown"

@@ -180,7 +180,7 @@ class JobQueue:
                 raise
             self._jobs[job.id] = job
             self._waiting.append(job)
-            self._lock.notify()
+            self._lock.notify_all()  # the janitor waits on the same condition: wake a worker for sure
 
     def get(self, job_id: str) -> Job | None:
         """The job (``None`` when unknown or expired); counts as the client still being there."""

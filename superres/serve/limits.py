@@ -67,13 +67,16 @@ def check_upload(path: str | Path, max_pixels: int) -> Declared:
         raise UploadRefused(422, "not_an_image", "the upload is empty")
     if head.startswith(_TIFF_SIGNATURES):
         return _check_tiff(path, max_pixels)
-    if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and len(head) >= 25 and head[24] == 16:
+    if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and len(head) >= 25:
+        # Any PNG: the size is in IHDR, whatever follows (Pillow would not even open a file whose
+        # later chunks are damaged, but the declared size is refused first, as the bomb it may be).
         width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
         if width * height > max_pixels:
             raise _too_many(width, height, max_pixels)
         if width == 0 or height == 0:
             raise UploadRefused(422, "not_an_image", "the PNG header declares an empty image")
-        return Declared("PNG", width, height)
+        if head[24] == 16:  # 16-bit: decoded by pypng, which reads the header lazily too
+            return Declared("PNG", width, height)
 
     from PIL import Image as PILImage
 
@@ -83,7 +86,8 @@ def check_upload(path: str | Path, max_pixels: int) -> Declared:
             with PILImage.open(path) as im:  # lazy: header only
                 fmt, (width, height) = im.format, im.size
     except PILImage.DecompressionBombError:
-        raise UploadRefused(413, "too_many_pixels", f"the image declares more pixels than this server's limit of {max_pixels / 1e6:g} MP (nothing was decoded)") from None
+        message = f"the image declares more pixels than this server's limit of {max_pixels / 1e6:g} MP (nothing was decoded)"
+        raise UploadRefused(413, "too_many_pixels", message) from None
     except Exception:  # noqa: BLE001 - Pillow raises anything on garbage
         raise UploadRefused(422, "not_an_image", "the upload is not an image in a format the server reads (PNG, JPEG, BMP or TIFF)") from None
     if width * height > max_pixels:
