@@ -97,6 +97,7 @@
     const divider = $(".divider", card);
     const lens = $(".lens", card);
     const r = job.result;
+    frame.style.maxWidth = r.width + "px"; // never shown larger than it is: the lens then magnifies
     before.width = r.width; before.height = r.height;
     after.width = r.width; after.height = r.height;
     before.src = beforeUrl;
