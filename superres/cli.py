@@ -401,8 +401,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: CPUs / workers)")
     p.add_argument("--queue-depth", type=_non_negative_int, default=8, help="jobs waiting beyond the running ones (default 8)")
     p.add_argument("--max-upload-mb", type=_positive_int, default=50, help="largest upload in MiB (default 50)")
-    p.add_argument("--max-pixels", type=_positive_int, default=4_000_000,
-                   help="largest input, width x height, checked on the header before decoding (default 4000000)")
+    p.add_argument("--max-pixels", type=_positive_int, default=2_000_000,
+                   help="largest input, width x height, checked on the header before decoding (default 2000000)")
     p.add_argument("--max-tile", type=_positive_int, default=512, help="largest tile a client may ask for (default 512)")
     p.add_argument("--result-ttl", type=float, default=600.0, help="seconds a result is kept (default 600)")
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds a job may run before it is cancelled (default 600)")

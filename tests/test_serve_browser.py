@@ -64,7 +64,7 @@ def server(tmp_path):
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the server did not start:\n" + (tmp_path / "server.log").read_text())
+                    raise AssertionError("the server did not start:\n" + (tmp_path / "server.log").read_text()) from None
                 time.sleep(0.2)
         yield url
     finally:

@@ -40,7 +40,7 @@ class ServeConfig:
     threads: int | None = None
     queue_depth: int = 8
     max_upload_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 4_000_000
+    max_pixels: int = 2_000_000
     max_tile: int = 512
     default_tile: int = 256
     tile_overlap: int = 16
