@@ -379,7 +379,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         queue_depth=args.queue_depth, max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
         max_tile=args.max_tile, result_ttl=args.result_ttl, job_timeout=args.job_timeout,
         token=args.token or os.environ.get("SUPERRES_SERVE_TOKEN") or None,
-        cors_origins=args.cors_origin, model_files=args.model_file,
+        cors_origins=args.cors_origin, model_files=args.model_file, peers_dir=args.peers_dir,
     ))
     return 0
 
@@ -410,6 +410,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin (CORS is off by default)")
     p.add_argument("--model-file", action="append", default=[], metavar="PATH",
                    help="offer this server-side model file too (by its file name; clients cannot upload models)")
+    p.add_argument("--peers-dir", default=None, metavar="DIR",
+                   help="offer the peer models found in DIR too (e.g. ../shared/peers; 8-bit gray/RGB, whole image)")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -440,6 +440,31 @@ def test_check_upload_reads_headers_only(tmp_path):
     assert (d.format, d.width, d.height) == ("BMP", 5, 3)
 
 
+# --------------------------------------------------------------------------- peers
+PEERS = Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
+
+
+@pytest.mark.skipif(not (PEERS / "yjn870-pr6_fsrcnn_x4.pth").is_file(), reason="../shared/peers (peer weights) is not present")
+def test_peer_models(tmp_path):
+    from superres.peers import yjn870_peer
+
+    catalog = Catalog([], device="cpu", peers_dir=PEERS)
+    name = "peer-yjn870-pr6_fsrcnn_x4"
+    app = create_app(make_config(), catalog=catalog)
+    with TestClient(app) as client:
+        entries = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert entries[name]["kind"] == "peer" and entries[name]["scale"] == 4 and "path" not in entries[name]
+        assert client.get("/v1/models").json()["defaults"]["4"] != name  # peers have no recorded score
+        rgb = rgb8(20, 24)
+        job = wait(client, post(client, png_bytes(rgb, tmp_path), model=name).json()["id"])
+        assert job["state"] == "done" and job["tiles_done"] == job["tiles_total"] == 1
+        (tmp_path / "out.png").write_bytes(client.get(job["result_url"]).content)
+        np.testing.assert_array_equal(read_raw(tmp_path / "out.png").pixels, yjn870_peer(PEERS / "yjn870-pr6_fsrcnn_x4.pth").upscale(rgb))
+        sixteen = png_bytes(rgb.astype(np.uint16) * 257, tmp_path, "16.png")
+        failed = wait(client, post(client, sixteen, model=name).json()["id"])
+        assert failed["state"] == "failed" and failed["error"]["code"] == "unsupported_image" and "8-bit" in failed["error"]["message"]
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_serve_options_and_non_loopback_warning(monkeypatch, capsys):
     import uvicorn

@@ -50,6 +50,7 @@ class ServeConfig:
     token: str | None = None
     cors_origins: list[str] = field(default_factory=list)
     model_files: list[str] = field(default_factory=list)
+    peers_dir: str | None = None
 
 
 class _BodyTooLarge(Exception):
@@ -160,7 +161,7 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
     from superres.scales import SCALES
 
     config = config or ServeConfig()
-    catalog = catalog or Catalog(config.model_files, device=config.device)
+    catalog = catalog or Catalog(config.model_files, device=config.device, peers_dir=config.peers_dir)
     engine = Engine(catalog, tile_overlap=config.tile_overlap)
     if queue is None:
         queue = JobQueue(

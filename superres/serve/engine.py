@@ -1,8 +1,10 @@
 """What a job does: decode the upload with ``superres.io``, upscale it with ``superres.inference``,
 write the result with ``superres.io`` in the upload's format, bit depth, channels and alpha.
 
-The models a client may choose are a fixed catalogue made when the server starts: the shipped models
-and model files named by the server's operator (``superres serve --model-file PATH``). A client
+The models a client may choose are a fixed catalogue made when the server starts: the shipped models,
+model files named by the server's operator (``superres serve --model-file PATH``) and, with
+``--peers-dir DIR``, the peer models found there (:mod:`superres.peers`: 8-bit gray/RGB in and out,
+run on the whole image, so their memory is bounded by ``--max-pixels``, not by the tile). A client
 names a model; it never sends a path, and nothing it sends is joined to a path.
 """
 
@@ -32,7 +34,7 @@ class Catalog:
     """The models this server offers: ``name -> entry`` (public metadata) and, on first use, the
     loaded module (loaded once, shared by the workers: inference does not modify it)."""
 
-    def __init__(self, model_files: list[str | Path] = (), *, device: str = "cpu") -> None:
+    def __init__(self, model_files: list[str | Path] = (), *, device: str = "cpu", peers_dir: str | Path | None = None) -> None:
         from superres.devices import resolve_device
         from superres.modelfile import list_models, read_metadata
 
@@ -58,8 +60,24 @@ class Catalog:
                 "psnr_y": _headline_psnr(scores),
             }
             self._paths[name] = str(path.resolve())
+        self._peers: dict[str, tuple[Any, threading.Lock]] = {}
+        if peers_dir is not None:
+            from superres.peers import find_peers
+            from superres.scales import SCALES
+
+            for scale in SCALES:
+                for peer in find_peers(peers_dir, scale)[0]:
+                    name = f"peer-{peer.path.stem}"
+                    self._entries[name] = {
+                        "name": name, "kind": "peer", "arch": peer.name, "scale": peer.scale, "in_channels": 3,
+                        "params": peer.params, "scores": {}, "psnr_y": None,
+                    }
+                    self._peers[name] = (peer, threading.Lock())  # one call at a time: OpenCV nets are not re-entrant
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def peer(self, name: str) -> tuple[Any, threading.Lock] | None:
+        return self._peers.get(name)
 
     def entries(self) -> list[dict[str, Any]]:
         return [dict(e) for e in self._entries.values()]
@@ -119,7 +137,7 @@ class Engine:
 
     def __call__(self, job: Job) -> None:
         from superres.inference import upscale
-        from superres.io import read_image, write_image
+        from superres.io import read_image
 
         job.check_cancelled()
         source = job.folder / "input"
@@ -131,6 +149,11 @@ class Engine:
             source.unlink(missing_ok=True)
         image = replace(image, path=None)
         options = job.options
+        peer = self.catalog.peer(options["model"])
+        if peer is not None:
+            result = self._run_peer(job, image, *peer)
+            self._write(job, result)
+            return
         job.tiles_total = tile_count(image.height, image.width, options["tile"])
         net = _progress_module(self.catalog.load(options["model"]), job)
         try:
@@ -138,6 +161,37 @@ class Engine:
         except SuperresError as exc:
             raise JobError("unsupported_image", self._scrub(str(exc), job)) from None
         del image
+        self._write(job, result)
+
+    def _run_peer(self, job: Job, image: Any, peer: Any, lock: threading.Lock) -> Any:
+        """A peer on the whole image: 8-bit gray or RGB only; alpha resized with bicubic as upscale() does."""
+        import numpy as np
+
+        from superres.io import Image, to_float, to_integer
+        from superres.resize import imresize
+
+        if image.bit_depth != 8 or image.channels not in (1, 3):
+            raise JobError(
+                "unsupported_image",
+                f"{job.input_name}: peer models take 8-bit gray or RGB images, this one is {image.bit_depth}-bit with "
+                f"{image.channels} channel(s); choose a superres model",
+            )
+        job.tiles_total = 1
+        job.check_cancelled()
+        with lock:
+            out = peer.upscale(to_integer(image.data, 8))
+        job.tiles_done = 1
+        alpha = None
+        if image.alpha is not None:
+            alpha = np.clip(np.asarray(imresize(image.alpha, scale=peer.scale), dtype=np.float32), 0.0, 1.0)
+            alpha = alpha.reshape(out.shape[0], out.shape[1], 1)
+        data = to_float(out.reshape(out.shape[0], out.shape[1], -1))
+        return Image(data=data, alpha=alpha, bit_depth=8, path=None)
+
+    def _write(self, job: Job, result: Any) -> None:
+        from superres.io import write_image
+
+        options = job.options
         job.check_cancelled()
         target = job.folder / f"result{options['suffix']}"
         write_image(target, result)

@@ -16,6 +16,7 @@ queue's rules are testable without a server:
 from __future__ import annotations
 
 import collections
+import logging
 import secrets
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["Cancelled", "Job", "JobError", "JobQueue", "QueueFull"]
+
+_log = logging.getLogger("superres.serve")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 
@@ -257,7 +260,8 @@ class JobQueue:
                 state, error = FAILED, {"code": exc.code, "message": exc.message}
             except MemoryError:
                 state, error = FAILED, {"code": "out_of_memory", "message": "the server ran out of memory for this image; try a smaller one"}
-            except Exception as exc:  # noqa: BLE001 - never a traceback to the client
+            except Exception as exc:  # noqa: BLE001 - never a traceback to the client; the server's log has it
+                _log.exception("job %s failed", job.id)
                 state, error = FAILED, {"code": "internal_error", "message": f"the job failed ({type(exc).__name__})"}
             with self._lock:
                 self._running -= 1

@@ -16,6 +16,7 @@
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const say = (text) => { $("#message").textContent = text; };
   const fmt = (v, digits) => (typeof v === "number" ? v.toFixed(digits) : "-");
+  const params = (m) => (typeof m.params === "number" ? m.params.toLocaleString("en") : "-");
   const score = (m, set) => { const s = (m.scores || {})[set]; return s ? fmt(s.psnr_y, 2) + " / " + fmt(s.ssim_y, 4) : "-"; };
 
   function renderModels() {
@@ -29,8 +30,8 @@
       tr.dataset.model = m.name;
       if (m.name === chosen) tr.className = "chosen";
       const best = state.defaults[String(scale)] === m.name ? " (best PSNR)" : "";
-      const kind = m.kind === "server-file" ? " [server file]" : "";
-      for (const text of [m.name + best + kind, m.arch || "-", (m.params || 0).toLocaleString("en"), score(m, "Set5"), score(m, "Set14")]) {
+      const kind = m.kind === "server-file" ? " [server file]" : m.kind === "peer" ? " [peer, 8-bit, whole image]" : "";
+      for (const text of [m.name + best + kind, m.arch || "-", params(m), score(m, "Set5"), score(m, "Set14")]) {
         const td = document.createElement("td");
         td.textContent = text;
         tr.appendChild(td);
@@ -47,7 +48,7 @@
     for (const m of state.models.filter((m) => m.scale === scale)) {
       const opt = document.createElement("option");
       opt.value = m.name;
-      opt.textContent = m.name + " (" + (m.params || 0).toLocaleString("en") + " params, Set5 " + score(m, "Set5") + ")";
+      opt.textContent = m.name + " (" + params(m) + " params, Set5 " + score(m, "Set5") + ")";
       select.appendChild(opt);
     }
     if (state.defaults[String(scale)]) select.value = state.defaults[String(scale)];
