@@ -377,7 +377,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     run_server(ServeConfig(
         host=args.host, port=args.port, device=args.device, workers=args.workers, threads=args.threads,
         queue_depth=args.queue_depth, max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
-        max_tile=args.max_tile, result_ttl=args.result_ttl, job_timeout=args.job_timeout,
+        max_tile=args.max_tile, result_ttl=args.result_ttl, job_timeout=args.job_timeout, abandon_after=args.abandon_after,
         token=args.token or os.environ.get("SUPERRES_SERVE_TOKEN") or None,
         cors_origins=args.cors_origin, model_files=args.model_file, peers_dir=args.peers_dir,
     ))
@@ -406,6 +406,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tile", type=_positive_int, default=512, help="largest tile a client may ask for (default 512)")
     p.add_argument("--result-ttl", type=float, default=600.0, help="seconds a result is kept (default 600)")
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds a job may run before it is cancelled (default 600)")
+    p.add_argument("--abandon-after", type=float, default=300.0,
+                   help="cancel a job nobody has asked about for this many seconds: its client went away (default 300)")
     p.add_argument("--token", default=None, help="access token for the API (or SUPERRES_SERVE_TOKEN; generated when binding beyond localhost)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin (CORS is off by default)")
     p.add_argument("--model-file", action="append", default=[], metavar="PATH",

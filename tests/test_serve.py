@@ -472,10 +472,13 @@ def test_cli_serve_options_and_non_loopback_warning(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
     monkeypatch.delenv("SUPERRES_SERVE_TOKEN", raising=False)
-    assert cli_main(["serve", "--port", "8765", "--workers", "2", "--threads", "1", "--queue-depth", "3", "--device", "cpu"]) == 0
+    assert cli_main(["serve", "--port", "8765", "--workers", "2", "--threads", "1", "--queue-depth", "3", "--device", "cpu",
+                     "--abandon-after", "30", "--result-ttl", "60", "--max-pixels", "1000"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8765
     app = seen["app"]
     assert app.state.config.workers == 2 and app.state.queue.workers == 2 and app.state.config.token is None
+    assert (app.state.queue.abandon_after, app.state.queue.result_ttl, app.state.queue.queue_depth) == (30, 60, 3)
+    assert app.state.config.max_pixels == 1000
     app.state.queue.close()
     assert "warning" not in capsys.readouterr().err
 

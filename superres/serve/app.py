@@ -183,6 +183,8 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
+    # Uploads being received at once (each spooled to disk up to max_upload_bytes): past this, 429 too.
+    receiving = {"now": 0, "max": max(4, config.workers + config.queue_depth)}
     app.state.config = config
     app.state.queue = queue
     app.state.catalog = catalog
@@ -330,12 +332,17 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             return _error(422, "invalid_request", "send the image as multipart/form-data with a field named 'image'")
+        if receiving["now"] >= receiving["max"]:
+            return _error(429, "queue_full", f"{receiving['now']} uploads are being received; retry in 2 s", {"Retry-After": "2"})
+        receiving["now"] += 1
         try:
             form = await request.form(max_files=2, max_fields=8, max_part_size=4096)
         except _BodyTooLarge:
             return _error(413, "upload_too_large", f"the upload is above this server's limit of {config.max_upload_bytes} bytes")
         except MultiPartException as exc:
             return _error(422, "invalid_request", f"malformed multipart body ({exc.message})")
+        finally:
+            receiving["now"] -= 1
         job = None
         try:
             upload = form.get("image")

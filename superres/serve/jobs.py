@@ -15,6 +15,7 @@ queue's rules are testable without a server:
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import secrets
@@ -133,6 +134,7 @@ class JobQueue:
         self.abandon_after = abandon_after
         self.janitor_interval = janitor_interval
         self.root = Path(tempfile.mkdtemp(prefix="superres-serve-"))
+        atexit.register(shutil.rmtree, self.root, ignore_errors=True)  # also when the server stops without a clean shutdown
         self._jobs: dict[str, Job] = {}
         self._waiting: collections.deque[Job] = collections.deque()
         self._running = 0
