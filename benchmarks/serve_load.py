@@ -15,12 +15,13 @@ What it does:
   same model and tile, pixel for pixel), and every ``--bad-every``-th upload a bad one (not an
   image, a truncated PNG, a decompression bomb, an unknown model; each must get its JSON error);
   each client POSTs, polls the job until it is done, and downloads the result; a 429 must carry
-  ``Retry-After`` and the JSON error and is not retried;
+  ``Retry-After`` and the JSON error, and the client waits that long and tries again (at most
+  ``--retries`` times);
 * samples the server's RSS every 50 ms and reads its peak (``VmHWM``) at the end; then asks
   /healthz, stops the server and checks its temporary folder is empty.
 
 Reports throughput (finished jobs per second of wall time), p50/p99 latency of a finished job
-(POST to last byte of the result) and of a 429, peak RSS, and the count of every kind of answer.
+(first POST to last byte of the result, waits after 429s included) and of a 429 answer, peak RSS, and the count of every kind of answer.
 Exits 1 when any answer was wrong, the peak RSS is over ``--max-rss-mb``, or files were left behind.
 Stops by itself: every client request has a timeout and the whole run ``--time-limit``.
 """
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="lumanet-x4")
     p.add_argument("--tile", type=int, default=128)
     p.add_argument("--sizes", default="64x80,128x128,160x240", help="input sizes HxW, comma-separated")
+    p.add_argument("--retries", type=int, default=50, help="tries after a 429 (waiting Retry-After each time)")
     p.add_argument("--bad-every", type=int, default=10, help="every N-th upload is a bad one (0: none)")
     p.add_argument("--max-rss-mb", type=float, default=1500.0, help="fail when the server's peak RSS is above this")
     p.add_argument("--time-limit", type=float, default=500.0, help="seconds for the whole run")
@@ -188,16 +190,23 @@ def main(argv: list[str] | None = None) -> int:
             fields = {"model": args.model, "tile": str(args.tile), **fields}
             t0 = time.monotonic()
             with httpx.Client(base_url=url, timeout=120) as c:
-                r = c.post("/v1/upscale", files={"image": (name, data, "image/png")}, data=fields)
-                if r.status_code == 429:
-                    ok = r.headers.get("retry-after", "").isdigit() and r.json().get("error", {}).get("code") == "queue_full"
+                for attempt in range(args.retries + 1):
+                    t1 = time.monotonic()
+                    r = c.post("/v1/upscale", files={"image": (name, data, "image/png")}, data=fields)
+                    if r.status_code != 429:
+                        break
+                    retry_after = r.headers.get("retry-after", "")
+                    ok = retry_after.isdigit() and r.json().get("error", {}).get("code") == "queue_full"
                     count("429 queue full (clean)" if ok else "429 WITHOUT Retry-After/JSON")
-                    if ok:
-                        with lock:
-                            busy_latency.append(time.monotonic() - t0)
-                    else:
+                    if not ok:
                         problems.append(f"{name}: 429 without Retry-After or JSON error")
-                    return
+                        return
+                    with lock:
+                        busy_latency.append(time.monotonic() - t1)
+                    if attempt == args.retries or time.monotonic() + int(retry_after) > deadline:
+                        count("gave up after 429s")
+                        return
+                    time.sleep(int(retry_after))
                 if is_bad and r.status_code == status:
                     body = r.json()
                     if body.get("error", {}).get("code") == code:
