@@ -440,6 +440,29 @@ def test_check_upload_reads_headers_only(tmp_path):
     assert (d.format, d.width, d.height) == ("BMP", 5, 3)
 
 
+def test_server_side_model_file(tmp_path):
+    import shutil
+
+    from superres.errors import SuperresError
+    from superres.modelfile import WEIGHTS_DIR
+
+    mine = tmp_path / "models" / "my-model.safetensors"
+    mine.parent.mkdir()
+    shutil.copy(WEIGHTS_DIR / f"{MODEL}.safetensors", mine)
+    catalog = Catalog([mine], device="cpu")
+    app = create_app(make_config(), catalog=catalog)
+    with TestClient(app) as client:
+        entry = next(m for m in client.get("/v1/models").json()["models"] if m["name"] == "my-model")
+        assert entry["kind"] == "server-file" and entry["scale"] == 4 and "path" not in entry and str(tmp_path) not in client.get("/v1/models").text
+        job = wait(client, post(client, png_bytes(rgb8(12, 12), tmp_path), model="my-model").json()["id"])
+        assert job["state"] == "done" and job["options"]["model"] == "my-model"
+        assert_error(post(client, png_bytes(rgb8(12, 12), tmp_path), model=str(mine)), 422, "invalid_option")
+    clash = tmp_path / "models" / f"{MODEL}.safetensors"
+    shutil.copy(mine, clash)
+    with pytest.raises(SuperresError, match="taken by a shipped model"):
+        Catalog([clash], device="cpu")
+
+
 # --------------------------------------------------------------------------- peers
 PEERS = Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
 

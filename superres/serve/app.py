@@ -310,6 +310,8 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
             if model is None:
                 raise UploadRefused(422, "invalid_option", f"scale: no model on this server upscales x{scale or 4}")
         entry = catalog.entry(str(model))
+        if entry is None and re.search(r"[\\/]|\.safetensors$|\.onnx$", str(model)):
+            raise UploadRefused(422, "invalid_option", "model: a name from GET /v1/models, not a path; clients cannot name or upload model files")
         if entry is None:
             names = ", ".join(e["name"] for e in catalog.entries())
             raise UploadRefused(422, "invalid_option", f"model: unknown model {str(model)[:60]!r}; choose one of {names} (GET /v1/models)")
