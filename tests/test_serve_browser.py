@@ -98,6 +98,10 @@ def test_page_upscales_a_photo_end_to_end(server, tmp_path):
     )
     assert cli.returncode == 0, cli.stderr
     expected = read_raw(tmp_path / "cli" / "astronaut.png")
+    gray_src = tmp_path / "in" / "gray.png"
+    write_image(gray_src, Image(photo[:40, :48, 1:2].astype(np.float32) / 255.0, None, 8, None))
+    bad_src = tmp_path / "in" / "notes.png"
+    bad_src.write_text("not an image at all")
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -117,34 +121,39 @@ def test_page_upscales_a_photo_end_to_end(server, tmp_path):
             assert page.locator("#models tbody tr.chosen td").first.inner_text().startswith(MODEL)
             assert page.locator("#models tbody tr").count() >= 2  # the x4 models, with their scores
             page.fill("#tile", str(TILE))
-            page.set_input_files("#files", str(src))
+            page.set_input_files("#files", [str(src), str(gray_src), str(bad_src)])  # many at once
 
-            card = page.locator(".card").first
-            card.locator(".state").wait_for(timeout=10_000)
-            page.wait_for_selector(".card.done", timeout=120_000)
+            assert page.locator(".card").count() == 3
+            card = page.locator(".card", has_text="astronaut.png")
+            sync_api.expect(page.locator(".card.done")).to_have_count(2, timeout=120_000)  # (the page's CSP forbids eval)
             assert card.locator(".state").inner_text() == "done"
-            assert float(card.locator("progress").get_attribute("value") or card.locator("progress").evaluate("p => p.value")) == 1
+            bad_card = page.locator(".card", has_text="notes.png")
+            assert "failed" in (bad_card.get_attribute("class") or "")
+            assert bad_card.locator(".state").inner_text().startswith("refused: the upload is not an image")
+            gray_card = page.locator(".card", has_text="gray.png")
+            assert "1 channel(s)" in gray_card.locator(".info").inner_text()
+            assert card.locator("progress").evaluate("p => p.value") == 1
             assert "480x384" in card.locator(".info").inner_text()
 
             # the slider moves the boundary between input and output
             slider = card.locator(".slider")
             slider.fill("20")
-            assert page.evaluate("document.querySelector('.card .after').style.clipPath") == "inset(0px 0px 0px 20%)"
+            assert page.evaluate("document.querySelector('.card.done .after').style.clipPath") == "inset(0px 0px 0px 20%)"
             box = slider.bounding_box()
             page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
             moved = int(slider.input_value())
             assert 70 <= moved <= 90, moved
-            assert page.evaluate("document.querySelector('.card .divider').style.left") == f"{moved}%"
+            assert page.evaluate("document.querySelector('.card.done .divider').style.left") == f"{moved}%"
 
             # the lens shows the output at full resolution
             frame = card.locator(".frame").bounding_box()
             page.mouse.move(frame["x"] + frame["width"] * 0.45, frame["y"] + frame["height"] * 0.4)
             lens = card.locator(".lens")
             assert lens.is_visible()
-            assert page.evaluate("document.querySelector('.card .lens').style.backgroundSize") == "480px 384px"
-            assert page.evaluate("document.querySelector('.card .after').naturalWidth") == 480
-            assert page.evaluate("document.querySelector('.card .before').naturalWidth") == 120
-            assert page.evaluate("document.querySelector('.card .frame').getBoundingClientRect().width") <= 480
+            assert page.evaluate("document.querySelector('.card.done .lens').style.backgroundSize") == "480px 384px"
+            assert page.evaluate("document.querySelector('.card.done .after').naturalWidth") == 480
+            assert page.evaluate("document.querySelector('.card.done .before').naturalWidth") == 120
+            assert page.evaluate("document.querySelector('.card.done .frame').getBoundingClientRect().width") <= 480
 
             shot = artefact_dir(tmp_path) / "serve-page.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -157,6 +166,8 @@ def test_page_upscales_a_photo_end_to_end(server, tmp_path):
             got_path = tmp_path / "downloaded.png"
             download.save_as(str(got_path))
 
+            # the errors the console shows for the refused upload are its 422, nothing else
+            errors[:] = [e for e in errors if "422" not in e]
             with page.expect_download() as info:
                 page.click("#zip")
             zip_path = tmp_path / "all.zip"
@@ -170,5 +181,5 @@ def test_page_upscales_a_photo_end_to_end(server, tmp_path):
     assert got.pixels.shape == expected.pixels.shape == (384, 480, 3) and got.bit_depth == 8 and got.alpha is None
     np.testing.assert_array_equal(got.pixels, expected.pixels)
     with zipfile.ZipFile(zip_path) as zf:
-        assert zf.namelist() == ["astronaut_x4.png"]
+        assert sorted(zf.namelist()) == ["astronaut_x4.png", "gray_x4.png"]
         assert zf.read("astronaut_x4.png") == got_path.read_bytes()
