@@ -183,3 +183,37 @@ def test_page_upscales_a_photo_end_to_end(server, tmp_path):
     with zipfile.ZipFile(zip_path) as zf:
         assert sorted(zf.namelist()) == ["astronaut_x4.png", "gray_x4.png"]
         assert zf.read("astronaut_x4.png") == got_path.read_bytes()
+
+
+def test_leaving_the_page_cancels_its_jobs(server, tmp_path):
+    import json
+
+    from superres.io import Image, write_image
+
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.png"  # 1000 x 1000 at x4 in tiles of 32: many seconds of work on one thread
+    write_image(big, Image(rng.random((1000, 1000, 3), dtype=np.float32), None, 8, None))
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            page.select_option("#model", MODEL)
+            page.fill("#tile", "32")
+            page.set_input_files("#files", str(big))
+            card = page.locator(".card").first
+            sync_api.expect(card.locator(".state")).to_contain_text("upscaling", timeout=60_000)
+            job_id = card.get_attribute("data-job")
+            page.goto("about:blank")  # the user closes the tab
+        finally:
+            browser.close()
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"{server}/v1/jobs/{job_id}", timeout=5) as r:
+            job = json.load(r)
+        if job["state"] not in ("queued", "running") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert job["state"] == "cancelled" and job["error"]["message"] == "cancelled by the client"
+    assert job["tiles_done"] < job["tiles_total"]

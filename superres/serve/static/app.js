@@ -3,7 +3,7 @@
 (() => {
   const $ = (sel, root = document) => root.querySelector(sel);
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
-  const state = { models: [], defaults: {}, limits: {}, done: new Map() };
+  const state = { models: [], defaults: {}, limits: {}, done: new Map(), active: new Set() };
 
   function api(path, options = {}) {
     const headers = Object.assign({}, options.headers || {});
@@ -155,6 +155,7 @@
       break;
     }
     card.dataset.job = job.id;
+    state.active.add(job.id);
     while (job.state === "queued" || job.state === "running") {
       setState(card, job.state === "queued" ? "queued" : "upscaling " + Math.round(job.progress * 100) + "% (" +
         job.tiles_done + "/" + job.tiles_total + " tiles)", job.progress);
@@ -163,6 +164,7 @@
       if (!resp.ok) { card.classList.add("failed"); setState(card, await errorText(resp)); return; }
       job = await resp.json();
     }
+    state.active.delete(job.id);
     if (job.state !== "done") { card.classList.add("failed"); setState(card, job.state + ": " + (job.error ? job.error.message : "")); return; }
     setState(card, "fetching the result", 1);
     const resp = await api(job.result_url);
@@ -190,6 +192,11 @@
     a.href = url; a.download = "superres-results.zip";
     document.body.appendChild(a); a.click(); a.remove();
   }
+
+  // Leaving the page cancels its unfinished jobs (the server would also drop them once nobody asks).
+  window.addEventListener("pagehide", () => {
+    for (const id of state.active) api("/v1/jobs/" + id, { method: "DELETE", keepalive: true }).catch(() => {});
+  });
 
   document.addEventListener("DOMContentLoaded", () => {
     const drop = $("#drop");
