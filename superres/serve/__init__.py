@@ -41,7 +41,7 @@ def is_loopback(host: str) -> bool:
 
 def _require_deps() -> None:
     missing = []
-    for module in ("fastapi", "uvicorn", "multipart"):
+    for module in ("fastapi", "uvicorn", "python_multipart"):
         try:
             __import__(module)
         except ImportError:
