@@ -168,12 +168,17 @@ def run_benchmark(
     backend: str = "torch",
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
+    perceptual: Any = None,
+    lr: str = "LR_bicubic",
 ) -> dict[str, Any]:
     """Benchmark bicubic, every shipped model (plus ``models``: shipped names or model files) and, with
     ``peers``, the peer models found in ``peers_dir`` (default: ``<data_root>/../peers``) on each of
     ``sets`` (folders under ``data_root``) at each of ``scales``; write ``out/benchmark.json`` and
     ``out/benchmark.md``. Returns the JSON document. ``command`` is recorded as the command line that
-    made the table; ``progress`` gets one line per finished row.
+    made the table; ``progress`` gets one line per finished row. ``perceptual`` (a metric name or a
+    metric of :func:`superres.perceptual.build_perceptual`) adds that distance to every row
+    (``row[name]``, ``row["perceptual"]``) and to the Markdown cells. ``lr`` names each set's LR folder
+    (``LR_<preset>`` of ``superres data degrade``; see :func:`superres.evaluate.evaluate`).
     """
     import torch
 
@@ -191,6 +196,10 @@ def run_benchmark(
         if s not in SCALES:
             raise SuperresError(f"--scales {s}: unsupported scale")
     pdir = Path(peers_dir) if peers_dir is not None else root.parent / "peers"
+    if isinstance(perceptual, str):
+        from superres.perceptual import build_perceptual
+
+        perceptual = build_perceptual(perceptual)
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -215,8 +224,11 @@ def run_benchmark(
                 for folder in folders:
                     timer = _Timed(up)
                     timer.warm_up(_set_channels(folder))
-                    report = evaluate(label, folder, scale=scale, upscaler=timer)
+                    report = evaluate(label, folder, scale=scale, upscaler=timer, perceptual=perceptual, lr=lr)
                     rows.append(_row(report, kind, timer, params, gflops, path))
+                    if perceptual is not None:
+                        name = report["perceptual"]
+                        rows[-1].update({"perceptual": name, name: report[name]})
                     if progress is not None:
                         progress(f"x{scale} {folder.name:<8} {label:<30} {report['psnr_y']:.2f} dB / {report['ssim_y']:.4f}")
     finally:
@@ -233,6 +245,7 @@ def run_benchmark(
         "timing_note": "ms per output megapixel of the upscaling call only, after a warm-up call; "
         f"{threads} thread(s) for torch, onnxruntime and OpenCV",
         "backend": backend,
+        "perceptual": None if perceptual is None else perceptual.metric_name,
         "context": context,
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -282,6 +295,9 @@ def format_markdown(doc: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
         + ".",
     ]
+    metric = doc.get("perceptual")
+    if metric:
+        lines.append(f"Each cell ends with the mean {metric} (perceptual distance, lower is closer; docs/PROTOCOL.md).")
     if doc.get("command"):
         lines.append(f"Command: `{doc['command']}`")
     for scale in doc["scales"]:
@@ -308,7 +324,10 @@ def format_markdown(doc: dict[str, Any]) -> str:
                 _fmt(ms, ".0f"),
             ]
             cells += [
-                f"{by_set[s]['psnr_y']:.2f} / {by_set[s]['ssim_y']:.4f}" if s in by_set else "-" for s in sets
+                f"{by_set[s]['psnr_y']:.2f} / {by_set[s]['ssim_y']:.4f}"
+                + (f" / {by_set[s][metric]:.4f}" if metric and metric in by_set[s] else "")
+                if s in by_set else "-"
+                for s in sets
             ]
             lines.append("| " + " | ".join(cells) + " |")
     for note in doc.get("notes", []):

@@ -67,12 +67,37 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         tile=args.tile,
         backend=args.backend,
+        perceptual=_perceptual_metric(args),
+        lr=args.lr,
     )
     if args.json:
         _print_json(report)
     else:
         print(format_report(report))
     return 0
+
+
+def _perceptual_metric(args: argparse.Namespace):
+    """The metric --perceptual names (built once, with --perceptual-weights / --lpips-heads), or None."""
+    if args.perceptual is None:
+        if args.perceptual_weights is not None or args.lpips_heads is not None:
+            raise SuperresError("--perceptual-weights / --lpips-heads: give --perceptual too")
+        return None
+    from superres.perceptual import build_perceptual
+
+    return build_perceptual(args.perceptual, weights_path=args.perceptual_weights, heads_path=args.lpips_heads)
+
+
+def _add_perceptual_options(p: argparse.ArgumentParser) -> None:
+    # The names are checked by superres.perceptual.build_perceptual (not imported here: it imports torch).
+    p.add_argument("--perceptual", nargs="?", const="effdist", default=None, metavar="METRIC",
+                   help="also report a perceptual distance per image and its mean: effdist (the default, offline "
+                   "with superres[perceptual]), lpips-alex, lpips-vgg, lpips-squeeze; see docs/PROTOCOL.md")
+    p.add_argument("--perceptual-weights", default=None, metavar="PATH",
+                   help="backbone weights file for --perceptual (EfficientNet-Lite0's, or torchvision's "
+                   "alexnet/vgg16/squeezenet1_1 file for lpips-*; default: installed package / torch hub cache)")
+    p.add_argument("--lpips-heads", default=None, metavar="PATH",
+                   help="LPIPS v0.1 heads file (default: lpips/weights/v0.1/<net>.pth of the installed lpips package)")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +117,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for models (cpu, cuda, cuda:1, ...)")
     p.add_argument("--tile", type=_non_negative_int, default=0, help="tile size in LR pixels (0: whole image)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for models")
+    _add_perceptual_options(p)
+    p.add_argument("--lr", default="LR_bicubic", metavar="NAME",
+                   help="LR folder DATA/NAME/X{s} (default LR_bicubic; e.g. LR_medium from `superres data degrade`)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -135,9 +163,18 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_degrade(args: argparse.Namespace) -> int:
+    from superres.degrade import make_degraded_set
+
+    summary = make_degraded_set(args.sources, args.out, scale=args.scale, preset=args.preset, seed=args.seed,
+                                overrides=args.overrides)
+    print(f"wrote {summary['count']} pairs to {summary['hr_dir']} and {summary['lr_dir']}")
+    return 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="prepare and inspect training data", description="Prepare and inspect training data.")
-    data_sub = p.add_subparsers(dest="data_command", metavar="{patches,stats}")
+    data_sub = p.add_subparsers(dest="data_command", metavar="{patches,stats,degrade}")
     data_sub.required = True
 
     pp = data_sub.add_parser(
@@ -169,6 +206,24 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("--plot", metavar="FILE.png", help="also write histograms and a size scatter plot")
     ps.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     ps.set_defaults(func=_cmd_data_stats)
+
+    pd = data_sub.add_parser(
+        "degrade",
+        help="write a reproducible real-world degraded test set (HR/ + LR_<preset>/X{s}/)",
+        description=(
+            "Mod-crop each image to a multiple of --scale into OUT/HR/ and write its degraded LR (Real-ESRGAN's "
+            "second-order model, docs/DEGRADATIONS.md) into OUT/LR_<preset>/X<scale>/; the same --seed gives "
+            "byte-identical files. Score it with `superres eval --data OUT --lr LR_<preset>`."
+        ),
+    )
+    pd.add_argument("sources", nargs="+", metavar="SRC", help="image files or folders (searched recursively)")
+    pd.add_argument("--out", required=True, help="output folder")
+    pd.add_argument("--scale", type=_scale, default=4, help="downscaling factor (default 4)")
+    pd.add_argument("--preset", default="medium", help="light, medium, heavy or realesrgan (default medium)")
+    pd.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                    help="override a preset value, a key of data.degradation (e.g. first.noise_range=[1,10]); repeatable")
+    pd.set_defaults(func=_cmd_data_degrade)
 
 
 # --------------------------------------------------------------------------- train
@@ -212,6 +267,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         half=args.half,
         backend=args.backend,
         progress=not args.quiet,
+        existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
+        max_memory=None if args.max_memory is None else int(args.max_memory * 2**20),
     )
     if not args.quiet:
         print(f"wrote {len(written)} image(s) to {args.out}")
@@ -237,6 +294,14 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="run the model in half precision (GPU)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-memory", type=_positive_int, default=None, metavar="MB",
+                   help="host memory one image may take (default: half the available memory); a larger result "
+                        "is computed and written in strips of rows (.png/.tif), so memory stays bounded by the tile")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace output files that already exist (default: stop before any work, naming one)")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave output files that already exist and skip their inputs")
     p.set_defaults(func=_cmd_upscale)
 
 
@@ -322,6 +387,10 @@ def _benchmark_command(args: argparse.Namespace) -> str:
     if args.peers_dir is not None:
         parts += ["--peers-dir", args.peers_dir]
     parts += ["--threads", str(args.threads), "--backend", args.backend, "--out", args.out]
+    if args.perceptual is not None:
+        parts += ["--perceptual", args.perceptual]
+    if args.lr != "LR_bicubic":
+        parts += ["--lr", args.lr]
     return " ".join(parts)
 
 
@@ -339,6 +408,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         threads=args.threads,
         backend=args.backend,
         command=_benchmark_command(args),
+        perceptual=_perceptual_metric(args),
+        lr=args.lr,
         progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
     )
     print(f"{len(doc['rows'])} rows written to {Path(args.out) / 'benchmark.md'} and {Path(args.out) / 'benchmark.json'}")
@@ -366,6 +437,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for every method (default 1)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for our models")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_perceptual_options(p)
+    p.add_argument("--lr", default="LR_bicubic", metavar="NAME",
+                   help="LR folder of every set, SET/NAME/X{s} (default LR_bicubic; e.g. LR_medium from `superres data degrade`)")
     p.set_defaults(func=_cmd_benchmark)
 
 
@@ -436,20 +510,55 @@ def build_parser() -> argparse.ArgumentParser:
         description="Single-image super-resolution: MATLAB-exact data, paper-protocol metrics, training, tiled upscaling.",
     )
     parser.add_argument("--version", action="version", version=f"superres {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error (also SUPERRES_DEBUG=1)")
+    parser.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                        help="largest image (height x width) any reader decodes (default 200000000, "
+                             "or SUPERRES_MAX_PIXELS); checked on the declared size before decoding")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in _ADDERS:
         add(sub)
+    _add_debug_everywhere(parser)
     return parser
+
+
+def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` and ``--max-pixels`` after the subcommand too (``superres upscale --debug ...``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--debug" in a.option_strings for a in child._actions):
+                    child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                       help="show the traceback of an unexpected error")
+                    child.add_argument("--max-pixels", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
+                                       help="largest image (height x width) any reader decodes")
+                _add_debug_everywhere(child)
+
+
+#: Where an unexpected error (a bug, not a bad input) should be reported. The project records no
+#: public URL (pyproject.toml has none), so the line names the tracker and what to attach.
+REPORT_TO = "the superres issue tracker, with the command line and the --debug output"
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("SUPERRES_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "max_pixels", None) is not None:
+            from superres.io import set_max_pixels
+
+            set_max_pixels(args.max_pixels)
         return int(args.func(args) or 0)
     except SuperresError as exc:
         print(f"superres: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("superres: error: out of memory (try a smaller --tile or a smaller input)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("superres: interrupted", file=sys.stderr)
@@ -459,6 +568,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         # do. Point stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # noqa: BLE001 - the catch-all: a bug, reported in one line
+        if _debug_requested(args):
+            import traceback
+
+            traceback.print_exc()
+        message = " ".join(str(exc).split())
+        if len(message) > 300:
+            message = message[:297] + "..."
+        print(
+            f"superres: internal error: {type(exc).__name__}: {message or '(no message)'}; "
+            f"please report it to {REPORT_TO}"
+            + ("" if _debug_requested(args) else " (run with --debug or SUPERRES_DEBUG=1 for the traceback)"),
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if getattr(args, "max_pixels", None) is not None:
+            from superres.io import set_max_pixels
+
+            set_max_pixels(None)  # main() may be called again in the same process (tests, notebooks)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -59,6 +60,53 @@ class ModelConfig:
 
 
 @dataclass
+class DegradationStageConfig:
+    """One stage of the ``realworld`` degradation (:mod:`superres.degrade`); null means the preset's value.
+
+    Probabilities are in ``[0, 1]``; ``[lo, hi]`` pairs are ranges drawn uniformly. ``kernel_prob``
+    weighs the six kernels iso, aniso, generalized_iso, generalized_aniso, plateau_iso,
+    plateau_aniso; ``resize_prob`` weighs up, down, keep. ``noise_range`` is the Gaussian sigma in
+    8-bit levels; ``jpeg_range`` the JPEG quality.
+    """
+
+    blur_prob: Union[float, None] = None
+    kernel_size: Union[list[int], None] = None
+    kernel_prob: Union[list[float], None] = None
+    sinc_prob: Union[float, None] = None
+    blur_sigma: Union[list[float], None] = None
+    betag_range: Union[list[float], None] = None
+    betap_range: Union[list[float], None] = None
+    resize_prob: Union[list[float], None] = None
+    resize_range: Union[list[float], None] = None
+    noise_prob: Union[float, None] = None
+    gaussian_noise_prob: Union[float, None] = None
+    noise_range: Union[list[float], None] = None
+    poisson_scale_range: Union[list[float], None] = None
+    gray_noise_prob: Union[float, None] = None
+    jpeg_prob: Union[float, None] = None
+    jpeg_range: Union[list[int], None] = None
+
+
+@dataclass
+class DegradationConfig:
+    """How the training LR is made from the HR crop (``data.degradation``).
+
+    ``kind: bicubic`` (the default): MATLAB-exact bicubic, the batches are unchanged. ``kind:
+    realworld``: Real-ESRGAN's second-order degradation (:mod:`superres.degrade`, docs/DEGRADATIONS.md)
+    with the parameters of ``preset`` (``realesrgan``: the published settings; ``light``, ``medium``,
+    ``heavy``), each of which ``first``, ``second``, ``final_sinc_prob`` and ``sharpen_target``
+    (unsharp mask on the HR target, which the LR is then made from) may override.
+    """
+
+    kind: Literal["bicubic", "realworld"] = "bicubic"
+    preset: Literal["realesrgan", "light", "medium", "heavy"] = "realesrgan"
+    first: DegradationStageConfig = field(default_factory=DegradationStageConfig)
+    second: DegradationStageConfig = field(default_factory=DegradationStageConfig)
+    final_sinc_prob: Union[float, None] = None
+    sharpen_target: Union[bool, None] = None
+
+
+@dataclass
 class DataConfig:
     """Training and validation data.
 
@@ -67,6 +115,8 @@ class DataConfig:
     folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training; it picks
     ``best.safetensors``. ``val_extra`` lists more benchmark folders scored at the same validations
     and logged beside it as ``val_<folder name>_psnr_y`` / ``_ssim_y`` (e.g. Set14 next to Set5).
+
+    ``degradation`` says how the LR is made from each HR crop (:class:`DegradationConfig`).
 
     ``device_resident`` keeps 8-bit training images on the training device and cuts each batch there
     (:mod:`superres.training.device_data`; the same batches as the DataLoader path): ``auto`` does so
@@ -84,6 +134,7 @@ class DataConfig:
     val_limit: Union[int, None] = None
     workers: int = 0
     device_resident: Union[Literal["auto"], bool] = "auto"
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
 @dataclass
@@ -130,7 +181,8 @@ class TrainConfig:
     after a few eager steps it captures the whole step (the device-resident batch, forward, loss,
     backward, clipping, optimizer) in one CUDA graph and replays it (:mod:`superres.training.graph_step`);
     on the CPU the same step function runs without a graph. It excludes ``compile``, fp16 autocast,
-    a discriminator and multi-process training.
+    a discriminator and multi-process training. ``val_perceptual`` adds the ``effdist`` perceptual
+    distance to every validation (``val_effdist`` in metrics.csv; needs ``superres[perceptual]``).
     """
 
     iterations: int = 10000
@@ -144,6 +196,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     val_every: int = 500
+    val_perceptual: bool = False
     save_every: int = 500
     log_every: int = 20
     deterministic: bool = True
@@ -197,7 +250,13 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     if not path.is_file():
         raise SuperresError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuperresError(f"{path}: not a UTF-8 text file (invalid byte at offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SuperresError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    try:
+        raw = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise SuperresError(f"{path}: not valid YAML ({_one_line(exc)})") from None
     if raw is None:
@@ -271,7 +330,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if any(not p for p in parts):
         raise SuperresError(f"override {text!r}: empty part in key {key!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = _load_yaml(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise SuperresError(f"override {text!r}: value is not valid YAML ({_one_line(exc)})") from None
     return parts, parsed
@@ -298,6 +357,29 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], *, source:
             node = nxt
         _set_child(node, parts[-1], value, text, parts)
     return result
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors' aliases (``*name``) when it meets them.
+
+    Aliases are what a "billion laughs" document is made of: a kilobyte of nested aliases expands
+    to gigabytes once anything walks the tree (the overrides copy it). No config needs them, so
+    they are refused while composing, before any node is shared or expanded.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"YAML aliases ('*{event.anchor}') are not allowed in superres configs "
+                f"(line {event.start_mark.line + 1}); write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (see :class:`_NoAliasLoader`)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 # --------------------------------------------------------------------------- building and type checks
@@ -548,10 +630,10 @@ def _check_values(c: Config, source: str) -> None:
     t = c.train
     if t.iterations < 1:
         bad("train.iterations", f"must be >= 1, got {t.iterations}")
-    if t.max_seconds is not None and not t.max_seconds > 0:
-        bad("train.max_seconds", f"must be > 0 or null, got {t.max_seconds}")
-    if t.grad_clip is not None and not t.grad_clip > 0:
-        bad("train.grad_clip", f"must be > 0 or null, got {t.grad_clip}")
+    if t.max_seconds is not None and not (t.max_seconds > 0 and math.isfinite(t.max_seconds)):
+        bad("train.max_seconds", f"must be a finite number > 0 or null, got {t.max_seconds}")
+    if t.grad_clip is not None and not (t.grad_clip > 0 and math.isfinite(t.grad_clip)):
+        bad("train.grad_clip", f"must be a finite number > 0 or null, got {t.grad_clip}")
     if t.ema is not None and not 0 < t.ema < 1:
         bad("train.ema", f"must be a decay in (0, 1) (e.g. 0.999) or null, got {t.ema}")
     for key in ("val_every", "save_every", "log_every"):
@@ -560,28 +642,34 @@ def _check_values(c: Config, source: str) -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device):
         bad("train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
     _check_gan(c, bad)
+    check_degradation(c.data.degradation, "data.degradation", bad)
+    if c.data.degradation.kind == "realworld":
+        if c.model.in_channels not in (1, 3):
+            bad("data.degradation.kind", f"realworld needs model.in_channels 1 or 3 (JPEG), got {c.model.in_channels}")
+        if t.cuda_graph:
+            bad("data.degradation.kind", "realworld does not work with train.cuda_graph: true (the JPEG runs on the host)")
 
 
 def _check_optim(o: OptimConfig, prefix: str, bad: Any) -> None:
     """Ranges of an optimizer section (``optim`` or ``discriminator.optim``)."""
-    if not o.lr > 0:
-        bad(f"{prefix}.lr", f"must be > 0, got {o.lr}")
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        bad(f"{prefix}.lr", f"must be a finite number > 0, got {o.lr}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         bad(f"{prefix}.betas", f"must be two numbers in [0, 1), got {o.betas}")
-    if o.weight_decay < 0:
-        bad(f"{prefix}.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    if not (o.weight_decay >= 0 and math.isfinite(o.weight_decay)):
+        bad(f"{prefix}.weight_decay", f"must be a finite number >= 0, got {o.weight_decay}")
 
 
 def _check_schedule(s: ScheduleConfig, prefix: str, bad: Any) -> None:
     """Ranges of a schedule section (``schedule`` or ``discriminator.schedule``)."""
     if s.warmup < 0:
         bad(f"{prefix}.warmup", f"must be >= 0, got {s.warmup}")
-    if s.min_lr < 0:
-        bad(f"{prefix}.min_lr", f"must be >= 0, got {s.min_lr}")
+    if not (s.min_lr >= 0 and math.isfinite(s.min_lr)):
+        bad(f"{prefix}.min_lr", f"must be a finite number >= 0, got {s.min_lr}")
     if s.milestones != sorted(s.milestones) or any(m < 1 for m in s.milestones):
         bad(f"{prefix}.milestones", f"must be increasing iterations >= 1, got {s.milestones}")
-    if not s.gamma > 0:
-        bad(f"{prefix}.gamma", f"must be > 0, got {s.gamma}")
+    if not (s.gamma > 0 and math.isfinite(s.gamma)):
+        bad(f"{prefix}.gamma", f"must be a finite number > 0, got {s.gamma}")
 
 
 def _check_gan(c: Config, bad: Any) -> None:
@@ -610,3 +698,65 @@ def _check_gan(c: Config, bad: Any) -> None:
         _check_optim(d.optim, "discriminator.optim", bad)
     if d.schedule is not None:
         _check_schedule(d.schedule, "discriminator.schedule", bad)
+
+
+# --------------------------------------------------------------------------- degradation values
+#: Largest blur kernel side (Real-ESRGAN's 21); kernels are built on this grid.
+MAX_KERNEL_SIZE = 21
+
+#: ``[lo, hi]`` bounds of each range field of a degradation stage: (smallest lo, largest hi).
+_DEGRADATION_RANGES = {
+    "blur_sigma": (0.0, 10.0),
+    "betag_range": (0.0, 8.0),
+    "betap_range": (0.0, 8.0),
+    "resize_range": (0.0, 4.0),
+    "noise_range": (0.0, 255.0),
+    "poisson_scale_range": (0.0, 10.0),
+}
+
+
+def check_degradation(d: DegradationConfig, prefix: str, bad: Any) -> None:
+    """Ranges of a ``data.degradation`` section; each error names its key. Unset (null) values are the
+    preset's, which are valid by construction (``tests/test_degrade.py`` checks them here too)."""
+    if d.final_sinc_prob is not None and not 0 <= d.final_sinc_prob <= 1:
+        bad(f"{prefix}.final_sinc_prob", f"must be a probability in [0, 1], got {d.final_sinc_prob}")
+    for stage_name in ("first", "second"):
+        stage = getattr(d, stage_name)
+        for f in dataclasses.fields(stage):
+            value = getattr(stage, f.name)
+            if value is None:
+                continue
+            key = f"{prefix}.{stage_name}.{f.name}"
+            if f.name.endswith("_prob") and not isinstance(value, list):
+                if not 0 <= value <= 1:
+                    bad(key, f"must be a probability in [0, 1], got {value}")
+            elif f.name in ("kernel_prob", "resize_prob"):
+                n = 6 if f.name == "kernel_prob" else 3
+                if len(value) != n or any(v < 0 for v in value) or abs(sum(value) - 1) > 1e-6:
+                    bad(key, f"must be {n} probabilities >= 0 that sum to 1, got {value}")
+            elif f.name == "kernel_size":
+                if (len(value) != 2 or any(v % 2 == 0 for v in value) or not 3 <= value[0] <= value[1] <= MAX_KERNEL_SIZE):
+                    bad(key, f"must be [min, max], odd sizes with 3 <= min <= max <= {MAX_KERNEL_SIZE}, got {value}")
+            elif f.name == "jpeg_range":
+                if len(value) != 2 or not 1 <= value[0] <= value[1] <= 100:
+                    bad(key, f"must be [min, max] JPEG qualities with 1 <= min <= max <= 100, got {value}")
+            else:
+                lo_bound, hi_bound = _DEGRADATION_RANGES[f.name]
+                if len(value) != 2 or not lo_bound <= value[0] <= value[1] <= hi_bound:
+                    bad(key, f"must be [min, max] with {lo_bound:g} <= min <= max <= {hi_bound:g}, got {value}")
+                if f.name in ("blur_sigma", "betag_range", "betap_range") and not value[0] > 0:
+                    bad(key, f"must have min > 0, got {value}")
+                if f.name == "resize_range" and not 0 < value[0] <= 1 <= value[1]:
+                    bad(key, f"must be [min, max] with 0 < min <= 1 <= max (down- and up-scaling), got {value}")
+
+
+def degradation_config(raw: Mapping[str, Any], source: str) -> DegradationConfig:
+    """A :class:`DegradationConfig` from plain data (the ``data degrade`` command), type- and range-checked
+    like ``data.degradation`` in a config file; errors name ``data.degradation.<key>`` and ``source``."""
+
+    def bad(key: str, problem: str) -> None:
+        raise SuperresError(f"{source}: '{key}' {problem}")
+
+    d = _build(DegradationConfig, raw, "data.degradation", source)
+    check_degradation(d, "data.degradation", bad)
+    return d

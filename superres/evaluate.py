@@ -73,7 +73,9 @@ def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str
         from superres.inference import load_for_backend
 
         net = load_for_backend(model, backend=backend, device=device)
-    model_scale = getattr(net, "scale", None)
+    from superres.models.contract import describe
+
+    model_scale = describe(net).scale
     if model_scale is not None and int(model_scale) != scale:
         raise SuperresError(f"--model {model}: the model upscales x{model_scale}, not x{scale}")
 
@@ -108,8 +110,13 @@ def evaluate(
     tile: int = 0,
     backend: str = "torch",
     upscaler: _Upscaler | None = None,
+    perceptual: Any = None,
+    lr: str = "LR_bicubic",
 ) -> dict[str, Any]:
     """Score ``model`` ("bicubic", a shipped model name or a model file) on the benchmark folder ``data``.
+
+    ``lr`` names the LR folder: ``data/<lr>/X{s}`` (e.g. ``LR_medium`` of ``superres data degrade``);
+    only the default ``LR_bicubic`` may be absent (the LR is then made here).
 
     ``upscaler`` (``(lr_samples, hr_bit_depth) -> sr_samples``) replaces the one made from ``model``,
     which is then only the report's label: peers and timed wrappers are scored by the same code.
@@ -119,6 +126,11 @@ def evaluate(
         {"dataset": <folder name>, "scale": s, "model": <model>, "psnr_y": mean, "ssim_y": mean,
          "count": n, "images": [{"name", "psnr_y", "ssim_y", "size": [w, h]}, ...],
          "lr_source": ..., "protocol": ..., "psnr_cap_db": 100.0, "seconds": ...}
+
+    ``perceptual``: a metric name of :data:`superres.perceptual.PERCEPTUAL_METRICS` or a metric built
+    by :func:`superres.perceptual.build_perceptual`; then every image also gets that distance under
+    the metric's name (e.g. ``"effdist"``), the report its mean under the same key, ``"perceptual"``
+    the name and ``"perceptual_protocol"`` what is computed (RGB, same shave as PSNR).
 
     ``size`` is that of the mod-cropped HR. PSNR values above ``psnr_cap_db`` (identical images give
     inf) are reported as the cap, also per image, so the JSON stays valid and the mean finite.
@@ -140,16 +152,25 @@ def evaluate(
     if not hr_dir.is_dir():
         raise SuperresError(f"{hr_dir}: HR folder not found (expected DIR/HR/*.png and DIR/LR_bicubic/X{s}/*.png)")
     hr_paths = _list_or_fail(hr_dir)
-    lr_dir = data / "LR_bicubic" / f"X{s}"
+    lr_dir = data / lr / f"X{s}"
     lr_index: dict[str, Path] | None = None
     if lr_dir.is_dir():
         lr_index = {p.stem: p for p in _list_or_fail(lr_dir)}
-        lr_source = str(Path("LR_bicubic") / f"X{s}")
+        lr_source = str(Path(lr) / f"X{s}")
+    elif lr != "LR_bicubic":
+        raise SuperresError(f"{lr_dir}: LR folder not found (--lr {lr})")
     else:
         lr_source = f"generated: MATLAB-bicubic imresize(HR_crop, 1/{s}) (no LR_bicubic/X{s} folder)"
 
     if upscaler is None:
         upscaler = make_upscaler(model, s, device=device, tile=tile, backend=backend)
+    metric = None
+    if perceptual is not None:
+        from superres.perceptual import build_perceptual, image_distance
+
+        metric = build_perceptual(perceptual) if isinstance(perceptual, str) else perceptual
+        if not isinstance(getattr(metric, "metric_name", None), str):
+            raise SuperresError("perceptual: pass a metric name or a metric made by superres.perceptual.build_perceptual")
 
     images: list[dict[str, Any]] = []
     for hr_path in hr_paths:
@@ -189,6 +210,16 @@ def evaluate(
                 "size": [int(hr_crop.shape[1]), int(hr_crop.shape[0])],
             }
         )
+        if metric is not None:
+            images[-1][metric.metric_name] = _named(hr_path, lambda: image_distance(metric, sr, hr_crop, shave=s))
+
+    extra: dict[str, Any] = {}
+    if metric is not None:
+        from superres.perceptual import PERCEPTUAL_PROTOCOL
+
+        name = metric.metric_name
+        extra = {"perceptual": name, name: float(np.mean([im[name] for im in images])),
+                 "perceptual_protocol": PERCEPTUAL_PROTOCOL}
 
     return {
         "dataset": data.resolve().name,
@@ -201,6 +232,7 @@ def evaluate(
         "lr_source": lr_source,
         "protocol": PROTOCOL,
         "psnr_cap_db": PSNR_CAP_DB,
+        **extra,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
@@ -234,18 +266,22 @@ def format_report(report: dict[str, Any]) -> str:
     """A readable table: one row per image, then the means, then how the LR was obtained."""
     rows = [(im["name"], im["psnr_y"], im["ssim_y"]) for im in report["images"]]
     width = max([len("image"), len("mean")] + [len(r[0]) for r in rows])
+    metric = report.get("perceptual")
+    pw = max(len(metric), 8) if metric else 0
+    per_image = [f"  {im[metric]:>{pw}.4f}" if metric else "" for im in report["images"]]
 
     def fmt_psnr(v: float) -> str:
         return "inf" if math.isinf(v) else f"{v:.3f}"
 
     lines = [
         f"{report['model']} on {report['dataset']}, x{report['scale']}",
-        f"{'image':<{width}}  {'PSNR-Y (dB)':>11}  {'SSIM-Y':>7}",
-        "-" * (width + 22),
+        f"{'image':<{width}}  {'PSNR-Y (dB)':>11}  {'SSIM-Y':>7}" + (f"  {metric:>{pw}}" if metric else ""),
+        "-" * (width + 22 + (pw + 2 if metric else 0)),
     ]
-    lines += [f"{name:<{width}}  {fmt_psnr(p):>11}  {sv:>7.4f}" for name, p, sv in rows]
-    lines.append("-" * (width + 22))
-    lines.append(f"{'mean':<{width}}  {fmt_psnr(report['psnr_y']):>11}  {report['ssim_y']:>7.4f}")
+    lines += [f"{name:<{width}}  {fmt_psnr(p):>11}  {sv:>7.4f}{pm}" for (name, p, sv), pm in zip(rows, per_image)]
+    lines.append("-" * (width + 22 + (pw + 2 if metric else 0)))
+    lines.append(f"{'mean':<{width}}  {fmt_psnr(report['psnr_y']):>11}  {report['ssim_y']:>7.4f}"
+                 + (f"  {report[metric]:>{pw}.4f}" if metric else ""))
     count = report.get("count", len(rows))
     extra = f"{count} image{'s' if count != 1 else ''}; LR: {report.get('lr_source', '?')}"
     if "seconds" in report:
@@ -253,4 +289,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(extra)
     if "protocol" in report:
         lines.append(f"protocol: {report['protocol']}")
+    if metric and "perceptual_protocol" in report:
+        lines.append(f"{metric}: {report['perceptual_protocol']}")
     return "\n".join(lines)

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from superres.models.contract import ModelContract
     from superres.models.quant import Int8Conv
 
 __all__ = [
@@ -266,7 +267,9 @@ def _resolve_model(model: "nn.Module | str | os.PathLike[str]") -> tuple["nn.Mod
     from torch import nn
 
     if isinstance(model, nn.Module):
-        meta = dict(getattr(model, "superres_meta", None) or {})
+        from superres.models import describe
+
+        meta = dict(describe(model).metadata)
         meta.setdefault("arch", type(model).__name__.lower())
         return model.eval(), meta
     from superres.modelfile import load_model
@@ -309,15 +312,15 @@ def export_onnx(
         raise SuperresError(f"--opset {opset}: too old (Resize and DepthToSpace need opset >= 11)")
     out = Path(out)
     net, meta = _resolve_model(model)
-    from superres.models import fold
+    from superres.models import describe, fold
 
     # Training-only structure (lumanet's expand) is multiplied out: the graph is the plain model's.
     net, folded_args = fold(net, meta.get("args", {}))
     if "args" in meta:
         meta["args"] = folded_args
     net = net.to("cpu").eval()
-    scale = getattr(net, "scale", None)
-    channels = getattr(net, "in_channels", None)
+    contract = describe(net)
+    scale, channels = contract.scale, contract.in_channels
     if scale is None or channels is None:
         raise SuperresError(f"the model ({type(net).__name__}) has no scale/in_channels attribute")
     scale, channels = int(scale), int(channels)
@@ -334,7 +337,7 @@ def export_onnx(
     }
     # int8 models (lumanet int8) are traced as their float twin (fake quantization off), then the
     # planned convs are rewritten as QLinearConv with the model's own scales (quantize_graph).
-    plan = list(net.int8_plan()) if callable(getattr(net, "int8_plan", None)) else []
+    plan = list(contract.int8_plan()) if contract.int8_plan is not None else []
     if plan:
         props["int8"] = json.dumps([item.module for item in plan])
     dummy = torch.rand(1, channels, *_TRACE_SIZE, generator=torch.Generator().manual_seed(0))
@@ -421,9 +424,10 @@ class OnnxModel:
     :func:`superres.inference.upscale_tensor`, :func:`~superres.inference.upscale` and
     ``superres eval``/``upscale --backend onnx``.
 
-    It is a plain callable (``N x C x h x w`` float tensor -> float32 tensor on the CPU) with the
-    attributes the inference code reads from a model: ``scale``, ``in_channels`` and
-    ``superres_meta``, taken from the file's ``metadata_props`` (written by :func:`export_onnx`).
+    It is a plain callable (``N x C x h x w`` float tensor -> float32 tensor on the CPU) that
+    satisfies the model contract (:mod:`superres.models.contract`): ``scale``, ``in_channels``,
+    ``contract()`` and ``superres_meta``, taken from the file's ``metadata_props`` (written by
+    :func:`export_onnx`). It runs float32 only (no half, no bfloat16).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
@@ -449,6 +453,12 @@ class OnnxModel:
         names = [i.name for i in self.session.get_inputs()]
         if names != [INPUT_NAME]:
             raise SuperresError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {names}")
+
+    def contract(self) -> "ModelContract":
+        """The exported model's contract: its scale and channels, float32 only."""
+        from superres.models.contract import ModelContract
+
+        return ModelContract(supports_half=False, supports_bfloat16=False).bind(self.scale, self.in_channels)
 
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
         import torch

@@ -14,7 +14,10 @@ Contract:
   is at most ``ceil(tile_overlap / 2)``: the tiled result equals the untiled one within 1e-4. For a
   larger ``R`` tiles are cross-faded (no seams) but not exact.
 * Device memory is bounded by one tile, ``(tile + 2 * tile_overlap)^2`` input pixels times the batch;
-  the output canvas lives with the input tensor (on the CPU for :func:`upscale`).
+  the output canvas lives with the input tensor (on the CPU for :func:`upscale`). Host memory:
+  :func:`upscale_tensor_rows` yields the result one row of tiles at a time (the same values), and
+  :func:`upscale_files` writes results too large for ``--max-memory`` to disk in strips, so host
+  memory is bounded by the tile and the output width (docs/RELIABILITY.md).
 * Both backends (``torch``: an ``nn.Module``; ``onnx``: an exported graph through onnxruntime on the
   CPU) go through the same :func:`upscale_tensor`, so their results agree within 1e-4.
 * Channels: equal counts run directly; a 1-channel model on RGB runs on BT.601 Y with Cb/Cr upscaled
@@ -30,9 +33,10 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "upscale_tensor",
+    "upscale_tensor_rows",
     "upscale",
     "upscale_files",
     "tile_grid",
@@ -138,7 +143,9 @@ def _model_scale(model: "nn.Module", in_shape: Sequence[int], out_shape: Sequenc
     if oh % h or ow % w or oh // h != ow // w:
         raise SuperresError(f"the model maps {h}x{w} to {oh}x{ow}: not an integer upscaling")
     scale = oh // h
-    declared = getattr(model, "scale", None)
+    from superres.models.contract import describe
+
+    declared = describe(model).scale
     if declared is not None and int(declared) != scale:
         raise SuperresError(f"the model declares scale {declared} but upscales by {scale}")
     return scale
@@ -210,7 +217,6 @@ def upscale_tensor(
         _model_scale(model, x.shape, out.shape)
         return out.to(x.device)
 
-    half_width = tile_overlap // 2
     tiles = [(i, j) for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
     bar = None
     if progress:
@@ -221,30 +227,112 @@ def upscale_tensor(
     scale = 0
     with torch.inference_mode():
         for i, j in tiles:
-            y0, y1 = max(0, ys[i] - tile_overlap), min(height, ys[i + 1] + tile_overlap)
-            x0, x1 = max(0, xs[j] - tile_overlap), min(width, xs[j + 1] + tile_overlap)
-            out = run(x[:, :, y0:y1, x0:x1])
+            (r0, r1, c0, c1), contribution, scale = _weighted_tile(run, model, x, ys, xs, i, j, tile_overlap, scale)
             if canvas is None:
-                scale = _model_scale(model, (y1 - y0, x1 - x0), out.shape)
-                canvas = torch.zeros((n, out.shape[1], height * scale, width * scale), dtype=torch.float32, device=x.device)
-            elif out.shape[-2:] != ((y1 - y0) * scale, (x1 - x0) * scale):
-                raise SuperresError(f"the model's output size changed between tiles: {tuple(out.shape)}")
-            wy = axis_weights(ys, scale, half_width, i, y0, y1)
-            wx = axis_weights(xs, scale, half_width, j, x0, x1)
-            # Only the rows/columns with non-zero weight are touched (the core plus the ramps).
-            ry = np.nonzero(wy)[0]
-            rx = np.nonzero(wx)[0]
-            ya, yb, xa, xb = int(ry[0]), int(ry[-1]) + 1, int(rx[0]), int(rx[-1]) + 1
-            weight = torch.from_numpy(np.outer(wy[ya:yb], wx[xa:xb]).astype(np.float32)).to(out.device)
-            contribution = (out[:, :, ya:yb, xa:xb] * weight).to(x.device)
-            canvas[:, :, y0 * scale + ya : y0 * scale + yb, x0 * scale + xa : x0 * scale + xb] += contribution
-            del out, contribution
+                # channels_last (N x H x W x C in memory): the H x W x C result is then a view, not a copy.
+                canvas = torch.empty((n, contribution.shape[1], height * scale, width * scale), dtype=torch.float32,
+                                     device=x.device, memory_format=torch.channels_last).zero_()
+            canvas[:, :, r0:r1, c0:c1] += contribution
+            del contribution
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     assert canvas is not None
     return canvas
+
+
+def _weighted_tile(
+    run: "Callable[[torch.Tensor], torch.Tensor]", model: "Model", x: "torch.Tensor", ys: Sequence[int],
+    xs: Sequence[int], i: int, j: int, tile_overlap: int, scale: int, convert: "Callable | None" = None,
+) -> "tuple[tuple[int, int, int, int], torch.Tensor, int]":
+    """Run tile ``(i, j)`` and weight it: its output rows/columns ``(r0, r1, c0, c1)`` with non-zero
+    weight (the core plus the ramps), the weighted output there on ``x``'s device, and the scale
+    (``scale=0``: measured on this tile). ``convert`` maps the input part to float first (streaming
+    keeps the input as stored: uint8/uint16)."""
+    import torch
+
+    height, width = x.shape[-2:]
+    half_width = tile_overlap // 2
+    y0, y1 = max(0, ys[i] - tile_overlap), min(height, ys[i + 1] + tile_overlap)
+    x0, x1 = max(0, xs[j] - tile_overlap), min(width, xs[j + 1] + tile_overlap)
+    part = x[:, :, y0:y1, x0:x1]
+    out = run(part if convert is None else convert(part))
+    if not scale:
+        scale = _model_scale(model, (y1 - y0, x1 - x0), out.shape)
+    elif out.shape[-2:] != ((y1 - y0) * scale, (x1 - x0) * scale):
+        raise SuperresError(f"the model's output size changed between tiles: {tuple(out.shape)}")
+    wy = axis_weights(ys, scale, half_width, i, y0, y1)
+    wx = axis_weights(xs, scale, half_width, j, x0, x1)
+    # Only the rows/columns with non-zero weight are touched (the core plus the ramps).
+    ry = np.nonzero(wy)[0]
+    rx = np.nonzero(wx)[0]
+    ya, yb, xa, xb = int(ry[0]), int(ry[-1]) + 1, int(rx[0]), int(rx[-1]) + 1
+    weight = torch.from_numpy(np.outer(wy[ya:yb], wx[xa:xb]).astype(np.float32)).to(out.device)
+    contribution = (out[:, :, ya:yb, xa:xb] * weight).to(x.device)
+    return (y0 * scale + ya, y0 * scale + yb, x0 * scale + xa, x0 * scale + xb), contribution, scale
+
+
+def upscale_tensor_rows(
+    model: "Model",
+    x: "torch.Tensor",
+    *,
+    tile: int,
+    tile_overlap: int = 16,
+    half: bool = False,
+    convert: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
+) -> "Iterator[tuple[int, torch.Tensor]]":
+    """:func:`upscale_tensor`, but yielding the result band by band: ``(first output row, rows)``.
+
+    The canvas holds only the output rows of one row of tiles (plus the ramp below it), so host
+    memory is bounded by ``tile`` and the output *width*, not the image size. Each band is final when
+    it is yielded (no later tile has weight there) and is the same values :func:`upscale_tensor`
+    computes (the same additions in the same order). A yielded band is an ``N x C x rows x W*s``
+    view of the canvas (channels_last), valid until the next one is asked for. ``convert`` maps each
+    input part to float (so ``x`` may stay uint8/uint16 as stored). ``tile`` must be > 0.
+    """
+    import torch
+
+    if x.ndim != 4:
+        raise ValueError(f"upscale_tensor_rows expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
+    if tile <= 0 or tile_overlap < 0:
+        raise SuperresError(f"--tile {tile} / --tile-overlap {tile_overlap}: writing in strips needs --tile > 0")
+    run = _tile_call(model, x.device, half)
+    n, _, height, width = x.shape
+    ys, xs = tile_grid(height, tile), tile_grid(width, tile)
+    half_width = tile_overlap // 2
+    scale = 0
+    canvas: torch.Tensor | None = None
+    top = 0  # the output row of canvas row 0
+    filled = 0  # canvas rows [0, filled) hold sums; rows below are stale and zeroed when reached
+    with torch.inference_mode():
+        for i in range(len(ys) - 1):
+            for j in range(len(xs) - 1):
+                (r0, r1, c0, c1), contribution, scale = _weighted_tile(
+                    run, model, x, ys, xs, i, j, tile_overlap, scale, convert
+                )
+                if canvas is None:
+                    # The most rows in use at once: from the first row still open (a ramp above a core
+                    # boundary) to the last row a tile row touches.
+                    rows = max(
+                        min(height, ys[k + 1] + tile_overlap) - max(0, ys[k] - half_width) for k in range(len(ys) - 1)
+                    ) * scale
+                    canvas = torch.empty((n, contribution.shape[1], rows, width * scale), dtype=torch.float32,
+                                         device=x.device, memory_format=torch.channels_last)
+                if r1 - top > canvas.shape[2]:
+                    raise AssertionError("tile row exceeds the strip canvas")  # geometry bug, not user error
+                if r1 - top > filled:
+                    canvas[:, :, filled : r1 - top].zero_()
+                    filled = r1 - top
+                canvas[:, :, r0 - top : r1 - top, c0:c1] += contribution
+                del contribution
+            # Rows above the next core boundary's ramp get no more weight: they are final.
+            done = height * scale if i == len(ys) - 2 else max(top, (ys[i + 1] - half_width) * scale)
+            yield top, canvas[:, :, : done - top]
+            keep = filled - (done - top)
+            if keep > 0:
+                canvas[:, :, :keep] = canvas[:, :, done - top : filled].clone()
+            top, filled = done, max(keep, 0)
 
 
 # --------------------------------------------------------------------------- colour
@@ -320,14 +408,18 @@ def load_for_backend(model: str, *, backend: str = "torch", device: str = "cpu")
 
 
 def _model_channels(model: "Model") -> int:
-    channels = getattr(model, "in_channels", None)
+    from superres.models.contract import describe
+
+    channels = describe(model).in_channels
     if channels is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no in_channels attribute; load it with superres.load_model")
     return int(channels)
 
 
 def _model_scale_attr(model: "Model") -> int:
-    scale = getattr(model, "scale", None)
+    from superres.models.contract import describe
+
+    scale = describe(model).scale
     if scale is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no scale attribute; load it with superres.load_model")
     return int(scale)
@@ -468,15 +560,186 @@ def _plan_outputs(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Pat
             for path in list_images([source]):
                 pairs.append((path, out_dir / path.name))
     seen: dict[Path, Path] = {}
-    sources = {p.resolve() for p, _ in pairs}
+    sources = {_resolved(p) for p, _ in pairs}
     for src, dst in pairs:
-        key = dst.resolve()
+        key = _resolved(dst)
         if key in seen:
             raise SuperresError(f"{src} and {seen[key]} would both be written to {dst}; upscale them into different --out folders")
         if key in sources:
             raise SuperresError(f"{dst}: the output would overwrite an input image; choose another --out folder")
         seen[key] = src
     return pairs
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise SuperresError(f"{path}: cannot resolve the path ({' '.join(str(exc).split())})") from None
+
+
+#: What ``superres upscale`` does with an output file that already exists: stop before any work
+#: (the default), replace it (``--overwrite``), or leave it and skip its input (``--skip-existing``).
+EXISTING_POLICIES = ("error", "overwrite", "skip")
+
+
+def _check_out_dir(out_dir: Path, pairs: Sequence[tuple[Path, Path]], existing: str) -> list[tuple[Path, Path]]:
+    """Check ``--out`` and every destination before the model is loaded; return the pairs to run.
+
+    Every output folder must exist as a writable folder or be creatable (its nearest existing parent
+    a writable folder), so a path that cannot be created fails now, not after the model has run;
+    nothing is created here. A destination that is a folder is refused, and existing output files
+    follow ``existing``.
+    """
+    if existing not in EXISTING_POLICIES:
+        raise SuperresError(f"existing={existing!r}: use one of {', '.join(EXISTING_POLICIES)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SuperresError(f"--out {out_dir}: exists and is not a folder; choose a folder path")
+    for folder in sorted({dst.parent for _, dst in pairs} | {out_dir}):
+        base = folder
+        while not base.exists() and not base.is_symlink() and base.parent != base:
+            base = base.parent
+        if not base.is_dir():
+            what = "a broken or looping link" if base.is_symlink() and not base.exists() else "a file"
+            raise SuperresError(f"--out {out_dir}: cannot create folder {folder} ({base} is {what}, not a folder)")
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise SuperresError(f"--out {out_dir}: cannot create or write into {folder} (no write permission on {base})")
+    todo = []
+    present = []
+    for src, dst in pairs:
+        if dst.is_dir():
+            raise SuperresError(f"{dst}: the output path is a folder; move it away or choose another --out")
+        if dst.exists() or dst.is_symlink():
+            present.append(dst)
+            if existing == "skip":
+                continue
+        todo.append((src, dst))
+    if present and existing == "error":
+        more = f" and {len(present) - 1} more" if len(present) > 1 else ""
+        raise SuperresError(
+            f"{present[0]}{more}: output file(s) already exist; pass --overwrite to replace them "
+            "or --skip-existing to upscale only the missing ones"
+        )
+    return todo
+
+
+# --------------------------------------------------------------------------- host memory
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable`` of ``/proc/meminfo``, else the
+    free physical pages), or None where neither is known."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def memory_budget(max_memory: int | None = None) -> int | None:
+    """The host memory one image may take while it is upscaled: ``max_memory`` bytes when given
+    (``--max-memory``), else half of :func:`available_memory` (None: unknown, no limit)."""
+    if max_memory is not None:
+        if max_memory <= 0:
+            raise SuperresError(f"--max-memory {max_memory}: must be positive")
+        return int(max_memory)
+    available = available_memory()
+    return None if available is None else available // 2
+
+
+def _strip_rows(height: int, tile: int, tile_overlap: int, scale: int) -> int:
+    """Output rows of the canvas of :func:`upscale_tensor_rows` (the same formula)."""
+    ys = tile_grid(height, tile)
+    return max(min(height, ys[k + 1] + tile_overlap) - max(0, ys[k] - tile_overlap // 2) for k in range(len(ys) - 1)) * scale
+
+
+def _needs_strips(
+    model: "Model", raw: Any, src: Path, dst: Path, *, tile: int, tile_overlap: int, budget: int | None
+) -> bool:
+    """Whether ``raw`` (a :class:`superres.io.RawImage`) must be upscaled in strips to stay within
+    ``budget`` bytes; refuses (before the model runs) an image that fits neither way.
+
+    The estimates count the arrays the two paths allocate, not the process around them (Python,
+    torch, the model: a few hundred MB). In one piece: the float input and its tensor copy, the
+    float32 output canvas, the integer output, and the alpha plane with its float64 resize. In
+    strips: the input as stored, the canvas of one row of tiles, and two integer copies of it.
+    """
+    from superres.io import STREAM_SUFFIXES
+
+    if budget is None:
+        return False
+    h, w, c = raw.pixels.shape
+    run_c = _model_channels(model)
+    scale = _model_scale_attr(model)
+    out_px = h * scale * w * scale
+    out_item = {8: 1, 16: 2, 32: 4}[raw.bit_depth]
+    whole = h * w * 4 * (c + max(c, run_c)) + out_px * (max(c, run_c) * 4 + c * out_item)
+    if raw.alpha is not None:
+        whole += out_px * (4 + 8 + out_item)
+    if run_c == 1 and c == 3:
+        whole += out_px * 4 * 3  # chroma planes and the RGB conversion
+    if whole <= budget:
+        return False
+    size = f"{w * scale} x {h * scale}"
+    needs = f"upscaling to {size} needs about {_mb(whole)} in one piece, more than the {_mb(budget)} allowed"
+    hint = "raise --max-memory if the machine has the memory"
+    why_not = None
+    if raw.alpha is not None:
+        why_not = "an image with alpha cannot be upscaled in strips"
+    elif not (c == run_c or (run_c == 3 and c == 1)):
+        why_not = f"a {run_c}-channel model on a {c}-channel image cannot run in strips"
+    elif dst.suffix.lower() not in STREAM_SUFFIXES:
+        why_not = f"a {dst.suffix or 'suffix-less'} output cannot be written in strips (write .png or .tif)"
+    elif tile <= 0:
+        why_not = "--tile 0 runs the image in one piece (use --tile 256 to write it in strips)"
+    if why_not is not None:
+        raise SuperresError(f"{src}: {needs}, and {why_not}; {hint}")
+    rows = _strip_rows(h, tile, tile_overlap, scale)
+    strips = h * w * c * raw.pixels.dtype.itemsize + rows * w * scale * (max(c, run_c) * 4 + 2 * c * out_item)
+    if strips > budget:
+        raise SuperresError(
+            f"{src}: {needs}, and about {_mb(strips)} in strips of --tile {tile}; use a smaller --tile or {hint}"
+        )
+    return True
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB" if size < 100 * 2**20 else f"{size / 2**20:,.0f} MB"
+
+
+def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_overlap: int, half: bool) -> None:
+    """Upscale ``raw`` band by band straight into ``dst``: the same pixels :func:`upscale` gives
+    (same float conversion, tiles, blending, clamping and rounding), in memory bounded by the tile."""
+    import torch
+
+    from superres.io import to_float, to_integer, write_image_rows
+
+    pixels = raw.pixels
+    c = pixels.shape[2]
+    run_c = _model_channels(model)
+    scale = _model_scale_attr(model)
+    with warnings.catch_warnings():  # a read-only array (Pillow's): the tensor is only read here
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # a view: the input stays as stored
+
+    def convert(part: "torch.Tensor") -> "torch.Tensor":
+        values = torch.from_numpy(to_float(part.numpy()))  # exactly read_image's conversion
+        return values.expand(-1, 3, -1, -1) if run_c == 3 and c == 1 else values
+
+    def bands() -> Iterator[np.ndarray]:
+        for _, band in upscale_tensor_rows(model, x, tile=tile, tile_overlap=tile_overlap, half=half, convert=convert):
+            data = band[0].permute(1, 2, 0).numpy()  # rows x W x C, a view of the channels_last canvas
+            if run_c == 3 and c == 1:
+                data = data.mean(axis=2, keepdims=True)
+            data = np.clip(data, 0.0, 1.0, out=data)
+            samples = to_integer(data, raw.bit_depth)
+            yield np.array(samples, copy=True) if samples is data or samples.base is not None else samples
+
+    write_image_rows(dst, pixels.shape[0] * scale, pixels.shape[1] * scale, c, raw.bit_depth, bands())
 
 
 def upscale_files(
@@ -490,8 +753,21 @@ def upscale_files(
     half: bool = False,
     backend: str = "torch",
     progress: bool = True,
+    existing: str = "error",
+    max_memory: int | None = None,
 ) -> list[Path]:
     """``superres upscale``: upscale image files and folders into ``out_dir``; returns the paths written.
+
+    ``existing`` says what happens to output files that are already there: ``"error"`` (the default)
+    stops before any work, naming one; ``"overwrite"`` replaces them (atomically, as every write);
+    ``"skip"`` leaves them and skips their inputs (what a re-run after an interruption wants).
+
+    Host memory: before an image is run, the memory its upscaling takes in one piece is estimated
+    (:func:`_needs_strips`) against ``max_memory`` bytes (default :func:`memory_budget`: half the
+    available memory). Over it, the result is computed and written in strips of rows
+    (:func:`upscale_tensor_rows`, :func:`superres.io.write_image_rows`), so memory is bounded by the
+    tile size and the output width; where that is not possible (alpha, a luma-only model on RGB,
+    JPEG/BMP output, ``tile=0``) or still too much, the image is refused before the model runs.
 
     Each result keeps its file name and format (folders keep their inner layout), bit depth, channel
     layout and alpha. ``model=None`` picks the best shipped x4 model. Every option is checked and
@@ -499,7 +775,7 @@ def upscale_files(
     so an unreadable input (reported as ``SuperresError`` naming it) stops the run without leaving a
     half-written file.
     """
-    from superres.io import read_image, write_image
+    from superres.io import Image, read_raw, to_float, write_image
 
     if backend not in BACKENDS:
         raise SuperresError(f"--backend {backend}: unknown backend; use one of {', '.join(BACKENDS)}")
@@ -507,20 +783,28 @@ def upscale_files(
     _check_half(half, dev)
     if half and backend == "onnx":
         raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
-    pairs = _plan_outputs(inputs, Path(out_dir))
+    pairs = _check_out_dir(Path(out_dir), _plan_outputs(inputs, Path(out_dir)), existing)
     net = load_for_backend(model if model is not None else default_model_name(), backend=backend, device=str(dev))
 
     from tqdm import tqdm
 
+    budget = memory_budget(max_memory)
     written: list[Path] = []
     bar = tqdm(pairs, desc="upscale", unit="image", disable=not progress, file=sys.stderr)
     for src, dst in bar:
         try:
-            image = read_image(src)
+            raw = read_raw(src)
         except SuperresError:
             raise
         except Exception as exc:  # a decoder error deep in Pillow/tifffile: name the file
             raise SuperresError(f"{src}: cannot read the image ({type(exc).__name__}: {exc})") from None
+        if _needs_strips(net, raw, src, dst, tile=tile, tile_overlap=tile_overlap, budget=budget):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _upscale_in_strips(net, raw, dst, tile=tile, tile_overlap=tile_overlap, half=half)
+            written.append(dst)
+            continue
+        image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)
+        del raw
         h, w = image.data.shape[:2]
         many_tiles = (len(tile_grid(h, tile)) - 1) * (len(tile_grid(w, tile)) - 1) > _TILE_BAR_MIN_TILES
         result = upscale(

@@ -40,6 +40,7 @@ only when it is complete, so an interrupted or failed write never leaves half a 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from dataclasses import dataclass
@@ -56,18 +57,30 @@ __all__ = [
     "RawImage",
     "atomic_write",
     "list_images",
+    "max_pixels",
     "read_array",
     "read_image",
     "read_raw",
+    "set_max_pixels",
     "to_float",
     "to_integer",
     "write_image",
+    "write_image_rows",
 ]
 
 #: Suffixes that :func:`list_images` collects and :func:`write_image` can write.
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _MAXVAL = {8: 255, 16: 65535}
+
+#: Default for :func:`max_pixels`: the largest image (height x width, whatever the format) that the
+#: readers decode. 200 MP is e.g. 16000 x 12500; its RGB float32 copy alone takes 2.4 GB.
+DEFAULT_MAX_PIXELS = 200_000_000
+#: The environment variable that sets the limit when :func:`set_max_pixels` has not.
+MAX_PIXELS_ENV = "SUPERRES_MAX_PIXELS"
+_max_pixels: int | None = None
+#: Samples per block in :func:`to_integer` (16 MB of float32 temporaries).
+_CONVERT_BLOCK = 1 << 22
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _EXIF_ORIENTATION = 0x0112
@@ -103,13 +116,20 @@ def to_integer(data: np.ndarray, bit_depth: int) -> np.ndarray:
 
     maxval = float(_MAXVAL[bit_depth])
     # torch rather than numpy: the same round-half-to-even, in one vectorised pass per step, about
-    # twice as fast on large outputs (it is part of every `superres upscale`).
+    # twice as fast on large outputs (it is part of every `superres upscale`). Done in blocks of
+    # rows, so that the float temporaries are a few MB, not another full-size copy of the image.
     array = np.asarray(data, dtype=np.float32)
-    samples = torch.from_numpy(array if array.flags.c_contiguous else array.copy())
-    scaled = samples.mul(maxval).nan_to_num_(0.0).clamp_(0.0, maxval).round_()
-    if bit_depth == 8:
-        return scaled.to(torch.uint8).numpy()
-    return scaled.to(torch.int32).numpy().astype(np.uint16)
+    out = np.empty(array.shape, dtype=np.uint8 if bit_depth == 8 else np.uint16)
+    if array.ndim == 0 or array.size == 0:
+        blocks = [(Ellipsis, array)]
+    else:
+        rows = max(1, _CONVERT_BLOCK // max(1, array[0].size))
+        blocks = [(slice(r, r + rows), array[r : r + rows]) for r in range(0, array.shape[0], rows)]
+    for where, block in blocks:
+        samples = torch.from_numpy(np.ascontiguousarray(block))
+        scaled = samples.mul(maxval).nan_to_num_(0.0).clamp_(0.0, maxval).round_()
+        out[where] = scaled.to(torch.uint8 if bit_depth == 8 else torch.int32).numpy()
+    return out
 
 
 def _bit_depth_of(dtype: np.dtype) -> int:
@@ -217,6 +237,53 @@ def _as_float_planes(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
+# --------------------------------------------------------------------------- limits
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit of every reader (``None``: back to ``$SUPERRES_MAX_PIXELS`` or the default).
+
+    The CLI's ``--max-pixels`` calls this. The limit is checked on the size a file *declares*, before
+    anything is decoded, so a small file that claims a huge image (a decompression bomb) costs nothing.
+    """
+    global _max_pixels
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise SuperresError(f"--max-pixels {limit}: must be a positive integer")
+    _max_pixels = limit
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: :func:`set_max_pixels`, else ``$SUPERRES_MAX_PIXELS``, else
+    :data:`DEFAULT_MAX_PIXELS`."""
+    if _max_pixels is not None:
+        return _max_pixels
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text)) if text.lower() not in ("nan", "inf", "-inf") else 0
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SuperresError(f"{MAX_PIXELS_ENV}={text}: must be a positive integer (a pixel count, e.g. 400000000)")
+    return value
+
+
+def _check_pixels(path: Path, height: int, width: int, samples: int | None = None) -> None:
+    """Refuse, before decoding, an image whose declared size is over :func:`max_pixels`.
+
+    ``samples`` (TIFF) is the number of values the decoder would allocate for the whole series; it is
+    allowed up to 4 per pixel of the limit (RGBA at the limit), so that a file of many bands or pages
+    cannot get past the check either.
+    """
+    limit = max_pixels()
+    pixels = int(height) * int(width)
+    if pixels > limit or (samples is not None and samples > 4 * limit):
+        size = f"{width} x {height} = {pixels / 1e6:.1f} MP" if pixels > limit else f"{samples} samples"
+        raise SuperresError(
+            f"{path}: cannot read image (it declares {size}, above the limit of {limit / 1e6:g} MP; "
+            f"raise it with --max-pixels N or {MAX_PIXELS_ENV}=N if the file is genuine)"
+        )
+
+
 # --------------------------------------------------------------------------- reading
 class RawImage(NamedTuple):
     """A decoded file as stored: ``pixels`` ``H x W x C`` and ``alpha`` ``H x W x 1`` (or None),
@@ -264,6 +331,7 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     if head.startswith(_TIFF_SIGNATURES):
         decode = _decode_tiff
     elif head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and len(head) > 24 and head[24] == 16:
+        _check_pixels(path, int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big"))
         decode = _decode_png16
     else:
         decode = _decode_pillow
@@ -328,7 +396,16 @@ def _decode_pillow(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """8-bit PNG, JPEG, BMP (and whatever else Pillow opens; first frame of animations)."""
     from PIL import Image as PILImage
 
-    with PILImage.open(path) as im:
+    # Pillow's own bomb check (warning, then error at 2x its MAX_IMAGE_PIXELS) is replaced by ours,
+    # which applies to every format and follows --max-pixels; the size is known once the header is read.
+    bomb_limit = PILImage.MAX_IMAGE_PIXELS
+    PILImage.MAX_IMAGE_PIXELS = None
+    try:
+        im = PILImage.open(path)
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = bomb_limit
+    with im:
+        _check_pixels(path, im.size[1], im.size[0])
         im.load()  # full decode here, so that truncation errors are raised inside our handler
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
         mode = im.mode
@@ -394,13 +471,31 @@ def _png_exif_orientation(data: bytes) -> int:
     return 1
 
 
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's log lines about malformed files ("incorrect StripByteCounts ..."): a file
+    that cannot be read is reported in our one error line, and one that can needs no comment."""
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _decode_tiff(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """TIFF through tifffile, following the layout rule in the module docstring."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         page = series.keyframe
+        if "Y" in series.axes and "X" in series.axes:  # the declared size, before decoding
+            shape = dict(zip(series.axes, series.shape))
+            _check_pixels(path, shape["Y"], shape["X"], samples=int(np.prod(series.shape, dtype=np.int64)))
         array = series.asarray()
         axes = series.axes
         photometric = int(page.photometric)
@@ -435,6 +530,14 @@ def _decode_tiff(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
             raise refuse(f"unsupported TIFF sample depth of {bits} bits; use 8 or 16")
     elif np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int(array.size - np.count_nonzero(finite))
+            raise refuse(
+                f"{bad} of {array.size} float samples are NaN or infinite; a model would spread them over "
+                "the output: replace them (e.g. with 0) before using this file"
+            )
+        del finite
     else:
         raise refuse(f"unsupported TIFF sample type {array.dtype}; use uint8, uint16 or float")
 
@@ -603,6 +706,109 @@ def _write_tiff(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool) 
     tifffile.imwrite(tmp, data, photometric=photometric, compression="zlib", metadata=None, **options)
 
 
+#: Output formats :func:`write_image_rows` can write band by band.
+STREAM_SUFFIXES = (".png", ".tif", ".tiff")
+_STREAM_TILE = 256
+
+
+def write_image_rows(
+    path: str | os.PathLike, height: int, width: int, channels: int, bit_depth: int, bands: Iterable[np.ndarray]
+) -> None:
+    """Write an image that arrives as bands of rows (``rows x width x channels`` samples as a file of
+    ``bit_depth`` stores them: uint8, uint16, float32), atomically, holding one band at a time.
+
+    For outputs too large for memory (``superres upscale`` decides). PNG (8/16-bit gray or RGB) is
+    written row by row through pypng; TIFF as 256 x 256 zlib-compressed tiles, so any depth and any
+    number of bands. No alpha. JPEG and BMP cannot be written this way (refused, naming the file).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in STREAM_SUFFIXES:
+        raise SuperresError(
+            f"{path}: a {suffix or 'suffix-less'} file cannot be written in strips, and the image is too large to "
+            f"write in one piece; write it as .png or .tif"
+        )
+    if suffix == ".png" and (bit_depth == 32 or channels not in (1, 3)):
+        raise SuperresError(f"{path}: PNG holds 8- or 16-bit gray or RGB; write it as .tif")
+    dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[bit_depth]
+
+    def checked(band_iter: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        seen = 0
+        for band in band_iter:
+            if band.shape[1:] != (width, channels) or band.dtype != dtype:
+                raise ValueError(f"write_image_rows: band of {band.shape} {band.dtype}, expected rows x {width} x {channels} {np.dtype(dtype)}")
+            seen += band.shape[0]
+            if seen > height:
+                raise ValueError(f"write_image_rows: more than {height} rows")
+            yield band
+        if seen != height:
+            raise ValueError(f"write_image_rows: got {seen} rows, expected {height}")
+
+    try:
+        with atomic_write(path) as tmp:
+            if suffix == ".png":
+                _write_png_rows(tmp, height, width, channels, bit_depth, checked(bands))
+            else:
+                _write_tiff_tiles(tmp, height, width, channels, dtype, checked(bands))
+    except OSError as exc:
+        raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
+
+
+def _write_png_rows(tmp: Path, height: int, width: int, channels: int, bit_depth: int, bands: Iterator[np.ndarray]) -> None:
+    import png
+
+    writer = png.Writer(width, height, greyscale=channels == 1, alpha=False, bitdepth=bit_depth)
+
+    def rows() -> Iterator[bytes]:
+        for band in bands:
+            packed = band.astype(">u2") if bit_depth == 16 else band
+            for row in packed.reshape(band.shape[0], -1):
+                yield row.tobytes()
+
+    with open(tmp, "wb") as handle:
+        writer.write_packed(handle, rows())
+
+
+def _write_tiff_tiles(tmp: Path, height: int, width: int, channels: int, dtype: type, bands: Iterator[np.ndarray]) -> None:
+    import tifffile
+
+    size = _STREAM_TILE
+
+    def tiles() -> Iterator[np.ndarray]:
+        pending: list[np.ndarray] = []
+        count = 0
+        for band in bands:
+            pending.append(band)
+            count += band.shape[0]
+            while count >= size:
+                block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                yield from _row_of_tiles(block[:size], size)
+                rest = block[size:]
+                pending, count = ([rest] if rest.shape[0] else []), rest.shape[0]
+        if count:
+            block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield from _row_of_tiles(block, size)
+
+    shape = (height, width, channels) if channels > 1 else (height, width)
+    options: dict[str, object] = {"planarconfig": "contig"} if channels > 1 else {}
+    if channels > 1 and channels != 3:
+        options["extrasamples"] = ["unspecified"] * (channels - 1)
+    tifffile.imwrite(
+        tmp, tiles(), shape=shape, dtype=dtype, tile=(size, size), photometric="rgb" if channels == 3 else "minisblack",
+        compression="zlib", metadata=None, **options,
+    )
+
+
+def _row_of_tiles(block: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """One row of ``size x size`` tiles across ``block`` (``rows <= size``), zero-padded at the edges."""
+    rows, width = block.shape[:2]
+    for x in range(0, width, size):
+        tile = np.zeros((size, size) + block.shape[2:], dtype=block.dtype)
+        part = block[:, x : x + size]
+        tile[:rows, : part.shape[1]] = part
+        yield tile if block.shape[2] > 1 else tile[:, :, 0]
+
+
 # --------------------------------------------------------------------------- finding files
 def list_images(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Image files among ``sources`` (files, or folders searched recursively), sorted, no duplicates.
@@ -616,6 +822,7 @@ def list_images(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         sources = [sources]
     found: set[Path] = set()
     for source in map(Path, sources):
+        _check_link(source)
         if source.is_dir():
             in_folder = _images_in_folder(source)
             if not in_folder:
@@ -632,11 +839,26 @@ def list_images(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 
 def _images_in_folder(folder: Path) -> list[Path]:
     images = []
+    # Links to folders are not followed (os.walk's default), so a link back up the tree cannot loop.
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]  # prune hidden folders before descending
-        images.extend(
-            Path(root) / name
-            for name in files
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
-        )
+        for name in sorted(files):  # sorted: the first bad link reported is the same on every system
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(root) / name
+                _check_link(path)
+                images.append(path)
     return images
+
+
+def _check_link(path: Path) -> None:
+    """Refuse a symbolic link that loops (``a.png -> b.png -> a.png``) or points nowhere, naming it."""
+    if not path.is_symlink():
+        return
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SuperresError(f"{path}: symbolic link loop (it leads back to itself); remove or fix the link") from None
+        if exc.errno == errno.ENOENT:
+            raise SuperresError(f"{path}: broken symbolic link (its target {os.readlink(path)!r} does not exist)") from None
+        raise SuperresError(f"{path}: cannot follow the symbolic link ({exc.strerror or exc})") from None

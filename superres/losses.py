@@ -27,6 +27,15 @@ file is downloaded from download.pytorch.org into that cache (``torch.hub.downlo
 checks the SHA-256 prefix in the file name and writes atomically). Files are read with
 ``weights_only=True`` (no arbitrary unpickling) or as safetensors.
 
+Backbone. The perceptual and style terms take ``backbone: vgg19`` (the default, described above) or
+``backbone: efficientnet-lite0``: ImageNet EfficientNet-Lite0 features (:mod:`superres.backbones`),
+whose weights file comes with the ``superres[perceptual]`` extra, so such a term works offline with
+nothing downloaded. Its layers are the stage names ``stem``, ``stage1`` .. ``stage7``, ``head``; the
+defaults are ``{stage5: 1.0}`` for the perceptual term (stride 16, as VGG19's conv5_4) and ``stem,
+stage2, stage3, stage4`` for the style term; ``weights_path`` then names an EfficientNet-Lite0 file
+(``build_loss(vgg_weights=...)`` fills only VGG19 terms). E.g.
+``{type: perceptual, weight: 0.01, backbone: efficientnet-lite0, layers: {stage4: 1.0, stage5: 1.0}}``.
+
 Style loss (Gatys et al. 2016; used for texture in EnhanceNet and BasicSR): distance between the Gram
 matrices of VGG19 feature maps, ``G = F F^T / (C H W)`` for features ``F`` of shape ``C x HW``. The
 Gram matrix keeps which channels fire together and drops where, so it rewards texture statistics
@@ -65,6 +74,7 @@ __all__ = [
     "LumaLoss",
     "PIXEL_SPACES",
     "VGGFeatures",
+    "FEATURE_BACKBONES",
     "PerceptualLoss",
     "GramStyleLoss",
     "gram_matrix",
@@ -309,6 +319,9 @@ class VGGFeatures(nn.Module):
         return [found[i] for i in self.indices]
 
 
+#: Feature networks of the perceptual and style terms (their ``backbone`` key).
+FEATURE_BACKBONES: tuple[str, ...] = ("vgg19", "efficientnet-lite0")
+
 _CRITERIA: dict[str, Callable[[], nn.Module]] = {"l1": L1Loss, "mse": MSELoss, "charbonnier": CharbonnierLoss}
 
 
@@ -325,9 +338,11 @@ class PerceptualLoss(nn.Module):
         layers: Mapping[str | int, float] | Sequence[str | int] | None = None,
         criterion: str = "l1",
         weights_path: str | Path | None = None,
+        backbone: str = "vgg19",
     ) -> None:
         super().__init__()
-        _init_vgg_term(self, "perceptual loss", {"conv5_4": 1.0} if layers is None else layers, criterion, weights_path)
+        default = {"conv5_4": 1.0} if backbone == "vgg19" else {"stage5": 1.0}
+        _init_vgg_term(self, "perceptual loss", default if layers is None else layers, criterion, weights_path, backbone)
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         sr_feats = self.vgg(sr)
@@ -345,15 +360,24 @@ def _init_vgg_term(
     layers: Mapping[str | int, float] | Sequence[str | int],
     criterion: str,
     weights_path: str | Path | None,
+    backbone: str = "vgg19",
 ) -> None:
-    """The set-up shared by the VGG-feature losses: per-layer weights (a list means weight 1 each),
-    the frozen VGG19 truncated after the deepest layer, and the criterion."""
+    """The set-up shared by the feature losses: per-layer weights (a list means weight 1 each), the
+    frozen ``backbone`` (:data:`FEATURE_BACKBONES`) truncated after the deepest layer, kept as
+    ``term.vgg`` whichever it is, and the criterion."""
+    if backbone not in FEATURE_BACKBONES:
+        raise SuperresError(f"{what}: unknown backbone {backbone!r}; choose {', '.join(FEATURE_BACKBONES)}")
     if not isinstance(layers, Mapping):
         layers = {layer: 1.0 for layer in layers}
     if criterion not in _CRITERIA:
         raise SuperresError(f"{what}: unknown criterion {criterion!r}; choose {', '.join(_CRITERIA)}")
     term.layer_weights = [float(w) for w in layers.values()]
-    term.vgg = VGGFeatures(list(layers.keys()), weights_path)
+    if backbone == "vgg19":
+        term.vgg = VGGFeatures(list(layers.keys()), weights_path)
+    else:
+        from superres.backbones import EfficientNetFeatures
+
+        term.vgg = EfficientNetFeatures([str(k) for k in layers.keys()], weights_path)
     term.criterion = _CRITERIA[criterion]()
 
 
@@ -379,15 +403,18 @@ class GramStyleLoss(nn.Module):
     """
 
     DEFAULT_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4")
+    EFFNET_DEFAULT_LAYERS: tuple[str, ...] = ("stem", "stage2", "stage3", "stage4")
 
     def __init__(
         self,
         layers: Mapping[str | int, float] | Sequence[str | int] | None = None,
         criterion: str = "l1",
         weights_path: str | Path | None = None,
+        backbone: str = "vgg19",
     ) -> None:
         super().__init__()
-        _init_vgg_term(self, "style loss", self.DEFAULT_LAYERS if layers is None else layers, criterion, weights_path)
+        default = self.DEFAULT_LAYERS if backbone == "vgg19" else self.EFFNET_DEFAULT_LAYERS
+        _init_vgg_term(self, "style loss", default if layers is None else layers, criterion, weights_path, backbone)
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         sr_feats = self.vgg(sr.float())
@@ -559,7 +586,8 @@ def build_loss(terms: Sequence[Mapping[str, Any]], *, vgg_weights: str | Path | 
             if accepted is not None and key not in accepted:
                 allowed = ", ".join(("type", "weight") + accepted)
                 raise SuperresError(f"loss term {i + 1} ({kind}): unknown key {key!r}; allowed keys: {allowed}")
-        if kind in _VGG_TERMS and kwargs.get("weights_path") is None and vgg_weights is not None:
+        if (kind in _VGG_TERMS and kwargs.get("backbone", "vgg19") == "vgg19"
+                and kwargs.get("weights_path") is None and vgg_weights is not None):
             kwargs["weights_path"] = vgg_weights
         try:
             weight = float(term.get("weight", 1.0))

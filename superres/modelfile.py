@@ -35,12 +35,32 @@ import torch
 from torch import nn
 
 from superres.errors import SuperresError
+from superres.io import atomic_write
+from superres.models import build, describe, names
 
 FORMAT_VERSION = 1
 METADATA_KEY = "superres"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _CORE_KEYS = ("format", "arch", "args", "scale", "in_channels", "value_range", "params", "weights_dtype")
 WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor in ``tensors`` holding a NaN or an infinity, else None.
+
+    One device synchronisation for the whole dict (the per-tensor flags are stacked first), so it is
+    cheap enough to run before every save.
+    """
+    names = [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
+    if not names:
+        return None
+    flags = [torch.isfinite(tensors[k]).all() for k in names]
+    if len({f.device for f in flags}) > 1:  # tensors on several devices: gather the flags first
+        flags = [f.cpu() for f in flags]
+    ok = torch.stack(flags).cpu()
+    if bool(ok.all()):
+        return None
+    return names[int((~ok).nonzero()[0, 0])]
 
 
 def save_model(
@@ -64,12 +84,10 @@ def save_model(
     """
     from safetensors.torch import save_file
 
-    from superres.io import atomic_write
-
     path = Path(path)
     args = dict(args)
-    for key in ("scale", "in_channels"):
-        actual = getattr(model, key, None)
+    contract = describe(model)
+    for key, actual in (("scale", contract.scale), ("in_channels", contract.in_channels)):
         if actual is None:
             raise SuperresError(f"{path}: the model ({type(model).__name__}) has no {key} attribute")
         if args.setdefault(key, int(actual)) != actual:
@@ -98,6 +116,9 @@ def save_model(
         raise SuperresError(f"{path}: model metadata is not JSON-serialisable ({exc})") from exc
     # safetensors wants contiguous, unshared CPU tensors; clone() also breaks any storage sharing.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise SuperresError(f"{path}: not written: the weights hold NaN or infinite values (first in {bad!r})")
     learned = {name for name, p in model.named_parameters() if p.is_floating_point()}
     for name in learned & tensors.keys():
         tensors[name] = tensors[name].to(WEIGHTS_DTYPES[weights_dtype])
@@ -163,7 +184,6 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
     """
     from safetensors.torch import load_file
 
-    from superres.models import build
 
     path = _resolve(name_or_path)
     meta = read_metadata(path)
@@ -178,6 +198,12 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         raise SuperresError(f"{path}: weights do not match {meta['arch']} {meta['args']} ({exc})") from exc
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise SuperresError(
+            f"{path}: the weights hold NaN or infinite values (first in {bad!r}); the model would output "
+            "garbage: re-export it from a checkpoint taken before training diverged"
+        )
     model.superres_meta = meta
     return model.to(device).eval()
 
@@ -198,7 +224,6 @@ def list_models() -> list[dict[str, Any]]:
     scores, psnr_y`` (Set5 PSNR-Y when recorded). Architecture entries: ``name, kind="architecture",
     shipped=False, arch, params`` (parameters of the default x4 RGB model).
     """
-    from superres.models import build, names
 
     entries: list[dict[str, Any]] = []
     for name in shipped_names():
@@ -294,7 +319,7 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, arch: str) -> di
     state = load_file(str(path), device="cpu")
     own = model.state_dict()
     # Buffers the model can rebuild itself (e.g. int8 activation scales, observed while training).
-    optional = set(getattr(model, "warm_start_optional", ()))
+    optional = set(describe(model).warm_start_optional)
     missing = [k for k in own if k not in state and k not in optional]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

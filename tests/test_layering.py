@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "superres"
 LAYERS: list[tuple[str, ...]] = [
     ("superres.errors", "superres.scales", "superres.color"),
     ("superres.io", "superres.resize", "superres.metrics", "superres.devices"),
-    ("superres.config", "superres.losses", "superres.models", "superres.data"),
+    ("superres.config", "superres.losses", "superres.models", "superres.data", "superres.backbones", "superres.perceptual",
+     "superres.degrade"),
     ("superres.modelfile",),
     ("superres.export",),
     ("superres.inference",),

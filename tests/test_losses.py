@@ -329,8 +329,8 @@ def test_build_loss_reads_a_terms_options_from_its_signature(monkeypatch) -> Non
     # the shipped terms' options, read the same way
     assert losses.term_options(losses.TERMS["l1"]) == ("space",)
     assert losses.term_options(losses.TERMS["charbonnier"]) == ("eps", "space")
-    assert losses.term_options(losses.TERMS["perceptual"]) == ("layers", "criterion", "weights_path")
-    assert losses.term_options(losses.TERMS["style"]) == ("layers", "criterion", "weights_path")
+    assert losses.term_options(losses.TERMS["perceptual"]) == ("layers", "criterion", "weights_path", "backbone")
+    assert losses.term_options(losses.TERMS["style"]) == ("layers", "criterion", "weights_path", "backbone")
     with pytest.raises(SuperresError, match=r"\(charbonnier\): unknown key 'reduction'; allowed keys: type, weight, eps, space$"):
         build_loss([{"type": "charbonnier", "reduction": "sum"}])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from pathlib import Path
 from functools import partial
 
 import pytest
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import SuperresError
-from superres.models import REGISTRY, build, names
+from superres.models import REGISTRY, build, names, options
 from superres.models.blocks import UPSAMPLER_KINDS, PixelShuffle, make_upsampler, upsample_stages
 from superres.models.complexity import count_flops, count_parameters
 
@@ -66,7 +67,7 @@ def test_bad_upsampler_is_a_user_error() -> None:
 
 def test_preset_partials_work_through_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """A preset (functools.partial) is validated against the partial's signature like a class."""
-    monkeypatch.setitem(REGISTRY, "tiny-preset", partial(REGISTRY["enhanced"], channels=8, num_blocks=1))
+    monkeypatch.setitem(REGISTRY, "tiny-preset", partial(REGISTRY["enhanced"], channels=8, blocks=1))
     model = build("tiny-preset", scale=2, in_channels=1)
     assert model.in_channels == 1 and model.scale == 2
     assert count_parameters(model) < count_parameters(build("enhanced", scale=2, in_channels=1))
@@ -74,19 +75,58 @@ def test_preset_partials_work_through_build(monkeypatch: pytest.MonkeyPatch) -> 
         build("tiny-preset", scale=2, depth=3)
 
 
+# --------------------------------------------------------------------------- option names
+# Current names (blocks, channels) and the old ones still accepted: (arch, old, new, a non-default value).
+RENAMED = [
+    ("baseline", "num_blocks", "blocks", 2),
+    ("enhanced", "num_blocks", "blocks", 2),
+    ("espcn", "features", "channels", 16),
+    ("fsrcnn", "d", "channels", 16),
+    ("fsrcnn", "m", "blocks", 2),
+    ("lumanet", "num_convs", "blocks", 3),
+]
+
+
+@pytest.mark.parametrize("name,old,new,value", RENAMED)
+def test_old_option_name_builds_the_same_model(name: str, old: str, new: str, value: int) -> None:
+    torch.manual_seed(0)
+    by_old = build(name, scale=2, **{old: value})
+    torch.manual_seed(0)
+    by_new = build(name, scale=2, **{new: value})
+    assert count_parameters(by_new) != count_parameters(build(name, scale=2))  # the option took effect
+    assert by_old.state_dict().keys() == by_new.state_dict().keys()
+    for key, tensor in by_new.state_dict().items():
+        assert torch.equal(by_old.state_dict()[key], tensor), key
+    assert new in options(name) and old not in options(name)
+
+
+@pytest.mark.parametrize("name,old,new,value", RENAMED)
+def test_old_and_new_option_name_together_is_an_error(name: str, old: str, new: str, value: int) -> None:
+    with pytest.raises(SuperresError, match=f"model '{name}': options '{old}' and '{new}' are the same option"):
+        build(name, scale=2, **{old: value, new: value})
+
+
+def test_presets_of_a_class_accept_its_old_option_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, "tiny-preset", partial(REGISTRY["enhanced"], channels=8))
+    assert count_parameters(build("tiny-preset", scale=2, num_blocks=1)) == count_parameters(
+        build("tiny-preset", scale=2, blocks=1)
+    )
+
+
+def test_shipped_model_files_with_old_option_names_load() -> None:
+    """The shipped files store the args they were trained with (num_blocks, num_convs): unchanged."""
+    from superres.modelfile import WEIGHTS_DIR, load_model, read_metadata, shipped_names
+
+    old_names = {old for _, old, _, _ in RENAMED}
+    shipped = shipped_names()
+    assert any(old_names & set(read_metadata(WEIGHTS_DIR / f"{n}.safetensors")["args"]) for n in shipped)
+    for name in shipped:
+        model = load_model(name)
+        assert model.scale == model.superres_meta["scale"]
+
+
 # --------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("name", ["baseline", "enhanced"])
-@pytest.mark.parametrize("scale", [2, 3, 4])
-@pytest.mark.parametrize("in_channels", [1, 3, 4])
-def test_output_shape_for_every_scale_and_channel_count(name: str, scale: int, in_channels: int) -> None:
-    model = build(name, scale=scale, in_channels=in_channels, **SMALL)
-    assert model.scale == scale and model.in_channels == in_channels
-    with torch.no_grad():
-        out = model(_lr(2, in_channels, 7, 5))  # odd, non-square: fully convolutional
-    assert out.shape == (2, in_channels, 7 * scale, 5 * scale)
-    assert out.dtype == torch.float32 and torch.isfinite(out).all()
-
-
+# The shapes of every scale and channel count: tests/test_contract.py (every registered model).
 @pytest.mark.parametrize("name", ["baseline", "enhanced"])
 @pytest.mark.parametrize("upsampler", UPSAMPLER_KINDS)
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -208,22 +248,22 @@ def test_enhanced_parameter_and_flop_count_from_its_layer_list() -> None:
     assert count_flops(model, (1, 3, h, w)) == sum(2 * a * b * 9 * h * w for a, b in lr_convs) + bicubic
 
 
-_COST_LINE = re.compile(r"^\s*(?P<name>[\w.-]+): (?P<params>[\d,]+) parameters, (?P<gflops>[\d.]+) GFLOPs", re.M)
+#: A row of docs/MODELS.md's cost table: `name` | parameters | GFLOPs 32x32->128x128 | ...
+_COST_ROW = re.compile(r"^\| `(?P<name>[\w.-]+)` \| (?P<params>[\d,]+) \| (?P<gflops>[\d.]+) \|", re.M)
 
 
 @pytest.mark.parametrize("name", names())
-def test_module_docstring_states_the_true_cost(name: str) -> None:
-    """Each architecture module's docstring has a line '<name>: N parameters, F GFLOPs' (x4, RGB, 32x32
-    input); it must match the model, so the documentation cannot drift from the code."""
-    builder = REGISTRY[name]
-    target = builder.func if isinstance(builder, partial) else builder
-    module = sys.modules.get(target.__module__) or importlib.import_module(target.__module__)
-    lines = {m["name"]: m for m in _COST_LINE.finditer(module.__doc__ or "")}
-    assert name in lines, f"{target.__module__} docstring has no cost line for {name!r}"
+def test_models_doc_states_the_true_cost(name: str) -> None:
+    """docs/MODELS.md's cost table (x4, RGB, 32x32 input) holds each architecture's parameters and
+    GFLOPs; they must match the model, so the documentation cannot drift from the code. (The
+    figures lived in each module's docstring before; docstrings now state contracts only.)"""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "MODELS.md").read_text(encoding="utf-8")
+    rows = {m["name"]: m for m in _COST_ROW.finditer(doc)}
+    assert name in rows, f"docs/MODELS.md has no cost row for {name!r}"
     model = build(name, scale=4, in_channels=3)
-    assert int(lines[name]["params"].replace(",", "")) == count_parameters(model)
-    stated = float(lines[name]["gflops"])
-    decimals = len(lines[name]["gflops"].split(".")[1]) if "." in lines[name]["gflops"] else 0
+    assert int(rows[name]["params"].replace(",", "")) == count_parameters(model)
+    stated = float(rows[name]["gflops"])
+    decimals = len(rows[name]["gflops"].split(".")[1]) if "." in rows[name]["gflops"] else 0
     assert abs(stated - count_flops(model, (1, 3, 32, 32)) / 1e9) <= 0.5 * 10**-decimals + 1e-12
 
 

@@ -46,8 +46,8 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "rcan": {"groups": 1, "blocks": 1, "channels": 8, "reduction": 4},
     "rcan-small": {"groups": 1, "blocks": 1, "channels": 8, "reduction": 4},
     "espcn": {},  # already small
-    "fsrcnn": {"d": 16, "s": 8, "m": 1},
-    "lumanet": {"channels": 4, "num_convs": 1},
+    "fsrcnn": {"channels": 16, "s": 8, "blocks": 1},
+    "lumanet": {"channels": 4, "blocks": 1},
 }
 SMALL_DISCRIMINATOR: dict[str, Any] = {"width": 4, "hidden": 8}
 

@@ -173,7 +173,7 @@ def test_int8_export_runs_qlinearconv_and_matches_pytorch(tmp_path, scale: int, 
 
     from superres.export import export_onnx, load_onnx
 
-    opts = {"scale": scale, "in_channels": channels, "channels": 8, "num_convs": num_convs}
+    opts = {"scale": scale, "in_channels": channels, "channels": 8, "blocks": num_convs}
     q = _int8_twin(_random_weights(build("lumanet", **opts), seed=scale + num_convs), **opts)
     result = export_onnx(q, tmp_path / "q.onnx")
     assert max(result.max_abs_diff_random, result.max_abs_diff_image) < 1e-5

@@ -302,8 +302,11 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     """
     from superres.io import atomic_write
 
-    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+    try:
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    except OSError as exc:  # a full disk or a quota: atomic_write has removed the partial file
+        raise SuperresError(f"{path}: cannot write the patch file ({exc.strerror or exc}); nothing was written") from None
 
 
 # --------------------------------------------------------------------------- loading

@@ -11,10 +11,6 @@ Layers (defaults: 64 features, 4 residual blocks, pixelshuffle upsampler)::
 It learns the whole image (no global skip), so it has to reproduce the low frequencies itself; the
 ``enhanced`` model adds its output to a bicubic upscale instead. The stages after the first
 upsampling run at 2x/4x resolution, which is where most of its FLOPs go.
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    baseline: 594,371 parameters, 2.174 GFLOPs
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import (
+    MODEL_SCALES,
     ResidualBlock,
     UpsamplerKind,
     check_channels,
@@ -31,38 +28,46 @@ from superres.models.blocks import (
     conv3x3,
     make_upsampler,
 )
+from superres.models.contract import ModelContract
 
 
 class Baseline(nn.Module):
-    """Conv head, ``num_blocks`` residual blocks, staged upsampler, conv tail; output not clamped.
+    """Conv head, ``blocks`` residual blocks, staged upsampler, conv tail; output not clamped.
 
     Args:
         scale: upscaling factor, 2, 3 or 4.
         in_channels: image channels (1 gray, 3 RGB, N bands); the output has the same number.
         channels: feature width.
-        num_blocks: residual blocks in the body.
+        blocks: residual blocks in the body (old name ``num_blocks``, still accepted by
+            :func:`superres.models.build`).
         upsampler: ``"pixelshuffle"``, ``"deconv"``, ``"nearest"`` or ``"bicubic"``
             (see :mod:`superres.models.blocks`), used in feature mode.
     """
+
+    #: Any channel count, scales 2, 3 and 4 (superres.models.contract).
+    CONTRACT = ModelContract(scales=MODEL_SCALES, test_options={"channels": 8, "blocks": 1})
 
     def __init__(
         self,
         scale: int,
         in_channels: int = 3,
         channels: int = 64,
-        num_blocks: int = 4,
+        blocks: int = 4,
         upsampler: UpsamplerKind = "pixelshuffle",
     ) -> None:
         super().__init__()
         self.scale = check_scale(scale)
         self.in_channels = check_channels(in_channels)
         check_upsampler(upsampler)
-        if channels < 1 or num_blocks < 0:
-            raise ValueError(f"channels must be >= 1 and num_blocks >= 0, got {channels} and {num_blocks}")
+        if channels < 1 or blocks < 0:
+            raise ValueError(f"channels must be >= 1 and blocks >= 0, got {channels} and {blocks}")
         self.head = conv3x3(in_channels, channels)
-        self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(num_blocks)])
+        self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
         self.up = make_upsampler(upsampler, channels, scale)
         self.tail = conv3x3(channels, in_channels)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""

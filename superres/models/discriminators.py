@@ -27,12 +27,6 @@ Four stride-2 layers (padding 1) shrink an ``n``-pixel side to ``ceil(n / 16)`` 
   (useful when the training patch size changes, and far fewer parameters).
 
 Convolutions followed by BN have no bias (BN's shift makes it redundant).
-
-Cost with 3 channels (measured with :mod:`superres.models.complexity`; FLOPs for one 96x96 image):
-
-    SRGANDiscriminator(input_size=96): 23,563,649 parameters (18.9M of them in the first dense
-                                       layer), 1.77 GFLOPs
-    VGGStyleDiscriminator():            5,213,569 parameters, 1.73 GFLOPs
 """
 
 from __future__ import annotations

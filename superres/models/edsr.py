@@ -26,17 +26,6 @@ Mean shift: the paper subtracts the training set's RGB mean (DIV2K: 0.4488, 0.43
 RGB, so for 1 or N channels we subtract the constant 0.5 per channel (the middle of [0, 1]). It is a
 fixed buffer, not a learned parameter, and not stored in state dicts (it follows from
 ``in_channels``).
-
-Cost at x4 with 3 channels (measured with :mod:`superres.models.complexity`; FLOPs for a
-32x32 -> 128x128 pass):
-
-    edsr-baseline:  1,517,571 parameters,   4.06 GFLOPs   (paper, Table 1: 1.5M)
-    edsr:          43,089,923 parameters, 102.9  GFLOPs   (paper, Table 1: 43M)
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    edsr-baseline: 1,517,571 parameters, 4.062 GFLOPs
-    edsr: 43,089,923 parameters, 102.917 GFLOPs
 """
 
 from __future__ import annotations
@@ -45,6 +34,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import ResidualBlock, check_channels, check_scale, conv3x3, make_upsampler
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -74,6 +64,9 @@ class EDSR(nn.Module):
         res_scale: factor on each block's residual branch (1.0 baseline, 0.1 full).
     """
 
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"blocks": 1, "channels": 8})
+
     def __init__(
         self, scale: int = 4, in_channels: int = 3, blocks: int = 16, channels: int = 64, res_scale: float = 1.0
     ) -> None:
@@ -88,6 +81,9 @@ class EDSR(nn.Module):
         self.body_end = conv3x3(channels, channels)
         self.upsample = make_upsampler("pixelshuffle", channels, scale)
         self.tail = conv3x3(channels, in_channels)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

@@ -38,23 +38,7 @@ brought to HR:
   multiply-adds as pixelshuffle's 48 -> C*s^2 conv at LR, but the 48-channel HR feature map costs
   s^2 times the memory and the interpolation time (not counted as FLOPs).
 
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    enhanced: 375,456 parameters, 0.770 GFLOPs
-
-Why these defaults (checked 2026-11-26, one-off experiment, x4, Set5 PSNR-Y under the paper protocol
-with the official LR files): one training step (forward + backward, 16 LR patches of 32x32, 2 torch
-threads) takes about 0.2 s on the project's 2-core CPU, so 30 minutes hold roughly 6000-7000 steps.
-Trained for exactly that many steps (on a GPU, fp32, no TF32, to save time; the result does not depend
-on where the steps run) on T91 + General100 with MATLAB-bicubic LR, flips/transposes, L1, Adam 1e-3
-with cosine decay to 1e-5:
-
-    steps                       0      1500   3000   6000
-    enhanced (48 x 8)           28.42  31.00  31.21  31.44   (28.42 = bicubic's published figure)
-
-With the same CPU time per run, 32 x 8 reached 31.45, 48 x 12 31.39, 64 x 8 31.21, and ``baseline``
-29.62 (it is 4x slower per step and starts from scratch rather than from bicubic). So 48 x 8 clears
-the 30.5 dB target even at half the steps; 32 x 8 is an equally good choice for slower CPUs.
+Why 48 x 8: docs/BENCHMARKS.md, "Enhanced: width and depth" (a one-off experiment).
 """
 
 from __future__ import annotations
@@ -63,6 +47,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import (
+    MODEL_SCALES,
     TORCH_CUBIC_A,
     BicubicUpsample,
     ResidualBlock,
@@ -75,6 +60,7 @@ from superres.models.blocks import (
     make_upsampler,
     scale_init_,
 )
+from superres.models.contract import ModelContract
 
 
 class Enhanced(nn.Module):
@@ -84,19 +70,23 @@ class Enhanced(nn.Module):
         scale: upscaling factor, 2, 3 or 4.
         in_channels: image channels (1 gray, 3 RGB, N bands); the output has the same number.
         channels: feature width of the trunk.
-        num_blocks: residual blocks in the trunk.
+        blocks: residual blocks in the trunk (old name ``num_blocks``, still accepted by
+            :func:`superres.models.build`).
         res_scale: factor on each block's residual branch (EDSR uses 0.1 for very deep/wide nets).
         upsampler: how the residual reaches HR (module docstring).
         tail_init: factor on the default initialisation of the last conv (0 starts exactly at bicubic
             but then the trunk receives no gradient on the first step).
     """
 
+    #: Any channel count, scales 2, 3 and 4 (superres.models.contract).
+    CONTRACT = ModelContract(scales=MODEL_SCALES, test_options={"channels": 8, "blocks": 1})
+
     def __init__(
         self,
         scale: int,
         in_channels: int = 3,
         channels: int = 48,
-        num_blocks: int = 8,
+        blocks: int = 8,
         res_scale: float = 1.0,
         upsampler: UpsamplerKind = "pixelshuffle",
         tail_init: float = 0.1,
@@ -105,14 +95,17 @@ class Enhanced(nn.Module):
         self.scale = check_scale(scale)
         self.in_channels = check_channels(in_channels)
         check_upsampler(upsampler)
-        if channels < 1 or num_blocks < 0:
-            raise ValueError(f"channels must be >= 1 and num_blocks >= 0, got {channels} and {num_blocks}")
+        if channels < 1 or blocks < 0:
+            raise ValueError(f"channels must be >= 1 and blocks >= 0, got {channels} and {blocks}")
         self.head = conv3x3(in_channels, channels)
-        self.blocks = nn.Sequential(*[ResidualBlock(channels, res_scale) for _ in range(num_blocks)])
+        self.blocks = nn.Sequential(*[ResidualBlock(channels, res_scale) for _ in range(blocks)])
         self.trunk_conv = conv3x3(channels, channels)
         self.tail = make_upsampler(upsampler, channels, scale, out_channels=in_channels)
         scale_init_(last_conv(self.tail), tail_init)
         self.bicubic = BicubicUpsample(self.scale, in_channels, a=TORCH_CUBIC_A)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""

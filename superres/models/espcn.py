@@ -19,17 +19,6 @@ Layer configuration (the paper's ``(f1, n1) = (5, 64), (f2, n2) = (3, 32), f3 = 
 The paper uses tanh (not ReLU) and we keep it. Convolutions use zero "same" padding so the output
 is exactly ``r*h x r*w``. One shuffle stage of factor ``r`` for every scale, as in the paper (not a
 cascade of x2 stages), which is why x8 works as well.
-
-Cost at x4 (measured with :mod:`superres.models.complexity`; FLOPs for a 32x32 -> 128x128 pass):
-
-    1 channel:  24,752 parameters, 0.050 GFLOPs. Reference: the paper's configuration gives
-                1*64*25+64 + 64*32*9+32 + 32*16*9+16 = 24,752 by hand; the comparison table in
-                docs PROTOCOL.md lists ESPCN at "20k" (this configuration: 21,284 at x2, 22,729 at x3).
-    3 channels: 37,200 parameters, 0.076 GFLOPs.
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    espcn: 37,200 parameters, 0.076 GFLOPs
 """
 
 from __future__ import annotations
@@ -38,6 +27,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, last_conv, make_upsampler
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -49,18 +39,22 @@ class ESPCN(nn.Module):
         scale: upscaling factor, one of 2, 3, 4, 8.
         in_channels: image channels (1 for Y only, 3 for RGB, or any number of bands); the output
             has the same number of channels.
-        features: width of the first layer (64 in the paper).
+        channels: width of the first layer (64 in the paper; old name ``features``, still accepted
+            by :func:`superres.models.build`).
         hidden: width of the second layer (32 in the paper).
     """
 
-    def __init__(self, scale: int = 4, in_channels: int = 1, features: int = 64, hidden: int = 32) -> None:
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"channels": 8, "hidden": 4})
+
+    def __init__(self, scale: int = 4, in_channels: int = 1, channels: int = 64, hidden: int = 32) -> None:
         super().__init__()
         self.scale = check_scale(scale, SCALES)
         self.in_channels = check_channels(in_channels)
-        if features < 1 or hidden < 1:
-            raise ValueError(f"features and hidden must be >= 1, got {features} and {hidden}")
-        self.conv1 = nn.Conv2d(in_channels, features, 5, padding=2)
-        self.conv2 = nn.Conv2d(features, hidden, 3, padding=1)
+        if channels < 1 or hidden < 1:
+            raise ValueError(f"channels and hidden must be >= 1, got {channels} and {hidden}")
+        self.conv1 = nn.Conv2d(in_channels, channels, 5, padding=2)
+        self.conv2 = nn.Conv2d(channels, hidden, 3, padding=1)
         # Projection-mode sub-pixel layer: 3x3 conv hidden -> C*r^2, PixelShuffle(r), one stage.
         self.up = make_upsampler("pixelshuffle", hidden, scale, out_channels=in_channels)
         self._init_weights()
@@ -78,6 +72,9 @@ class ESPCN(nn.Module):
         out = last_conv(self.up)
         nn.init.xavier_uniform_(out.weight)
         nn.init.zeros_(out.bias)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

@@ -24,20 +24,8 @@ Module layout and parameter names follow yjn870/FSRCNN-pytorch (``first_part``, 
 ``last_part``), so its state dicts load with ``load_state_dict`` directly; see
 :func:`load_yjn870_state_dict`, which also checks shapes and says what does not fit.
 
-Cost at x4 (measured with :mod:`superres.models.complexity`; FLOPs for a 32x32 -> 128x128 pass;
-the parameter count is the same at every scale):
-
-    1 channel:  12,809 parameters (weights 12,464 + biases 173 + PReLU slopes 172), 0.026 GFLOPs.
-                The paper's 12,464 ("12.46k", FSRCNN(56, 12, 4)) counts the convolution weights
-                only: 56*25 + 12*56 + 4*9*12*12 + 56*12 + 81*56 = 12,464, which matches exactly.
-    3 channels: 24,683 parameters, 0.050 GFLOPs.
-
 The yjn870 x4 weights (``../shared/peers/yjn870-pr6_fsrcnn_x4.pth``) load into ``FSRCNN(4, 1)`` and
 score 30.51 dB PSNR-Y on Set5 x4 (the shared sanity table: 30.52; the paper: 30.71/30.72).
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    fsrcnn: 24,683 parameters, 0.050 GFLOPs
 """
 
 from __future__ import annotations
@@ -48,6 +36,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -58,17 +47,24 @@ class FSRCNN(nn.Module):
     Args:
         scale: upscaling factor, one of 2, 3, 4, 8 (the deconvolution stride).
         in_channels: image channels (1 for Y as in the paper, 3 for RGB, or N bands).
-        d: feature (LR) dimension, 56 in the paper.
+        channels: feature (LR) dimension, the paper's d = 56.
         s: shrunk mapping dimension, 12 in the paper.
-        m: number of 3x3 mapping layers, 4 in the paper.
+        blocks: number of 3x3 mapping layers, the paper's m = 4.
+
+    :func:`superres.models.build` still accepts the paper's names ``d`` and ``m`` for ``channels`` and
+    ``blocks``.
     """
 
-    def __init__(self, scale: int = 4, in_channels: int = 1, d: int = 56, s: int = 12, m: int = 4) -> None:
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"channels": 8, "s": 4, "blocks": 1})
+
+    def __init__(self, scale: int = 4, in_channels: int = 1, channels: int = 56, s: int = 12, blocks: int = 4) -> None:
         super().__init__()
         self.scale = check_scale(scale, SCALES)
         self.in_channels = check_channels(in_channels)
+        d, m = channels, blocks  # the paper's names
         if d < 1 or s < 1 or m < 0:
-            raise ValueError(f"FSRCNN needs d, s >= 1 and m >= 0, got d={d}, s={s}, m={m}")
+            raise ValueError(f"FSRCNN needs channels (d), s >= 1 and blocks (m) >= 0, got d={d}, s={s}, m={m}")
         self.first_part = nn.Sequential(nn.Conv2d(in_channels, d, 5, padding=2), nn.PReLU(d))
         mid: list[nn.Module] = [nn.Conv2d(d, s, 1), nn.PReLU(s)]
         for _ in range(m):
@@ -90,6 +86,9 @@ class FSRCNN(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.last_part.weight, std=0.001)
         nn.init.zeros_(self.last_part.bias)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

@@ -20,11 +20,7 @@ made our Y-model pipelines slower than OpenCV's (docs/BENCHMARKS.md, "CPU infere
 Gray images (``in_channels=1``): the channel is the luma and the residual is added to it unchanged.
 Other band counts have no luma; use ``enhanced`` or ``espcn`` for them.
 
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    lumanet: 23,440 parameters, 0.050 GFLOPs
-
-Per LR pixel that is ``9 (F + m F^2 + F s^2)`` multiply-adds in the learned convs, 23,328 at the
+Per LR pixel the learned convs take ``9 (F + m F^2 + F s^2)`` multiply-adds, 23,328 at the
 defaults (F=32, m=2), about 1.5k per output pixel, plus 25 taps per output sample for the bicubic
 base.
 
@@ -57,6 +53,7 @@ from torch import nn
 from superres.color import Y_COEFFS
 from superres.models import quant
 from superres.models.blocks import (
+    MODEL_SCALES,
     BicubicUpsample,
     ExpandedConv3x3,
     bicubic_phase_kernels,
@@ -65,6 +62,7 @@ from superres.models.blocks import (
     fold_expanded,
     scale_init_,
 )
+from superres.models.contract import ModelContract
 
 __all__ = ["LumaNet", "LUMA_WEIGHTS", "LUMA_GAIN", "bicubic_phase_kernels"]
 
@@ -82,7 +80,8 @@ class LumaNet(nn.Module):
         scale: upscaling factor, 2, 3 or 4.
         in_channels: 3 (RGB) or 1 (gray).
         channels: feature width.
-        num_convs: 3x3 convs between the head and the tail.
+        blocks: 3x3 convs between the head and the tail (old name ``num_convs``, still accepted by
+            :func:`superres.models.build`).
         tail_init: factor on the default initialisation of the tail conv.
         expand: 0 for plain convs; else train each conv as a linear block through ``expand``
             channels, folded into a plain conv by :meth:`folded` (see the module docstring).
@@ -93,12 +92,21 @@ class LumaNet(nn.Module):
     #: The EMA weight of each batch in the int8 observers (:func:`~superres.models.quant.observe_scale`).
     observer_momentum = 0.01
 
+    #: RGB or gray, scales 2, 3 and 4; ``expand`` is training-only structure, folded away
+    #: (superres.models.contract).
+    CONTRACT = ModelContract(
+        scales=MODEL_SCALES,
+        channel_counts=(1, 3),
+        training_options={"expand": 4},
+        test_options={"channels": 8, "blocks": 1},
+    )
+
     def __init__(
         self,
         scale: int,
         in_channels: int = 3,
         channels: int = 32,
-        num_convs: int = 2,
+        blocks: int = 2,
         tail_init: float = 0.1,
         expand: int = 0,
         int8: bool = False,
@@ -107,8 +115,8 @@ class LumaNet(nn.Module):
         self.scale = check_scale(scale)
         if in_channels not in (1, 3):
             raise ValueError(f"lumanet works on RGB (3 channels) or gray (1 channel) images, got {in_channels} channels")
-        if channels < 1 or num_convs < 0:
-            raise ValueError(f"channels must be >= 1 and num_convs >= 0, got {channels} and {num_convs}")
+        if channels < 1 or blocks < 0:
+            raise ValueError(f"channels must be >= 1 and blocks >= 0, got {channels} and {blocks}")
         if isinstance(expand, bool) or not isinstance(expand, int) or expand < 0:
             raise ValueError(f"expand must be an integer >= 0 (0: plain convs), got {expand!r}")
         if not isinstance(int8, bool):
@@ -116,10 +124,10 @@ class LumaNet(nn.Module):
         if int8 and expand:
             raise ValueError("int8 and expand cannot be combined: fine-tune the folded model (expand 0) in int8")
         self.in_channels = in_channels
-        self.channels, self.num_convs, self.tail_init, self.expand = channels, num_convs, tail_init, expand
+        self.channels, self.num_convs, self.tail_init, self.expand = channels, blocks, tail_init, expand
         self.int8 = int8
         layers: list[nn.Module] = [conv3x3_or_expanded(1, channels, expand), nn.ReLU(inplace=True)]
-        for _ in range(num_convs):
+        for _ in range(blocks):
             layers += [conv3x3_or_expanded(channels, channels, expand), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
         self.tail = conv3x3_or_expanded(channels, self.scale**2, expand)
@@ -132,9 +140,21 @@ class LumaNet(nn.Module):
         if int8:
             # uint8 scales of the inputs of the middle convs and the tail, then of the residual.
             # Zero means "not observed yet": the first training batch sets them.
-            self.register_buffer("act_scales", torch.zeros(num_convs + 2))
-        #: Buffers a warm start from a float model file may lack (they are then observed afresh).
-        self.warm_start_optional = ("act_scales",) if int8 else ()
+            self.register_buffer("act_scales", torch.zeros(blocks + 2))
+
+    def contract(self) -> ModelContract:
+        """The contract, with the fold of an expanded model, the int8 plan and the buffers a warm start
+        from a float model file may lack (the int8 activation scales, observed afresh). The int8
+        convs compute integer sums exactly in float32, which float16 or bfloat16 would round."""
+        return self.CONTRACT.bind(
+            self.scale,
+            self.in_channels,
+            fold=self.folded if self.expand else None,
+            int8_plan=self.int8_plan if self.int8 else None,
+            warm_start_optional=("act_scales",) if self.int8 else (),
+            supports_half=not self.int8,
+            supports_bfloat16=not self.int8,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""

@@ -30,17 +30,6 @@ Presets:
   EDSR-baseline.
 
 The mean shift is EDSR's (DIV2K RGB mean for 3 channels, 0.5 per channel otherwise).
-
-Cost at x4 with 3 channels (measured with :mod:`superres.models.complexity`; FLOPs for a
-32x32 -> 128x128 pass):
-
-    rcan:       15,592,355 parameters, 32.6 GFLOPs   (paper: about 16M, Figure 6; PROTOCOL.md: 16M)
-    rcan-small:    448,583 parameters,  1.16 GFLOPs
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    rcan: 15,592,355 parameters, 32.600 GFLOPs
-    rcan-small: 448,583 parameters, 1.163 GFLOPs
 """
 
 from __future__ import annotations
@@ -50,6 +39,7 @@ from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, conv3x3, make_upsampler
 from superres.models.edsr import image_mean
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -112,6 +102,9 @@ class RCAN(nn.Module):
         reduction: channel attention reduction r (16 in the paper).
     """
 
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"groups": 1, "blocks": 1, "channels": 8, "reduction": 4})
+
     def __init__(
         self,
         scale: int = 4,
@@ -135,6 +128,9 @@ class RCAN(nn.Module):
         self.body_end = conv3x3(channels, channels)
         self.upsample = make_upsampler("pixelshuffle", channels, scale)
         self.tail = conv3x3(channels, in_channels)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

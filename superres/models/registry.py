@@ -4,8 +4,14 @@ The dict is written out by hand (no decorators, no import-time registration) so 
 models is readable in one place and importing a module never changes it. A builder is a model class
 or a ``functools.partial`` of one (a preset, e.g. later ``"edsr-baseline": partial(EDSR, ...)``).
 Every builder takes ``scale`` and ``in_channels`` plus its own typed keyword options, and returns a
-plain ``nn.Module`` with ``.scale`` and ``.in_channels`` whose forward maps ``N x C x h x w`` in
-[0, 1] to ``N x C x (h*scale) x (w*scale)``.
+plain ``nn.Module`` that satisfies the model contract (:mod:`superres.models.contract`: ``.scale``,
+``.in_channels``, ``contract()``; its forward maps ``N x C x h x w`` in [0, 1] to
+``N x C x (h*scale) x (w*scale)``). ``tests/test_contract.py`` checks every entry against it.
+
+Option names: a model's depth is ``blocks`` and its feature width ``channels``. The older names
+(``num_blocks``, ``num_convs``, ``features``, FSRCNN's ``d``/``m``) are still accepted by
+:func:`build`, through :data:`OPTION_ALIASES`, so configs, model files and notebooks written with
+them load unchanged.
 
 :func:`build` is the single entry point used by the trainer and by :mod:`superres.modelfile`, which
 stores ``(arch, args)`` and rebuilds the model with ``build(arch, **args)``.
@@ -21,6 +27,7 @@ from torch import nn
 
 from superres.errors import SuperresError
 from superres.models.baseline import Baseline
+from superres.models.contract import ModelContract, describe
 from superres.models.discriminators import SRGANDiscriminator, VGGStyleDiscriminator
 from superres.models.edsr import EDSR
 from superres.models.enhanced import Enhanced
@@ -44,6 +51,16 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "edsr": functools.partial(EDSR, blocks=32, channels=256, res_scale=0.1),
     "rcan": functools.partial(RCAN, groups=10, blocks=20, channels=64, reduction=16),
     "rcan-small": functools.partial(RCAN, groups=3, blocks=6, channels=32, reduction=16),
+}
+
+#: Old option names still accepted by :func:`build`, per architecture class (so every preset of the
+#: class takes them too): ``{class: {old name: current name}}``.
+OPTION_ALIASES: dict[type, dict[str, str]] = {
+    Baseline: {"num_blocks": "blocks"},
+    Enhanced: {"num_blocks": "blocks"},
+    ESPCN: {"features": "channels"},
+    FSRCNN: {"d": "channels", "m": "blocks"},
+    LumaNet: {"num_convs": "blocks"},
 }
 
 #: Discriminators for adversarial training (they map an HR-sized image to one logit per sample).
@@ -73,14 +90,47 @@ def _builder(name: str) -> Callable[..., nn.Module]:
         raise SuperresError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
 
 
+def _architecture(builder: Callable[..., nn.Module]) -> Any:
+    """The class behind a builder (a preset's ``functools.partial`` unwrapped)."""
+    while isinstance(builder, functools.partial):
+        builder = builder.func
+    return builder
+
+
+def contract(name: str) -> ModelContract:
+    """The architecture-level contract of ``name`` (scales, channel counts, test options ...; no
+    scale or channels yet): its class's ``CONTRACT``."""
+    return _architecture(_builder(name)).CONTRACT
+
+
+def canonical_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with old option names (:data:`OPTION_ALIASES`) replaced by the current ones.
+
+    Raises :class:`SuperresError` when an option is given under both names.
+    """
+    aliases = OPTION_ALIASES.get(_architecture(_builder(name)), {})
+    out = dict(options)
+    for old, new in aliases.items():
+        if old in out:
+            if new in out:
+                raise SuperresError(
+                    f"model {name!r}: options {old!r} and {new!r} are the same option ({old!r} is its old name); give only {new!r}"
+                )
+            out[new] = out.pop(old)
+    return out
+
+
 def build(name: str, *, scale: int, in_channels: int = 3, **options: Any) -> nn.Module:
     """Build the registered model ``name`` for ``scale`` and ``in_channels`` with keyword ``options``.
 
-    Raises :class:`SuperresError` for an unknown name (listing the known ones), an option the model
-    does not take (naming it and the model's options), or a value the model rejects (scale, channels,
-    upsampler ...), so a typo in a config file is one clear line instead of a ``TypeError`` traceback.
+    Old option names are accepted (:func:`canonical_options`). Raises :class:`SuperresError` for an
+    unknown name (listing the known ones), an option the model does not take (naming it and the
+    model's options), an option given under its old and its current name, or a value the model
+    rejects (scale, channels, upsampler ...), so a typo in a config file is one clear line instead of
+    a ``TypeError`` traceback.
     """
     builder = _builder(name)
+    options = canonical_options(name, options)
     accepted = inspect.signature(builder).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     if not takes_any:
@@ -97,10 +147,11 @@ def build(name: str, *, scale: int, in_channels: int = 3, **options: Any) -> nn.
 def fold(model: nn.Module, args: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """The inference form of ``model`` (built with ``args``) and the args that rebuild it.
 
-    A model trained with training-only structure (``lumanet`` with ``expand > 0``) has a
-    ``folded()`` method that returns the equivalent plain model; its ``expand`` option is then
-    dropped from the args. Any other model is returned as it is.
+    A model trained with training-only structure (``lumanet`` with ``expand > 0``) has a ``fold`` in
+    its contract that returns the equivalent plain model; the contract's ``training_options``
+    (``expand``) are then dropped from the args. Any other model is returned as it is.
     """
-    if not getattr(model, "expand", 0) or not hasattr(model, "folded"):
+    described = describe(model)
+    if described.fold is None:
         return model, dict(args)
-    return model.folded(), {k: v for k, v in args.items() if k != "expand"}
+    return described.fold(), {k: v for k, v in args.items() if k not in described.training_options}

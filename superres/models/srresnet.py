@@ -20,16 +20,6 @@ Layer configuration (Figure 4 of the paper; B = 16 blocks, 64 channels):
 Choices the paper leaves open: PReLU has one slope per channel (He et al.'s default), and the
 convolutions followed by BN have no bias (BN's shift makes it redundant). Batch norm behaves
 differently in ``train()`` and ``eval()``: evaluate in ``eval()`` mode (running statistics).
-
-Cost at x4 (measured with :mod:`superres.models.complexity`; FLOPs for a 32x32 -> 128x128 pass):
-
-    3 channels: 1,548,547 parameters, 4.54 GFLOPs. Reference: "1.5M" in the comparison tables
-                (docs PROTOCOL.md); keeping biases before BN would add 2,112.
-    1 channel:  1,527,809 parameters, 4.18 GFLOPs.
-
-Cost (x4, 3 channels, 32x32 -> 128x128, measured with superres.models.complexity)::
-
-    srresnet: 1,548,547 parameters, 4.543 GFLOPs
 """
 
 from __future__ import annotations
@@ -38,6 +28,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import check_channels, check_scale, conv3x3, make_upsampler, upsample_stages
+from superres.models.contract import ModelContract
 from superres.scales import SCALES
 
 
@@ -71,6 +62,9 @@ class SRResNet(nn.Module):
         blocks: number of BN residual blocks (16 in the paper).
     """
 
+    #: Any channel count, scales 2, 3, 4 and 8 (superres.models.contract).
+    CONTRACT = ModelContract(scales=SCALES, test_options={"channels": 8, "blocks": 1})
+
     def __init__(self, scale: int = 4, in_channels: int = 3, channels: int = 64, blocks: int = 16) -> None:
         super().__init__()
         self.scale = check_scale(scale, SCALES)
@@ -87,6 +81,9 @@ class SRResNet(nn.Module):
             stages += [make_upsampler("pixelshuffle", channels, factor), nn.PReLU(channels)]
         self.upsample = nn.Sequential(*stages)
         self.tail = nn.Conv2d(channels, in_channels, 9, padding=4)
+
+    def contract(self) -> ModelContract:
+        return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w in [0, 1] -> N x C x (r*h) x (r*w), not clamped."""

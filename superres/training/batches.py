@@ -81,6 +81,11 @@ def build_train_dataset(data: DataConfig, *, scale: int, in_channels: int, seed:
             f"model.in_channels={in_channels} but the training data in {', '.join(map(str, paths))} has "
             f"{channels} channel(s); set model.in_channels: {channels}"
         )
+    if data.degradation.kind == "realworld":
+        from superres.degrade import Degrader
+
+        # Both data paths read it here: IterationItems.__getitems__ and DeviceBatches.batch.
+        dataset.degrader = Degrader(data.degradation, scale=scale, seed=seed)  # type: ignore[attr-defined]
     return dataset
 
 
@@ -118,6 +123,20 @@ class IterationItems(Dataset):
         if self.is_patch_file:
             return self.dataset[self._patch_index((iteration - 1) * self.batch_size + slot)]
         return self.dataset[slot]
+
+    def __getitems__(self, keys: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The items of ``keys`` (one iteration's slots; the DataLoader fetches a batch through this).
+
+        With ``data.degradation.kind: realworld`` (a ``degrader`` on the dataset, set by
+        :func:`build_train_dataset`) the LR of the batch is remade from its HR crops by
+        :class:`superres.degrade.Degrader` for ``(seed, iteration, slots)``, in the worker."""
+        items = [self[key] for key in keys]
+        degrader = getattr(self.dataset, "degrader", None)
+        if degrader is None or not items:
+            return items
+        iteration = int(keys[0]) // self.batch_size
+        lr, hr = degrader(torch.stack([hr for _, hr in items]), iteration, [int(k) % self.batch_size for k in keys])
+        return list(zip(lr.unbind(0), hr.unbind(0)))
 
 
 class IterationSampler:

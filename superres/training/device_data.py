@@ -27,6 +27,10 @@ bytes as the numpy reference (on CUDA through the float64 op-for-op torch path, 
 numpy itself). Both tensors are then converted to float32 in ``[0, 1]`` with the same arithmetic as
 :func:`superres.data.patches.to_tensor`.
 
+Degradation. With ``data.degradation.kind: realworld`` the LR is instead made from the float HR
+crops by :class:`superres.degrade.Degrader` on the device (its JPEG on the host), with the same
+draws as the DataLoader path; the batches of the two paths are then equal on the CPU.
+
 Scope. 8-bit image folders only: ``imresize`` has no bit-exact 16-bit tensor path, and ``.npz``
 patch files are already compact patches that the DataLoader path serves cheaply.
 """
@@ -69,6 +73,7 @@ class DeviceBatches:
         self.patch_size = int(dataset.patch_size)  # type: ignore[attr-defined]
         self.scale = int(dataset.scale)  # type: ignore[attr-defined]
         self.augment = bool(dataset.augment)  # type: ignore[attr-defined]
+        self.degrader = getattr(dataset, "degrader", None)  # data.degradation.kind: realworld
         self.channels = int(dataset.channels)  # type: ignore[attr-defined]
         shapes: list[tuple[int, int]] = list(dataset.shapes)  # type: ignore[attr-defined]
         p = self.patch_size
@@ -145,8 +150,12 @@ class DeviceBatches:
 
     def batch(self, iteration: int, slots: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lr, hr)`` float32 ``B x C x h x w`` in ``[0, 1]`` on the device: slots ``slots`` of
-        ``iteration``, equal to the DataLoader path's batch."""
-        return self.batch_from(self.descriptors(self.draws(iteration, slots)))
+        ``iteration``, equal to the DataLoader path's batch. With a ``degrader`` (``data.degradation``)
+        the LR is the degraded HR crop, made on the device (the JPEG on the host)."""
+        meta = self.descriptors(self.draws(iteration, slots))
+        if self.degrader is not None:
+            return self.degrader(self._to_float(self.crops_from(meta)), iteration, slots)
+        return self.batch_from(meta)
 
     def batch_from(self, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`batch` from crop descriptors already on the device (:meth:`descriptors`): the

@@ -65,6 +65,7 @@ from superres.training.ema import EMA
 from superres.training.gan import GANTraining
 from superres.training.graph_step import GraphStep
 from superres.training.logging import RunLog
+from superres.training.runlock import RunLock
 from superres.training.optim import build_optimizer, learning_rate, load_optimizer_state, set_learning_rate
 from superres.training.validation import Validator, check_val_folder
 
@@ -97,7 +98,9 @@ def train(
     """Train ``config`` in ``run_dir``; return the exported model file (``<run_dir>/model.safetensors``).
 
     ``resume=True`` continues from ``<run_dir>/last.pt``; ``resume=False`` refuses a folder that
-    already holds a checkpoint (so that a finished run is never overwritten by accident). Relative
+    already holds a checkpoint (so that a finished run is never overwritten by accident). The run
+    folder is locked for the whole run (:mod:`superres.training.runlock`): a second training into the
+    same folder is refused while this one runs. Relative
     paths in ``config`` are resolved against the current directory. Under ``torchrun`` every process
     calls this; only rank 0 writes files, and every rank returns the same path.
 
@@ -110,7 +113,12 @@ def train(
     previous_determinism = torch.are_deterministic_algorithms_enabled()
     try:
         _configure_determinism(config.train.deterministic, ctx.device)
-        return Trainer(config, run_dir, ctx, resume=resume, callback=callback).run()
+        # One writer per run folder (rank 0 holds the lock for the whole distributed run).
+        with RunLock(run_dir, enabled=ctx.is_main) as lock:
+            trainer = Trainer(config, run_dir, ctx, resume=resume, callback=callback)
+            if lock.note:
+                trainer.log.message(lock.note)
+            return trainer.run()
     finally:
         torch.use_deterministic_algorithms(previous_determinism)
         ctx.close()
@@ -316,7 +324,7 @@ class Trainer:
         if config.data.val is not None and self.ctx.is_main:
             self.validator, *extra = [
                 Validator(folder, scale=config.model.scale, in_channels=config.model.in_channels,
-                          limit=config.data.val_limit, device=self.device)
+                          limit=config.data.val_limit, device=self.device, perceptual=config.train.val_perceptual)
                 for folder in [config.data.val, *config.data.val_extra]
             ]
             self.extra_validators = {val_set_name(v.root): v for v in extra}
@@ -362,6 +370,7 @@ class Trainer:
             if self.gan is not None:
                 self.gan.set_learning_rate(i - 1, total, time_fraction)
             loss = self._train_step(batch)
+            self._track_divergence(loss, i)
             self.window["loss_sum"] += loss
             self.window["count"] += 1
             self.elapsed = time.monotonic() - started
@@ -456,8 +465,9 @@ class Trainer:
         mean = float(self.window["loss_sum"]) / count
         self.window = {"loss_sum": 0.0, "count": 0}
         if not math.isfinite(mean):
+            at = self._diverged_iteration() or self.iteration
             raise SuperresError(
-                f"training diverged: the loss is {mean} at iteration {self.iteration}; "
+                f"training diverged: the loss became {mean} at iteration {at}; "
                 "lower optim.lr, set train.grad_clip, or use train.amp: bf16 instead of fp16"
             )
         values = {"elapsed_s": round(self.elapsed, 3), "lr": lr, "loss": mean}
@@ -491,6 +501,10 @@ class Trainer:
         for name, s in extra.items():
             values[f"val_{name}_psnr_y"] = s["psnr_y"]
             values[f"val_{name}_ssim_y"] = s["ssim_y"]
+        metric = self.validator.metric.metric_name if self.validator.metric is not None else None
+        if metric:  # train.val_perceptual
+            values.update({f"val_{metric}": scores[metric], f"bicubic_{metric}": b[metric]})
+            values.update({f"val_{name}_{metric}": s[metric] for name, s in extra.items()})
         self.log.record(self.iteration, values)
         improved = not self.best or scores["psnr_y"] > self.best["psnr_y"]
         also = "".join(f"; {name} {s['psnr_y']:.2f} dB / {s['ssim_y']:.4f}" for name, s in extra.items())
@@ -533,6 +547,22 @@ class Trainer:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint; one that is damaged or from an incompatible run (missing keys,
+        wrong shapes, wrong types) is refused with a message naming it, never a traceback."""
+        try:
+            self._restore_state(state)
+        except SuperresError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            reason = f"missing {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+            if len(reason) > 200:
+                reason = reason[:197] + "..."
+            raise SuperresError(
+                f"{self.checkpoint_path}: cannot resume from this checkpoint ({type(exc).__name__}: {reason}); "
+                "it is damaged or from another run: start a new run folder with --out"
+            ) from None
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
         # init_from only matters when a run starts, so it may differ (or move) on resume.
         saved_model = {k: v for k, v in state["config"]["model"].items() if k != "init_from"}
         current_model = {k: v for k, v in config_to_dict(self.config)["model"].items() if k != "init_from"}
@@ -558,6 +588,8 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         if self.scaler.is_enabled() and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
+        if isinstance(state["iteration"], bool) or not isinstance(state["iteration"], int) or state["iteration"] < 0:
+            raise TypeError(f"'iteration' must be an integer >= 0, got {state['iteration']!r}")
         self.iteration = int(state["iteration"])
         self.elapsed = float(state["elapsed"])
         self.best = dict(state["best"])
@@ -565,8 +597,44 @@ class Trainer:
         self.window = {"loss_sum": float(state["window"]["loss_sum"]), "count": int(state["window"]["count"])}
         restore_rng(state["rng"])
 
+    #: The first iteration whose loss was NaN or infinite (0: none yet), kept on the training device so
+    #: that tracking it costs no synchronisation per step; read only when something is about to be saved.
+    _diverged_at: torch.Tensor | None = None
+
+    def _track_divergence(self, loss: torch.Tensor, iteration: int) -> None:
+        if self._diverged_at is None:
+            self._diverged_at = torch.zeros((), dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._diverged_at == 0)
+        self._diverged_at = torch.where(bad, iteration, self._diverged_at)
+
+    def _diverged_iteration(self) -> int:
+        return 0 if self._diverged_at is None else int(self._diverged_at)
+
+    def _check_finite(self, target: Path, *, all_ranks: bool = False) -> None:
+        """Refuse to write ``target`` from a run that diverged: a non-finite loss so far, or NaN/Inf in
+        the weights (the model's or the EMA's). Checked before every save, so ``last.pt`` and the model
+        files only ever hold the state of a healthy run. ``all_ranks``: called on every rank, which
+        then decide together (rank 0's loss record; the weights are the same on every rank)."""
+        from superres.modelfile import first_non_finite
+
+        at = self._diverged_iteration()
+        if all_ranks:
+            at = int(self.ctx.from_main(float(at)))
+        bad = first_non_finite(self.model.state_dict())
+        if bad is None and self.ema is not None:
+            bad = first_non_finite(self.ema.module.state_dict())
+        if not at and bad is None:
+            return
+        where = f"at iteration {at}" if at else f"by iteration {self.iteration}"
+        what = "the loss became non-finite" if at else f"the weights hold NaN/Inf (first in {bad!r})"
+        raise SuperresError(
+            f"training diverged {where}: {what}; {target.name} was not written (the files in {self.run_dir} "
+            "keep the last healthy state); lower optim.lr, set train.grad_clip, or use train.amp: bf16 instead of fp16"
+        )
+
     def _save(self) -> None:
         """Write ``last.pt`` on rank 0; every rank waits until it is complete."""
+        self._check_finite(self.checkpoint_path, all_ranks=True)  # on every rank: fail together, not hang
         if self.ctx.is_main:
             save_checkpoint(self.checkpoint_path, self._state())
         self.ctx.barrier()
@@ -574,6 +642,7 @@ class Trainer:
     def _export(self, path: Path, scores: dict[str, Any]) -> None:
         from superres.modelfile import save_model
 
+        self._check_finite(path)
         c = self.config
         metadata: dict[str, Any] = {
             "name": c.name,

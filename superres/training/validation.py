@@ -13,6 +13,10 @@ scaled together).
 The bicubic baseline is computed once when the validator is built. It is ``imresize(LR, scale)`` on
 the integer LR, rounded after each pass (MATLAB on uint8), which is how the published bicubic rows
 and ``superres eval --model bicubic`` are made. Logs can then show the model's gain over bicubic.
+
+With ``perceptual=True`` (``train.val_perceptual``) every score also has ``effdist``
+(:mod:`superres.perceptual`, the default of ``superres eval --perceptual``), computed on the same
+quantised output with the same shave, RGB or gray replicated; the bicubic baseline gets it too.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ def _scores(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[float, floa
 class Validator:
     """Scores a model on a benchmark folder (``HR/`` + ``LR_bicubic/X{s}/``); holds the bicubic figures."""
 
-    def __init__(self, root: str | Path, *, scale: int, in_channels: int, limit: int | None, device: torch.device) -> None:
+    def __init__(self, root: str | Path, *, scale: int, in_channels: int, limit: int | None, device: torch.device,
+                 perceptual: bool = False) -> None:
         from superres.data import PairedFolderDataset
         from superres.data.patches import to_tensor
         from superres.metrics import mean_psnr
@@ -79,14 +84,31 @@ class Validator:
         self.bit_depths = [int(item["bit_depth"]) for item in items]
         self._lr = [to_tensor(item["lr"]).unsqueeze(0) for item in items]
         self._hr = [to_tensor(item["hr"]).unsqueeze(0) for item in items]
+        self.metric: nn.Module | None = None
+        if perceptual:
+            if in_channels not in (1, 3):
+                raise SuperresError(f"train.val_perceptual: needs RGB or gray images, model.in_channels is {in_channels}")
+            from superres.perceptual import DEFAULT_PERCEPTUAL, build_perceptual
 
-        psnrs, ssims = [], []
+            self.metric = build_perceptual(DEFAULT_PERCEPTUAL)
+
+        psnrs, ssims, dists = [], [], []
         for item, hr in zip(items, self._hr):
-            bicubic = np.asarray(imresize(item["lr"], scale))  # integer in, integer out (MATLAB)
-            p, s = _scores(to_tensor(bicubic).unsqueeze(0), hr, scale)
+            bicubic = to_tensor(np.asarray(imresize(item["lr"], scale))).unsqueeze(0)  # integer in and out (MATLAB)
+            p, s = _scores(bicubic, hr, scale)
             psnrs.append(p)
             ssims.append(s)
+            if self.metric is not None:
+                dists.append(self._distance(bicubic, hr))
         self.bicubic = {"psnr_y": mean_psnr(psnrs), "ssim_y": float(np.mean(ssims))}
+        if self.metric is not None:
+            self.bicubic[self.metric.metric_name] = float(np.mean(dists))
+
+    @torch.no_grad()
+    def _distance(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
+        """The perceptual metric on the CPU, ``scale`` pixels shaved as for PSNR."""
+        s = self.scale
+        return float(self.metric(sr[..., s:-s, s:-s].float(), hr[..., s:-s, s:-s].float())[0])
 
     @torch.no_grad()
     def score(self, model: nn.Module) -> dict[str, Any]:
@@ -95,7 +117,7 @@ class Validator:
 
         was_training = model.training
         model.eval()
-        psnrs, ssims = [], []
+        psnrs, ssims, dists = [], [], []
         try:
             for lr, hr, bits in zip(self._lr, self._hr, self.bit_depths):
                 if lr.shape[1] == 1 and self.in_channels == 3:
@@ -112,6 +134,11 @@ class Validator:
                 p, s = _scores(quantise(sr, bits), hr, self.scale)
                 psnrs.append(p)
                 ssims.append(s)
+                if self.metric is not None:
+                    dists.append(self._distance(quantise(sr, bits), hr))
         finally:
             model.train(was_training)
-        return {"psnr_y": mean_psnr(psnrs), "ssim_y": float(np.mean(ssims))}
+        out = {"psnr_y": mean_psnr(psnrs), "ssim_y": float(np.mean(ssims))}
+        if self.metric is not None:
+            out[self.metric.metric_name] = float(np.mean(dists))
+        return out
