@@ -444,13 +444,17 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- serve
+_SERVE_MAX_PIXELS = 2_000_000  # an x4 job's output canvas is 16 times its input: 2 MP in, about 1 GB at the peak
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from superres.serve import run_server
     from superres.serve.app import ServeConfig
 
     run_server(ServeConfig(
         host=args.host, port=args.port, device=args.device, workers=args.workers, threads=args.threads,
-        queue_depth=args.queue_depth, max_upload_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels,
+        queue_depth=args.queue_depth, max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        max_pixels=getattr(args, "max_pixels", None) or _SERVE_MAX_PIXELS,
         max_tile=args.max_tile, result_ttl=args.result_ttl, job_timeout=args.job_timeout, abandon_after=args.abandon_after,
         token=args.token or os.environ.get("SUPERRES_SERVE_TOKEN") or None,
         cors_origins=args.cors_origin, model_files=args.model_file, peers_dir=args.peers_dir,
@@ -475,8 +479,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: CPUs / workers)")
     p.add_argument("--queue-depth", type=_non_negative_int, default=8, help="jobs waiting beyond the running ones (default 8)")
     p.add_argument("--max-upload-mb", type=_positive_int, default=50, help="largest upload in MiB (default 50)")
-    p.add_argument("--max-pixels", type=_positive_int, default=2_000_000,
-                   help="largest input, width x height, checked on the header before decoding (default 2000000)")
+    # --max-pixels and --debug are the global options (superres --help); defined here to say what they
+    # mean for the server. The limit also becomes the readers' own (superres.io.set_max_pixels).
+    p.add_argument("--max-pixels", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
+                   help=f"largest input, width x height, refused from its header before decoding (default {_SERVE_MAX_PIXELS})")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an unexpected error")
     p.add_argument("--max-tile", type=_positive_int, default=512, help="largest tile a client may ask for (default 512)")
     p.add_argument("--result-ttl", type=float, default=600.0, help="seconds a result is kept (default 600)")
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds a job may run before it is cancelled (default 600)")

@@ -505,7 +505,13 @@ def test_cli_serve_options_and_non_loopback_warning(monkeypatch, capsys):
     app.state.queue.close()
     assert "warning" not in capsys.readouterr().err
 
+    from superres.io import max_pixels
+
+    seen_limit = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app) or seen_limit.update(io=max_pixels()))
     assert cli_main(["serve", "--host", "0.0.0.0", "--device", "cpu"]) == 0
+    assert seen["app"].state.config.max_pixels == seen_limit["io"] == 2_000_000  # the readers' limit while serving
+    assert max_pixels() > 2_000_000  # and the default again afterwards
     err = capsys.readouterr().err
     assert "warning" in err and "generated token" in err and seen["app"].state.config.token
     seen["app"].state.queue.close()

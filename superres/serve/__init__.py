@@ -72,6 +72,9 @@ def run_server(config) -> None:  # noqa: ANN001 - a ServeConfig
         )
     threads = config.threads or max(1, (os.cpu_count() or 1) // config.workers)
     torch.set_num_threads(threads)
+    from superres.io import set_max_pixels
+
+    set_max_pixels(config.max_pixels)  # the readers refuse it too, should a header ever understate the size
     app = create_app(config)
     shown = f"[{config.host}]" if ":" in config.host else config.host
     print(
@@ -79,5 +82,8 @@ def run_server(config) -> None:  # noqa: ANN001 - a ServeConfig
         f"queue depth {config.queue_depth}, device {app.state.catalog.device})",
         file=sys.stderr, flush=True,
     )
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5,
-                limit_concurrency=256, timeout_keep_alive=5)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5,
+                    limit_concurrency=256, timeout_keep_alive=5)
+    finally:
+        set_max_pixels(None)  # back to the default for whatever runs next in this process
