@@ -5,8 +5,10 @@ header, not the pixels), a 16-bit PNG's size is in its ``IHDR`` chunk, and tifff
 series' shape from its tags. So a decompression bomb (a small file declaring a huge image) is
 refused before a single pixel is allocated.
 
-This is one small function on purpose: ``superres.io`` is getting a reader-level pixel limit of its
-own (``--max-pixels`` for every reader); once it is there, :func:`check_upload` can defer to it.
+This is one small function on purpose. ``superres.io`` has a reader-level limit too
+(``set_max_pixels``, checked on the declared size in every reader); ``superres serve`` sets it to
+the server's ``--max-pixels`` while it runs, so a worker's ``read_image`` refuses the same sizes.
+This check stays in front of it to answer 413 at once, before an upload is queued.
 """
 
 from __future__ import annotations
