@@ -53,6 +53,7 @@ REFERENCES: dict[str, tuple[str, int, str]] = {
     "edsr-baseline": ("about 1.52M", 3, "Lim et al. 2017"),
     "edsr": ("about 43M", 3, "Lim et al. 2017"),
     "rcan": ("about 15.6M", 3, "Zhang et al. 2018"),
+    "rrdbnet": ("16,697,987", 3, "Real-ESRGAN RealESRGAN_x4plus.pth (Wang et al. 2021; ESRGAN 2018 layout)"),
 }
 
 

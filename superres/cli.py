@@ -110,7 +110,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             "absent). PSNR/SSIM on Y of BT.601 (grayscale on intensity), shave = scale."
         ),
     )
-    p.add_argument("--model", default="bicubic", help="'bicubic', a shipped model name, or a model file (.safetensors)")
+    p.add_argument("--model", default="bicubic", help="'bicubic', a shipped model name, a model file (.safetensors), "
+                   "community weights (.pth) or a Real-ESRGAN peer name")
     p.add_argument("--data", required=True, help="benchmark folder, e.g. ../shared/data/Set5")
     p.add_argument("--scale", type=_scale, required=True, help="upscaling factor (2, 3, 4)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -286,7 +287,8 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("--model", default=None, help="shipped model name or model file (default: best shipped x4 model)")
+    p.add_argument("--model", default=None, help="shipped model name, model file, community weights (.pth: ESRGAN, "
+                   "Real-ESRGAN, SRVGG) or Real-ESRGAN peer (realesrgan-x4plus ...) (default: best shipped x4 model)")
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
     p.add_argument("--tile", type=_non_negative_int, default=256, help="tile size in input pixels (0: no tiling; default 256)")
     p.add_argument("--tile-overlap", type=_non_negative_int, default=16, help="overlap between tiles in input pixels (default 16)")
@@ -375,6 +377,32 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-image", default=None, metavar="IMAGE",
                    help="LR image for the agreement check (default: scikit-image's astronaut photo)")
     p.set_defaults(func=_cmd_export)
+
+
+# --------------------------------------------------------------------------- convert
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from superres.modelfile import convert_model
+
+    path = convert_model(args.source, Path(args.out), scale=args.scale)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert community weights (.pth: ESRGAN, Real-ESRGAN, SRVGG) or a Real-ESRGAN peer to a superres model file",
+        description=(
+            "Read an ESRGAN / Real-ESRGAN / SRVGGNetCompact .pth state dict (torch.load weights_only=True; a file "
+            "that needs pickled code is refused) or a Real-ESRGAN peer name (realesrgan-x4plus ...), recognise the "
+            "architecture, scale and width from its keys and shapes, and write a .safetensors model file with "
+            "its metadata (arch, args, source, layout)."
+        ),
+    )
+    p.add_argument("source", help="a .pth/.pt file or a Real-ESRGAN peer name")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--scale", type=_scale, default=None, help="the scale the weights must have (refused otherwise)")
+    p.set_defaults(func=_cmd_convert)
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -506,6 +534,7 @@ _ADDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo,
     _add_models,
     _add_export,
+    _add_convert,
     _add_benchmark,
     _add_serve,
 )

@@ -111,7 +111,9 @@ class DataConfig:
     """Training and validation data.
 
     ``train`` lists image files/folders (random HR crops, LR made on the fly with MATLAB bicubic)
-    or names exactly one ``.npz`` patch file (``superres data patches``). ``val`` is a benchmark
+    or names exactly one ``.npz`` patch file (``superres data patches``). ``train_pairs`` instead names
+    one folder of your own pairs, ``HR/`` + ``LR/`` (or ``LR_bicubic/X{s}/``), LR made any way
+    (:mod:`superres.data.pairs`: aligned crops); give ``train`` or ``train_pairs``, not both. ``val`` is a benchmark
     folder (``HR/`` + ``LR_bicubic/X{s}/``) scored under the paper protocol during training; it picks
     ``best.safetensors``. ``val_extra`` lists more benchmark folders scored at the same validations
     and logged beside it as ``val_<folder name>_psnr_y`` / ``_ssim_y`` (e.g. Set14 next to Set5).
@@ -125,6 +127,7 @@ class DataConfig:
     """
 
     train: list[str] = field(default_factory=list)
+    train_pairs: Union[str, None] = None
     patch_size: int = 128
     batch_size: int = 16
     augment: bool = True
@@ -310,6 +313,7 @@ def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
     data = dataclasses.replace(
         config.data,
         train=[absolute(p) for p in config.data.train],
+        train_pairs=None if config.data.train_pairs is None else absolute(config.data.train_pairs),
         val=None if config.data.val is None else absolute(config.data.val),
         val_extra=[absolute(p) for p in config.data.val_extra],
     )
@@ -605,8 +609,11 @@ def _check_values(c: Config, source: str) -> None:
         bad("model.scale", f"must be one of {', '.join(map(str, SCALES))}, got {c.model.scale}")
     if c.model.in_channels < 1:
         bad("model.in_channels", f"must be >= 1, got {c.model.in_channels}")
-    if not c.data.train:
-        bad("data.train", "is missing: list the training image folders/files or one .npz patch file")
+    if not c.data.train and c.data.train_pairs is None:
+        bad("data.train", "is missing: list the training image folders/files or one .npz patch file "
+            "(or set data.train_pairs: a folder of your own HR/ + LR/ pairs)")
+    if c.data.train and c.data.train_pairs is not None:
+        bad("data.train_pairs", "and data.train are both set: train on one of them (set the other to [] / null)")
     if c.data.patch_size < c.model.scale or c.data.patch_size % c.model.scale:
         bad("data.patch_size", f"must be a positive multiple of model.scale={c.model.scale}, got {c.data.patch_size}")
     if c.data.batch_size < 1:
@@ -631,9 +638,9 @@ def _check_values(c: Config, source: str) -> None:
     if t.iterations < 1:
         bad("train.iterations", f"must be >= 1, got {t.iterations}")
     if t.max_seconds is not None and not (t.max_seconds > 0 and math.isfinite(t.max_seconds)):
-        bad("train.max_seconds", f"must be a finite number > 0 or null, got {t.max_seconds}")
+        bad("train.max_seconds", f"must be > 0 (a finite number) or null, got {t.max_seconds}")
     if t.grad_clip is not None and not (t.grad_clip > 0 and math.isfinite(t.grad_clip)):
-        bad("train.grad_clip", f"must be a finite number > 0 or null, got {t.grad_clip}")
+        bad("train.grad_clip", f"must be > 0 (a finite number) or null, got {t.grad_clip}")
     if t.ema is not None and not 0 < t.ema < 1:
         bad("train.ema", f"must be a decay in (0, 1) (e.g. 0.999) or null, got {t.ema}")
     for key in ("val_every", "save_every", "log_every"):
@@ -653,11 +660,11 @@ def _check_values(c: Config, source: str) -> None:
 def _check_optim(o: OptimConfig, prefix: str, bad: Any) -> None:
     """Ranges of an optimizer section (``optim`` or ``discriminator.optim``)."""
     if not (o.lr > 0 and math.isfinite(o.lr)):
-        bad(f"{prefix}.lr", f"must be a finite number > 0, got {o.lr}")
+        bad(f"{prefix}.lr", f"must be > 0 (a finite number), got {o.lr}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         bad(f"{prefix}.betas", f"must be two numbers in [0, 1), got {o.betas}")
     if not (o.weight_decay >= 0 and math.isfinite(o.weight_decay)):
-        bad(f"{prefix}.weight_decay", f"must be a finite number >= 0, got {o.weight_decay}")
+        bad(f"{prefix}.weight_decay", f"must be >= 0 (a finite number), got {o.weight_decay}")
 
 
 def _check_schedule(s: ScheduleConfig, prefix: str, bad: Any) -> None:
@@ -665,11 +672,11 @@ def _check_schedule(s: ScheduleConfig, prefix: str, bad: Any) -> None:
     if s.warmup < 0:
         bad(f"{prefix}.warmup", f"must be >= 0, got {s.warmup}")
     if not (s.min_lr >= 0 and math.isfinite(s.min_lr)):
-        bad(f"{prefix}.min_lr", f"must be a finite number >= 0, got {s.min_lr}")
+        bad(f"{prefix}.min_lr", f"must be >= 0 (a finite number), got {s.min_lr}")
     if s.milestones != sorted(s.milestones) or any(m < 1 for m in s.milestones):
         bad(f"{prefix}.milestones", f"must be increasing iterations >= 1, got {s.milestones}")
     if not (s.gamma > 0 and math.isfinite(s.gamma)):
-        bad(f"{prefix}.gamma", f"must be a finite number > 0, got {s.gamma}")
+        bad(f"{prefix}.gamma", f"must be > 0 (a finite number), got {s.gamma}")
 
 
 def _check_gan(c: Config, bad: Any) -> None:

@@ -46,7 +46,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from superres.config import MAX_KERNEL_SIZE, DegradationConfig, DegradationStageConfig
+from superres.color import Y_COEFFS
+from superres.config import (
+    DegradationConfig,
+    DegradationStageConfig,
+    MAX_KERNEL_SIZE,
+    degradation_config,
+    parse_override,
+)
+from superres.data.folders import draw_uniforms
+from superres.errors import SuperresError
+from superres.io import Image, list_images, read_array, to_float, write_image
+from superres.resize import modcrop
+from superres.scales import SCALES
 
 __all__ = [
     "KERNELS",
@@ -296,8 +308,6 @@ _BATCH_UNIFORMS = 8
 
 
 def _uniforms(seed: int, iteration: int, indices: Sequence[int], count: int) -> torch.Tensor:
-    from superres.data.folders import draw_uniforms
-
     return torch.from_numpy(draw_uniforms(seed, iteration, np.asarray(indices, dtype=np.int64), count))
 
 
@@ -364,7 +374,6 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
     """Gray of an RGB sample (C x H x W) by the BT.601 luma weights (1 x H x W); gray passes through."""
     if x.shape[0] == 1:
         return x
-    from superres.color import Y_COEFFS
 
     w = torch.tensor(Y_COEFFS, dtype=x.dtype, device=x.device) / sum(Y_COEFFS)
     return (x * w[:, None, None]).sum(0, keepdim=True)
@@ -467,11 +476,6 @@ def make_degraded_set(sources: Sequence[str], out: str, *, scale: int, preset: s
     """
     import zlib
 
-    from superres.config import degradation_config, parse_override
-    from superres.errors import SuperresError
-    from superres.io import Image, list_images, read_array, to_float, write_image
-    from superres.resize import modcrop
-    from superres.scales import SCALES
 
     if scale not in SCALES:
         raise SuperresError(f"--scale {scale}: unsupported scale; choose one of {', '.join(map(str, SCALES))}")

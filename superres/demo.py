@@ -41,7 +41,15 @@ from typing import Any
 
 import numpy as np
 
+from superres.config import config_from_dict
+from superres.data.patches import make_patch_files
 from superres.errors import SuperresError
+from superres.evaluate import evaluate
+from superres.inference import upscale
+from superres.io import Image, atomic_write, read_array, to_integer, write_image
+from superres.modelfile import load_model
+from superres.resize import imresize, modcrop
+from superres.training import train
 
 __all__ = ["run_demo", "DEFAULT_SECONDS", "TRAIN_PHOTOS", "TEST_PHOTOS", "MODELS", "SCALE"]
 
@@ -108,8 +116,6 @@ def _prepare_folder(out: Path) -> None:
 
 def _write_photos(out: Path) -> tuple[list[Path], Path]:
     """Training PNGs in ``images/train``; the benchmark folder ``test`` (HR + MATLAB-bicubic LR)."""
-    from superres.io import Image, write_image
-    from superres.resize import imresize, modcrop
 
     train_dir = out / "images" / "train"
     train_paths = []
@@ -136,8 +142,6 @@ def _train_config(model: str, patch_file: Path, seconds: float) -> Any:
     same time, which matters more than gradient noise this early: on the demo's data, 180 steps of 4
     gained +0.39 dB over bicubic for ``enhanced`` where 90 steps of 8 gained +0.28 dB), no warm-up.
     """
-    from superres.config import config_from_dict
-
     return config_from_dict(
         {
             "name": f"demo_{model}_x{SCALE}",
@@ -186,8 +190,6 @@ def _plot_comparison(path: Path, rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-
-    from superres.io import atomic_write
 
     columns = ["LR", "bicubic", *MODELS, "HR"]
     width = 2.6  # inches per column
@@ -251,7 +253,6 @@ def run_demo(out: Path, *, seconds: float | None = None) -> dict[str, Any]:
 
     # 1. data
     t0 = time.perf_counter()
-    from superres.data.patches import make_patch_files
 
     train_paths, bench = _write_photos(out)
     summary = make_patch_files(train_paths, out / "patches", hr_size=HR_PATCH, scale=SCALE, stride=PATCH_STRIDE)
@@ -265,8 +266,6 @@ def run_demo(out: Path, *, seconds: float | None = None) -> dict[str, Any]:
     # 2. training, through the same loop as `superres train`
     import torch
 
-    from superres.training import train
-
     model_files: dict[str, Path] = {}
     for k, name in enumerate(MODELS, start=1):
         _say(f"[2/4] training {name} x{SCALE} for {budget:g} s ({k}/{len(MODELS)})")
@@ -276,11 +275,6 @@ def run_demo(out: Path, *, seconds: float | None = None) -> dict[str, Any]:
 
     # 3. scoring under the paper protocol
     t0 = time.perf_counter()
-    from superres.evaluate import evaluate
-    from superres.inference import upscale
-    from superres.io import read_array, to_integer
-    from superres.modelfile import load_model
-    from superres.resize import imresize, modcrop
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     reports = {"bicubic": evaluate("bicubic", bench, scale=SCALE)}
@@ -327,8 +321,6 @@ def run_demo(out: Path, *, seconds: float | None = None) -> dict[str, Any]:
     _plot_comparison(figure, rows)
     phases["figure_s"] = round(time.perf_counter() - t0, 2)
     phases["total_s"] = round(time.perf_counter() - t_start, 2)
-
-    from superres.io import atomic_write
 
     metrics = {
         "scale": SCALE,

@@ -64,8 +64,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import L1Loss, MSELoss
 
-from superres.errors import SuperresError
+from superres.backbones import EfficientNetFeatures
 from superres.color import Y_COEFFS
+from superres.errors import SuperresError
 
 __all__ = [
     "L1Loss",
@@ -375,8 +376,6 @@ def _init_vgg_term(
     if backbone == "vgg19":
         term.vgg = VGGFeatures(list(layers.keys()), weights_path)
     else:
-        from superres.backbones import EfficientNetFeatures
-
         term.vgg = EfficientNetFeatures([str(k) for k in layers.keys()], weights_path)
     term.criterion = _CRITERIA[criterion]()
 

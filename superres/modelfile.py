@@ -34,9 +34,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from superres.community import load_pth
 from superres.errors import SuperresError
 from superres.io import atomic_write
 from superres.models import build, describe, names
+from superres.ncnn import REALESRGAN_MODELS, load_ncnn, load_realesrgan
 
 FORMAT_VERSION = 1
 METADATA_KEY = "superres"
@@ -180,10 +182,20 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
     """Load a model file (path) or a shipped model (name), in eval mode on ``device``.
 
     The model is rebuilt from the file's ``arch``/``args`` and loaded with ``strict=True``; its
-    metadata is attached as ``model.superres_meta``.
+    metadata is attached as ``model.superres_meta``. Also accepted: a community ``.pth``/``.pt``
+    (ESRGAN, Real-ESRGAN, SRVGGNetCompact state dicts; :mod:`superres.community`), an ncnn
+    ``.param`` (with its ``.bin``) of those networks, and the name of a Real-ESRGAN peer
+    (``realesrgan-x4plus`` ...; :mod:`superres.ncnn`).
     """
     from safetensors.torch import load_file
 
+    text = str(name_or_path)
+    if text.lower().endswith((".pth", ".pt")):
+        return load_pth(text, device=device)
+    if text.lower().endswith(".param"):  # an ncnn pair: FILE.param + FILE.bin
+        return load_ncnn(text).to(device).eval()
+    if text in REALESRGAN_MODELS and not Path(text).exists():
+        return load_realesrgan(text).to(device).eval()
 
     path = _resolve(name_or_path)
     meta = read_metadata(path)
@@ -206,6 +218,25 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
         )
     model.superres_meta = meta
     return model.to(device).eval()
+
+
+def convert_model(source: str | Path, out: str | Path, *, scale: int | None = None) -> Path:
+    """Write community weights (a ``.pth``) or a Real-ESRGAN peer as a model file ``out``.
+
+    The model is loaded with :func:`load_model` (layout recognised from keys and shapes) and saved
+    with :func:`save_model`, its metadata recording the source and layout. ``scale``: the scale the
+    weights must have; a file of another scale is refused before anything is written.
+    """
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise SuperresError(f"--out {out}: a superres model file ends in .safetensors")
+    model = load_model(source)
+    meta = dict(model.superres_meta)
+    if scale is not None and int(meta["scale"]) != int(scale):
+        raise SuperresError(f"{source}: the weights upscale x{meta['scale']}, not x{scale} (--scale)")
+    extra = {k: meta[k] for k in ("source", "source_format", "source_layout", "license") if k in meta}
+    extra["source"] = str(source)
+    return save_model(out, model, arch=meta["arch"], args=meta["args"], metadata={"converted_from": extra})
 
 
 def _headline_psnr(scores: Any) -> float | None:
@@ -251,13 +282,36 @@ def list_models() -> list[dict[str, Any]]:
             "arch": arch,
             "params": sum(p.numel() for p in model.parameters()),
         })
+    entries += list_peers()
     return entries
+
+
+def list_peers() -> list[dict[str, Any]]:
+    """The Real-ESRGAN peers (:mod:`superres.ncnn`): ``name, kind="peer", shipped=False, scale,
+    params, license, installed`` (params counted from the ncnn param file; None when not installed)."""
+    from superres.ncnn import REALESRGAN_LICENSE, REALESRGAN_MODELS, param_count, realesrgan_dir
+
+    folder = realesrgan_dir()
+    return [
+        {
+            "name": name,
+            "kind": "peer",
+            "shipped": False,
+            "description": description,
+            "scale": 4,
+            "params": None if folder is None else param_count(folder / f"{stem}.param"),
+            "license": REALESRGAN_LICENSE,
+            "installed": folder is not None,
+        }
+        for name, (stem, description) in REALESRGAN_MODELS.items()
+    ]
 
 
 def format_models(entries: list[dict[str, Any]]) -> str:
     """The ``superres models`` listing: a table of shipped models, then the architectures."""
     shipped = [e for e in entries if e.get("shipped")]
-    archs = [e for e in entries if not e.get("shipped")]
+    archs = [e for e in entries if not e.get("shipped") and e.get("kind") != "peer"]
+    peers = [e for e in entries if e.get("kind") == "peer"]
     lines: list[str] = []
     if shipped:
         rows = [("name", "arch", "scale", "channels", "params", "scores (PSNR-Y / SSIM-Y)")]
@@ -278,6 +332,14 @@ def format_models(entries: list[dict[str, Any]]) -> str:
     lines.append("Architectures (superres train ... model.name=NAME):")
     rows = [("name", "params (x4, RGB)")] + [(e["name"], f"{e.get('params', 0):,}") for e in archs]
     lines += _table(rows)
+    if peers:
+        lines.append("")
+        lines.append("Peers (other projects' weights; superres upscale --model NAME):")
+        rows = [("name", "scale", "params", "licence", "model")]
+        for e in peers:
+            params = f"{e['params']:,}" if e.get("params") else "not installed (pip install 'superres[peers]')"
+            rows.append((e["name"], f"x{e.get('scale')}", params, e.get("license", ""), e.get("description", "")))
+        lines += _table(rows)
     return "\n".join(lines)
 
 

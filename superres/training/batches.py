@@ -48,8 +48,18 @@ def build_train_dataset(data: DataConfig, *, scale: int, in_channels: int, seed:
     Checks that the sources exist, that a patch file matches ``data.patch_size`` and ``scale``,
     and that the channel count matches ``model.in_channels``.
     """
-    from superres.data import HRFolderDataset, PatchDataset
+    from superres.data import HRFolderDataset, PairedPatchDataset, PatchDataset
 
+    if data.train_pairs is not None:
+        root = Path(data.train_pairs)
+        if not root.is_dir():
+            raise SuperresError(f"data.train_pairs: {root} is not a folder")
+        pairs = PairedPatchDataset(root, patch_size=data.patch_size, scale=scale, augment=data.augment,
+                                   length=data.batch_size, seed=seed)
+        if pairs.channels != in_channels:
+            raise SuperresError(f"model.in_channels={in_channels} but the pairs in {root} have {pairs.channels} "
+                                f"channel(s); set model.in_channels: {pairs.channels}")
+        return pairs
     paths = [Path(p) for p in data.train]
     for p in paths:
         if not p.exists():

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from superres.errors import SuperresError
+from superres.io import atomic_write
 
 #: Bumped when the layout of the checkpoint dict changes incompatibly.
 FORMAT = 1
@@ -31,8 +32,6 @@ FORMAT = 1
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plus the format number) to ``path`` atomically."""
-    from superres.io import atomic_write
-
     with atomic_write(Path(path)) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
 

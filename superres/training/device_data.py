@@ -44,7 +44,11 @@ import torch
 from torch.utils.data import Dataset
 
 from superres.config import DataConfig
+from superres.data import HRFolderDataset
+from superres.data.folders import crop_tables, draw_crops
+from superres.data.patches import dihedral
 from superres.errors import SuperresError
+from superres.resize import imresize
 
 #: ``auto`` keeps the images on a CUDA device when they take less than this share of its free memory
 #: (the rest is left to activations, the optimizer and cuDNN workspaces).
@@ -79,7 +83,6 @@ class DeviceBatches:
         p = self.patch_size
 
         # Host-side tables for the draw: the same as HRFolderDataset's.
-        from superres.data.folders import crop_tables
 
         self._cdf, heights, widths = crop_tables(shapes, p)
         self._heights, self._widths = heights, widths
@@ -95,7 +98,6 @@ class DeviceBatches:
             self.buffer[start : start + rows.shape[0]].copy_(rows)
 
         # Source row/column of each output pixel under each dihedral code: 8 x p x p tables.
-        from superres.data.patches import dihedral
 
         grid = np.stack(np.indices((p, p)), axis=-1)  # p x p x 2: (row, column)
         tables = np.stack([np.ascontiguousarray(dihedral(grid, code)) for code in range(8)])
@@ -118,8 +120,6 @@ class DeviceBatches:
         The same draws, in the same order, as ``HRFolderDataset.crop`` for item ``slot`` of epoch
         ``iteration`` with this seed (module docstring). The code is 0 without augmentation.
         """
-        from superres.data.folders import draw_crops
-
         return draw_crops(self.seed, int(iteration), np.asarray(slots, dtype=np.int64), cdf=self._cdf,
                           heights=self._heights, widths=self._widths, patch_size=self.patch_size, augment=self.augment)
 
@@ -161,8 +161,6 @@ class DeviceBatches:
         """:meth:`batch` from crop descriptors already on the device (:meth:`descriptors`): the
         crops, the MATLAB-bicubic downscale and the conversion, all device work (a CUDA graph can
         hold it; the cached resize taps and the conversion table must exist before a capture)."""
-        from superres.resize import imresize
-
         hr = self.crops_from(meta)
         lr = imresize(hr, 1.0 / self.scale)
         return self._to_float(lr), self._to_float(hr)
@@ -189,8 +187,8 @@ class DeviceBatches:
 
 def unsupported_reason(dataset: Dataset) -> str | None:
     """Why ``dataset`` cannot be kept on the device (``None`` when it can)."""
-    from superres.data import HRFolderDataset
-
+    if type(dataset).__name__ == "PairedPatchDataset":
+        return "your own pairs (data.train_pairs) are served by the DataLoader path; device-resident data needs image folders"
     if not isinstance(dataset, HRFolderDataset):
         return "a .npz patch file is served by the DataLoader path; device-resident data needs image folders"
     if dataset.bit_depth != 8:

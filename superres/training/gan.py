@@ -45,6 +45,7 @@ from torch import nn
 from superres.config import Config
 from superres.errors import SuperresError
 from superres.losses import AdversarialLoss
+from superres.models import DISCRIMINATORS
 from superres.training import distributed
 from superres.training.optim import build_optimizer, learning_rate, set_learning_rate
 
@@ -59,8 +60,6 @@ def build_discriminator(name: str, *, in_channels: int, options: dict[str, Any])
     A value the class rejects (e.g. a width < 1) becomes a :class:`SuperresError` naming
     ``discriminator``.
     """
-    from superres.models import DISCRIMINATORS
-
     builder = DISCRIMINATORS.get(name)
     if builder is None:
         known = ", ".join(sorted(DISCRIMINATORS))

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from superres.io import atomic_write
 FIXED_COLUMNS = ("iteration", "elapsed_s", "lr", "loss")
 VAL_COLUMNS = ("val_psnr_y", "val_ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
 
@@ -96,8 +97,6 @@ class RunLog:
             self._tb.flush()
 
     def _write_csv(self) -> None:
-        from superres.io import atomic_write
-
         columns = list(FIXED_COLUMNS)
         extra = [k for row in self.rows.values() for k in row if k not in FIXED_COLUMNS and k not in VAL_COLUMNS]
         columns += list(dict.fromkeys(extra)) + list(VAL_COLUMNS)
@@ -115,8 +114,6 @@ class RunLog:
         if not self.enabled or not self.rows:
             return
         from matplotlib.figure import Figure  # no pyplot: renders with Agg, leaves a notebook's backend alone
-
-        from superres.io import atomic_write
 
         its = sorted(self.rows)
         loss = [(i, self.rows[i]["loss"]) for i in its if _finite(self.rows[i].get("loss"))]

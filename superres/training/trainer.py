@@ -53,20 +53,30 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from superres.config import Config, TrainConfig, config_to_dict, load_config, resolve_paths, save_config, val_set_name
+from superres.config import (
+    Config,
+    TrainConfig,
+    config_to_dict,
+    load_config,
+    resolve_paths,
+    save_config,
+    val_set_name,
+)
 from superres.devices import cpu_has_native_bf16, cpu_name
 from superres.errors import SuperresError
-from superres.modelfile import load_initial_weights, warm_start_metadata
+from superres.losses import build_loss, split_adversarial
+from superres.modelfile import first_non_finite, load_initial_weights, save_model, warm_start_metadata
+from superres.models import build
 from superres.training import distributed
 from superres.training.batches import IterationItems, build_train_dataset, training_batches
-from superres.training.device_data import select_device_batches
 from superres.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from superres.training.device_data import select_device_batches
 from superres.training.ema import EMA
 from superres.training.gan import GANTraining
 from superres.training.graph_step import GraphStep
 from superres.training.logging import RunLog
-from superres.training.runlock import RunLock
 from superres.training.optim import build_optimizer, learning_rate, load_optimizer_state, set_learning_rate
+from superres.training.runlock import RunLock
 from superres.training.validation import Validator, check_val_folder
 
 #: Called after every iteration on every rank with ``(iteration, model)`` (the unwrapped training
@@ -251,8 +261,6 @@ class Trainer:
     def _build_model(self, *, warm_start: bool) -> None:
         """The model (warm-started from ``model.init_from`` when ``warm_start``, i.e. in a fresh run),
         in the precision policy's memory format, and its EMA copy."""
-        from superres.models import build
-
         config = self.config
         self.model: nn.Module = build(
             config.model.name, scale=config.model.scale, in_channels=config.model.in_channels, **config.model.options
@@ -268,8 +276,6 @@ class Trainer:
     def _build_objective(self) -> None:
         """Loss, optimizer and gradient scaler; with a discriminator, the adversarial side (built after
         the generator, whose initial weights therefore do not depend on whether one is configured)."""
-        from superres.losses import build_loss, split_adversarial
-
         config, cuda = self.config, self.device.type == "cuda"
         content_terms, adversarial = split_adversarial(config.loss)
         self.loss_fn = build_loss(content_terms).to(self.device)
@@ -615,8 +621,6 @@ class Trainer:
         the weights (the model's or the EMA's). Checked before every save, so ``last.pt`` and the model
         files only ever hold the state of a healthy run. ``all_ranks``: called on every rank, which
         then decide together (rank 0's loss record; the weights are the same on every rank)."""
-        from superres.modelfile import first_non_finite
-
         at = self._diverged_iteration()
         if all_ranks:
             at = int(self.ctx.from_main(float(at)))
@@ -640,14 +644,12 @@ class Trainer:
         self.ctx.barrier()
 
     def _export(self, path: Path, scores: dict[str, Any]) -> None:
-        from superres.modelfile import save_model
-
         self._check_finite(path)
         c = self.config
         metadata: dict[str, Any] = {
             "name": c.name,
             "config": config_to_dict(c),
-            "data": list(c.data.train),
+            "data": list(c.data.train) if c.data.train_pairs is None else [c.data.train_pairs],
             "iterations": self.iteration,
             "wall_time_s": round(self.elapsed, 3),
             "ema": c.train.ema is not None,

@@ -28,7 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from superres.data import PairedFolderDataset
+from superres.data.patches import to_tensor
 from superres.errors import SuperresError
+from superres.metrics import mean_psnr, psnr_torch, ssim_torch
+from superres.perceptual import DEFAULT_PERCEPTUAL, build_perceptual
+from superres.resize import imresize
 
 
 def quantise(x: torch.Tensor, bit_depth: int) -> torch.Tensor:
@@ -49,8 +54,6 @@ def check_val_folder(root: str | Path, scale: int, key: str = "data.val") -> Non
 
 
 def _scores(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[float, float]:
-    from superres.metrics import psnr_torch, ssim_torch
-
     p = psnr_torch(sr, hr, shave=scale, channels="y", data_range=1.0)
     s = ssim_torch(sr, hr, shave=scale, channels="y", data_range=1.0)
     return float(p[0]), float(s[0])
@@ -61,10 +64,6 @@ class Validator:
 
     def __init__(self, root: str | Path, *, scale: int, in_channels: int, limit: int | None, device: torch.device,
                  perceptual: bool = False) -> None:
-        from superres.data import PairedFolderDataset
-        from superres.data.patches import to_tensor
-        from superres.metrics import mean_psnr
-        from superres.resize import imresize
 
         root = Path(root)
         check_val_folder(root, scale)
@@ -88,7 +87,6 @@ class Validator:
         if perceptual:
             if in_channels not in (1, 3):
                 raise SuperresError(f"train.val_perceptual: needs RGB or gray images, model.in_channels is {in_channels}")
-            from superres.perceptual import DEFAULT_PERCEPTUAL, build_perceptual
 
             self.metric = build_perceptual(DEFAULT_PERCEPTUAL)
 
@@ -113,8 +111,6 @@ class Validator:
     @torch.no_grad()
     def score(self, model: nn.Module) -> dict[str, Any]:
         """Mean PSNR-Y / SSIM-Y of ``model`` (an unwrapped module; left in the mode it was in)."""
-        from superres.metrics import mean_psnr
-
         was_training = model.training
         model.eval()
         psnrs, ssims, dists = [], [], []
