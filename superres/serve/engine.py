@@ -1,11 +1,13 @@
 """What a job does: decode the upload with ``superres.io``, upscale it with ``superres.inference``,
 write the result with ``superres.io`` in the upload's format, bit depth, channels and alpha.
 
-The models a client may choose are a fixed catalogue made when the server starts: the shipped models,
-model files named by the server's operator (``superres serve --model-file PATH``) and, with
-``--peers-dir DIR``, the peer models found there (:mod:`superres.peers`: 8-bit gray/RGB in and out,
-run on the whole image, so their memory is bounded by ``--max-pixels``, not by the tile). A client
-names a model; it never sends a path, and nothing it sends is joined to a path.
+The models a client may choose are a fixed catalogue made when the server starts, what
+``superres models --json`` lists as usable: the shipped models and the installed Real-ESRGAN peers
+(superres modules read from ncnn files, run tiled like ours); model files named by the server's
+operator (``superres serve --model-file PATH``); and, with ``--peers-dir DIR``, the OpenCV graphs and
+yjn870 FSRCNN weights found there (:mod:`superres.peers`: 8-bit gray/RGB in and out, run on the
+whole image, so their memory is bounded by ``--max-pixels``, not by the tile). A client names a
+model; it never sends a path, and nothing it sends is joined to a path.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from superres.serve.jobs import Job, JobError
 
 __all__ = ["Catalog", "Engine", "tile_count"]
 
-_PUBLIC_KEYS = ("name", "kind", "arch", "scale", "in_channels", "params", "scores", "psnr_y")
+_PUBLIC_KEYS = ("name", "kind", "arch", "scale", "in_channels", "params", "scores", "psnr_y", "license")
 
 
 def tile_count(height: int, width: int, tile: int) -> int:
@@ -41,9 +43,16 @@ class Catalog:
         self.device = resolve_device(device)
         self._paths: dict[str, str] = {}
         self._entries: dict[str, dict[str, Any]] = {}
+        self._peers: dict[str, tuple[Any, threading.Lock]] = {}
         for e in list_models():
             if e.get("shipped"):
                 self._entries[e["name"]] = {k: e.get(k) for k in _PUBLIC_KEYS}
+                self._paths[e["name"]] = e["name"]
+            elif e.get("kind") == "peer" and e.get("installed"):  # Real-ESRGAN: load_model(name) reads its ncnn files
+                self._entries[e["name"]] = {
+                    "name": e["name"], "kind": "peer", "arch": e.get("description"), "scale": e.get("scale"), "in_channels": 3,
+                    "params": e.get("params"), "scores": {}, "psnr_y": None, "license": e.get("license"),
+                }
                 self._paths[e["name"]] = e["name"]
         for f in model_files:
             path = Path(f)
@@ -60,21 +69,33 @@ class Catalog:
                 "psnr_y": _headline_psnr(scores),
             }
             self._paths[name] = str(path.resolve())
-        self._peers: dict[str, tuple[Any, threading.Lock]] = {}
         if peers_dir is not None:
-            from superres.peers import find_peers
-            from superres.scales import SCALES
-
-            for scale in SCALES:
-                for peer in find_peers(peers_dir, scale)[0]:
-                    name = f"peer-{peer.path.stem}"
-                    self._entries[name] = {
-                        "name": name, "kind": "peer", "arch": peer.name, "scale": peer.scale, "in_channels": 3,
-                        "params": peer.params, "scores": {}, "psnr_y": None,
-                    }
-                    self._peers[name] = (peer, threading.Lock())  # one call at a time: OpenCV nets are not re-entrant
+            self._add_peer_files(Path(peers_dir))
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def _add_peer_files(self, folder: Path) -> None:
+        """The OpenCV graphs and yjn870 FSRCNN weights in ``folder`` (what ``superres benchmark`` finds there;
+        not :func:`superres.peers.find_peers`, which would also load every Real-ESRGAN model up front)."""
+        from superres.peers import OPENCV_GRAPHS, opencv_available, opencv_peer, yjn870_peer
+        from superres.scales import SCALES
+
+        if not folder.is_dir():
+            raise SuperresError(f"--peers-dir {folder}: no such folder")
+        found = []
+        for scale in SCALES:
+            if opencv_available() is None:
+                found += [opencv_peer(g) for g in (folder / f"{stem}_x{scale}.pb" for stem in OPENCV_GRAPHS) if g.is_file()]
+            yjn = folder / f"yjn870-pr6_fsrcnn_x{scale}.pth"
+            if yjn.is_file():
+                found.append(yjn870_peer(yjn))
+        for peer in found:
+            name = f"peer-{peer.path.stem}"
+            self._entries[name] = {
+                "name": name, "kind": "peer", "arch": peer.name, "scale": peer.scale, "in_channels": 3,
+                "params": peer.params, "scores": {}, "psnr_y": None, "license": None, "whole_image": True,
+            }
+            self._peers[name] = (peer, threading.Lock())  # one call at a time: OpenCV nets are not re-entrant
 
     def peer(self, name: str) -> tuple[Any, threading.Lock] | None:
         return self._peers.get(name)

@@ -30,7 +30,7 @@
       tr.dataset.model = m.name;
       if (m.name === chosen) tr.className = "chosen";
       const best = state.defaults[String(scale)] === m.name ? " (best PSNR)" : "";
-      const kind = m.kind === "server-file" ? " [server file]" : m.kind === "peer" ? " [peer, 8-bit, whole image]" : "";
+      const kind = m.kind === "server-file" ? " [server file]" : m.kind === "peer" ? (m.whole_image ? " [peer, 8-bit, whole image]" : " [peer]") : "";
       for (const text of [m.name + best + kind, m.arch || "-", params(m), score(m, "Set5"), score(m, "Set14")]) {
         const td = document.createElement("td");
         td.textContent = text;
