@@ -5,6 +5,7 @@ Usage (from the repository root, ``../shared/data`` next to it)::
 
     python scripts/ship_model.py runs/lumanet_x4/model.safetensors lumanet-x4
     python scripts/ship_model.py runs/enhanced_x4_stage2/model.safetensors enhanced-x4 --sets Set5 Set14
+    python scripts/ship_model.py runs/enhanced_x4_perceptual_lite/model.safetensors enhanced-x4-perceptual --perceptual
 
 What the shipped file holds: the same weights (learned parameters stored as float16 unless
 ``--weights-dtype float32``), and the run's metadata (config, training data,
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the training folders the run's data was a copy of (recorded as metadata 'data')")
     parser.add_argument("--weights-dtype", choices=("float16", "float32"), default="float16",
                         help="how the learned weights are stored (default float16: half the size; scored as stored)")
+    parser.add_argument("--perceptual", nargs="?", const="effdist", default=None, metavar="METRIC",
+                        help="also record a perceptual distance in the scores (default metric: effdist)")
     parser.add_argument("--reship", action="store_true",
                         help="SOURCE is a shipped file: keep its training metadata, re-score, store at --weights-dtype")
     args = parser.parse_args(argv)
@@ -79,11 +82,21 @@ def main(argv: list[str] | None = None) -> int:
             staged = save_model(Path(tmp) / "staged.safetensors", model, arch=meta["arch"], args=model_args,
                                 weights_dtype=args.weights_dtype)
             scores = {}
+            metric = None
+            if args.perceptual is not None:
+                from superres.perceptual import build_perceptual
+
+                metric = build_perceptual(args.perceptual)
             for name in args.sets:
-                report = evaluate(str(staged), args.data_root / name, scale=scale)
+                report = evaluate(str(staged), args.data_root / name, scale=scale, perceptual=metric)
                 scores[name] = {"psnr_y": report["psnr_y"], "ssim_y": report["ssim_y"], "images": report["count"],
                                 "scale": scale, "measured_by": "superres.evaluate (superres eval)"}
-                print(f"{args.name}: {name} x{scale}: PSNR-Y {report['psnr_y']:.3f} dB / SSIM-Y {report['ssim_y']:.4f}")
+                line = f"{args.name}: {name} x{scale}: PSNR-Y {report['psnr_y']:.3f} dB / SSIM-Y {report['ssim_y']:.4f}"
+                if metric is not None:
+                    scores[name][args.perceptual] = report[args.perceptual]
+                    scores[name]["measured_by"] = f"superres.evaluate (superres eval --perceptual {args.perceptual})"
+                    line += f" / {args.perceptual} {report[args.perceptual]:.4f}"
+                print(line)
                 if model_args.get("int8"):
                     # Score the int8 engine too: PyTorch's integer pass should match it; the record shows it does.
                     onnx_report = evaluate(str(staged), args.data_root / name, scale=scale, backend="onnx")

@@ -526,6 +526,51 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+# --------------------------------------------------------------------------- compare
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from superres.compare import compare_images, parse_crop
+
+    compare_images(
+        args.inputs,
+        args.models,
+        Path(args.out),
+        lr_from_hr=args.lr_from_hr,
+        hr=args.hr,
+        crop=parse_crop(args.crop),
+        crop_side=args.crop_side,
+        perceptual=_perceptual_metric(args),
+        device=args.device,
+        tile=args.tile,
+    )
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="side-by-side sheets (PNG) of LR | each model | HR with zoomed crops and each panel's scores",
+        description=(
+            "For each image, write OUT/<name>_compare.png: whole views and zoomed crops of the LR, every "
+            "model's output and the HR (when given), each labelled with PSNR-Y / SSIM-Y (and --perceptual) "
+            "under the paper protocol; OUT/metrics.json holds the figures. --crop auto zooms where the "
+            "models differ most."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="LR images or folders (HR with --lr-from-hr)")
+    p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                   help="shipped names, model files or bicubic, all of one scale")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--lr-from-hr", action="store_true",
+                   help="the inputs are HR images: mod-crop, make the LR with MATLAB bicubic, score against them")
+    p.add_argument("--hr", default=None, metavar="PATH", help="HR reference of LR inputs: a file, or a folder of same-named files")
+    p.add_argument("--crop", default="auto", metavar="auto|x,y,w,h", help="zoomed window in output pixels (default auto)")
+    p.add_argument("--crop-side", type=_positive_int, default=96, metavar="N", help="side of the auto crop (default 96)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--tile", type=_non_negative_int, default=0, help="tile size in LR pixels (0: whole image)")
+    _add_perceptual_options(p)
+    p.set_defaults(func=_cmd_compare)
+
+
 _ADDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_eval,
     _add_data,
@@ -537,6 +582,7 @@ _ADDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_convert,
     _add_benchmark,
     _add_serve,
+    _add_compare,
 )
 
 

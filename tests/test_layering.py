@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("superres.export",),
     ("superres.inference",),
     ("superres.evaluate", "superres.peers"),
-    ("superres.benchmark",),
+    ("superres.benchmark", "superres.compare"),
     ("superres.training",),
     ("superres.demo", "superres.serve"),
     ("superres.cli", "superres.__main__", "superres"),

@@ -110,7 +110,8 @@ def _overrides(preset: Path, ws: dict[str, Path], run_of: Callable[[str], Path])
     ]
     out += [f"model.options.{k}={v}" for k, v in SMALL_OPTIONS[model].items()]
     for i, term in enumerate(raw["loss"]):
-        if term["type"] in ("perceptual", "style"):
+        # VGG19 gets the random file; EfficientNet-Lite0 reads the weights the [perceptual] extra ships
+        if term["type"] in ("perceptual", "style") and term.get("backbone", "vgg19") == "vgg19":
             out.append(f"loss.{i}.weights_path={ws['vgg']}")
     d = raw.get("discriminator")
     if d is not None:
