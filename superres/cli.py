@@ -64,12 +64,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.model,
         Path(args.data),
         scale=args.scale,
-        device=args.device,
+        device=_concrete_device(args.device, args.backend),
         tile=args.tile,
         backend=args.backend,
         perceptual=_perceptual_metric(args),
         lr=args.lr,
     )
+    _device_announcer(args)(_concrete_device(args.device, args.backend))
     if args.json:
         _print_json(report)
     else:
@@ -115,7 +116,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="benchmark folder, e.g. ../shared/data/Set5")
     p.add_argument("--scale", type=_scale, required=True, help="upscaling factor (2, 3, 4)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    p.add_argument("--device", default="cpu", help="torch device for models (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--device", default="auto", help="torch device for models: auto (CUDA, then MPS, then CPU; the default), cpu, cuda, cuda:1, mps")
     p.add_argument("--tile", type=_non_negative_int, default=0, help="tile size in LR pixels (0: whole image)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for models")
     _add_perceptual_options(p)
@@ -257,23 +258,110 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- upscale
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from superres.inference import upscale_files
+    from superres.outputs import OutputSize, rank_and_world, rank_device
+    from superres.video import is_video, upscale_videos, videos_in
 
-    written = upscale_files(
-        [Path(s) for s in args.inputs],
-        model=args.model,
-        out_dir=Path(args.out),
-        tile=args.tile,
-        tile_overlap=args.tile_overlap,
-        device=args.device,
-        half=args.half,
-        backend=args.backend,
-        progress=not args.quiet,
-        existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
-        max_memory=None if args.max_memory is None else int(args.max_memory * 2**20),
-    )
-    if not args.quiet:
-        print(f"wrote {len(written)} image(s) to {args.out}")
+    size = OutputSize(outscale=args.outscale, size=args.size, width=args.width)
+    announce = _device_announcer(args)
+    args.device = rank_device(args.device)  # torchrun: one GPU per rank
+    paths = [Path(s) for s in args.inputs]
+    # A folder's videos go to the video path (layout kept); a folder of videos only is not an image input.
+    videos = [p for p in paths if is_video(p) or (p.is_dir() and videos_in(p))]
+    images = [p for p in paths if not is_video(p) and not (p.is_dir() and videos_in(p) and not _has_images(p))]
+    common = dict(model=args.model, out_dir=Path(args.out), tile=args.tile, tile_overlap=args.tile_overlap,
+                  device=args.device, half=args.half, progress=not args.quiet and rank_and_world()[0] == 0,
+                  existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
+                  suffix=args.suffix, ext=args.ext, output_size=size, on_start=announce)
+    failures: list = []
+    written = []
+    if images:
+        backend = args.backend or ("onnx" if str(args.model or "").lower().endswith(".onnx") else "torch")
+        if backend == "onnx":
+            common["device"] = _concrete_device(args.device, backend)
+        written += upscale_files(
+            images,
+            backend=backend,
+            max_memory=None if args.max_memory is None else int(args.max_memory * 2**20),
+            failures=failures,
+            **common,
+        )
+    if videos:
+        written += upscale_videos(videos, codec=args.codec, crf=args.crf, failures=failures, **common)
+    return _upscale_summary(args, written, failures)
+
+
+def _has_images(folder: Path) -> bool:
+    from superres.io import list_images
+
+    try:
+        return bool(list_images([folder]))
+    except SuperresError:
+        return False
+
+
+def _device_announcer(args: argparse.Namespace) -> Callable[[str], None]:
+    """A callback printing the device a command runs on, once (stderr), when the work starts: only
+    when it was chosen with ``auto`` and the command is not ``--quiet``."""
+    printed: list[str] = []
+    auto = args.device == "auto"
+
+    def announce(device: str) -> None:
+        if auto and not getattr(args, "quiet", False) and not printed:
+            printed.append(device)
+            print(f"superres: device {device} (--device auto)", file=sys.stderr)
+
+    return announce
+
+
+def _concrete_device(device: str, backend: str | None) -> str:
+    """``auto`` made concrete (the CPU for the onnx backend, which runs on onnxruntime's CPU provider)."""
+    if device != "auto":
+        return device
+    if backend == "onnx":
+        return "cpu"
+    from superres.devices import resolve_device
+
+    return str(resolve_device("auto"))
+
+
+def _upscale_summary(args: argparse.Namespace, written: list, failures: list) -> int:
+    """Report failed files (one line each), then the totals; exit 2 when any file failed."""
+    from superres.outputs import rank_and_world
+
+    rank, world = rank_and_world()
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    if failures and not written and len(failures) == 1:
+        raise SuperresError(failures[0][1])  # one file, one error: the usual one line
+    for _, message in failures:
+        print(f"superres: error: {message}", file=sys.stderr)
+    if failures:
+        print(f"superres: {len(failures)} of {len(failures) + len(written)} file(s) failed and were skipped; "
+              f"{len(written)} written to {args.out}{where}", file=sys.stderr)
+        return 2
+    if not args.quiet or world > 1:
+        print(f"wrote {len(written)} file(s) to {args.out}{where}")
     return 0
+
+
+def _output_size_text(text: str) -> tuple[int, int]:
+    from superres.outputs import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _outscale(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 3.5, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > 16:
+        raise argparse.ArgumentTypeError(f"expected a number greater than 0 and at most 16, got {text!r}")
+    return value
 
 
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
@@ -283,19 +371,34 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
         description=(
             "Upscale image files or folders. Large images are processed in overlapping tiles blended "
             "together, so memory is bounded by the tile size. 16-bit in gives 16-bit out, gray gives gray, "
-            "alpha is kept (resized with bicubic)."
+            "alpha is kept (resized with bicubic). Folders keep their layout under --out; a file that fails "
+            "is reported and skipped (exit code 2 and a count at the end). Video files (.mp4, .mkv, .mov, "
+            ".webm, .avi; the [video] extra) keep their frame rate, timestamps and audio; animated GIF/WebP "
+            "their frame timing. Under torchrun the files (or a clip's frames) are split between the ranks."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or video files")
     p.add_argument("--model", default=None, help="shipped model name, model file, community weights (.pth: ESRGAN, "
                    "Real-ESRGAN, SRVGG) or Real-ESRGAN peer (realesrgan-x4plus ...) (default: best shipped x4 model)")
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
     p.add_argument("--tile", type=_non_negative_int, default=256, help="tile size in input pixels (0: no tiling; default 256)")
     p.add_argument("--tile-overlap", type=_non_negative_int, default=16, help="overlap between tiles in input pixels (default 16)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--device", default="auto", help="torch device: auto (CUDA, then MPS, then CPU; the default), cpu, cuda, cuda:1, mps")
     p.add_argument("--half", action="store_true", help="run the model in half precision (GPU)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None,
+                   help="inference backend (default: onnx for an .onnx --model, else torch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--outscale", type=_outscale, default=None, metavar="F",
+                      help="output size as a factor of the input (e.g. 3.5 or 1.5 with an x4 model): the model runs, "
+                           "then MATLAB bicubic (antialiased when going down) resizes to the requested size")
+    size.add_argument("--size", type=_output_size_text, default=None, metavar="WxH", help="exact output size, e.g. 1920x1080")
+    size.add_argument("--width", type=_positive_int, default=None, metavar="W", help="output width; the height keeps the aspect ratio")
+    p.add_argument("--suffix", default="", help="added to each output's name before the extension, e.g. _x4")
+    p.add_argument("--ext", choices=("auto", "png", "jpg", "webp", "tif"), default="auto",
+                   help="output format (default auto: the input's)")
+    p.add_argument("--codec", default=None, help="video encoder (default libx264; libvpx-vp9 for .webm)")
+    p.add_argument("--crf", type=_non_negative_int, default=None, help="video quality, lower is better (default 18)")
     p.add_argument("--max-memory", type=_positive_int, default=None, metavar="MB",
                    help="host memory one image may take (default: half the available memory); a larger result "
                         "is computed and written in strips of rows (.png/.tif), so memory stays bounded by the tile")
@@ -623,13 +726,25 @@ def _add_debug_everywhere(parser: argparse.ArgumentParser) -> None:
 REPORT_TO = "the superres issue tracker, with the command line and the --debug output"
 
 
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` came from, so a usage error shows that command's usage."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                if name in (getattr(args, "command", None), getattr(args, "data_command", None)):
+                    return _subparser(child, args)
+    return parser
+
+
 def _debug_requested(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get("SUPERRES_DEBUG", "") not in ("", "0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _subparser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         if getattr(args, "max_pixels", None) is not None:
             from superres.io import set_max_pixels

@@ -755,6 +755,11 @@ def upscale_files(
     progress: bool = True,
     existing: str = "error",
     max_memory: int | None = None,
+    suffix: str = "",
+    ext: str = "auto",
+    output_size: Any = None,
+    failures: list | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """``superres upscale``: upscale image files and folders into ``out_dir``; returns the paths written.
 
@@ -774,8 +779,17 @@ def upscale_files(
     every output path planned before the first image is processed; each file is written atomically,
     so an unreadable input (reported as ``SuperresError`` naming it) stops the run without leaving a
     half-written file.
+
+    ``suffix``/``ext`` rename the outputs and ``output_size`` (a :class:`superres.outputs.OutputSize`)
+    resizes each result after the model (:mod:`superres.outputs`); ICC profile, DPI and EXIF are
+    carried over (:mod:`superres.metadata`); animated GIF/WebP go through :mod:`superres.animation`.
+    With a ``failures`` list, a file that fails is appended to it as ``(source, message)`` and the
+    others go on. Under ``torchrun`` each rank takes its share of the planned files. ``on_start`` is
+    called with the device once everything is checked and the model is loaded.
     """
+    from superres import animation, outputs
     from superres.io import Image, read_raw, to_float, write_image
+    from superres.metadata import read_metadata
 
     if backend not in BACKENDS:
         raise SuperresError(f"--backend {backend}: unknown backend; use one of {', '.join(BACKENDS)}")
@@ -783,35 +797,51 @@ def upscale_files(
     _check_half(half, dev)
     if half and backend == "onnx":
         raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
-    pairs = _check_out_dir(Path(out_dir), _plan_outputs(inputs, Path(out_dir)), existing)
+    size = output_size if output_size is not None else outputs.OutputSize()
+    planned = outputs.rename_outputs(_plan_outputs(inputs, Path(out_dir)), suffix=suffix, ext=ext)
+    pairs = _check_out_dir(Path(out_dir), outputs.shard(planned), existing)
     net = load_for_backend(model if model is not None else default_model_name(), backend=backend, device=str(dev))
+    if on_start is not None:
+        on_start(str(_model_device(net, dev)))
 
     from tqdm import tqdm
 
     budget = memory_budget(max_memory)
     written: list[Path] = []
+    writer = outputs.BackgroundWriter(failures)
     bar = tqdm(pairs, desc="upscale", unit="image", disable=not progress, file=sys.stderr)
     for src, dst in bar:
-        try:
-            raw = read_raw(src)
-        except SuperresError:
-            raise
-        except Exception as exc:  # a decoder error deep in Pillow/tifffile: name the file
-            raise SuperresError(f"{src}: cannot read the image ({type(exc).__name__}: {exc})") from None
-        if _needs_strips(net, raw, src, dst, tile=tile, tile_overlap=tile_overlap, budget=budget):
+        with outputs.recorded(failures, src, writer):
+            if animation.is_animation(src):
+                frame_call = lambda image: upscale(net, image, tile=tile, tile_overlap=tile_overlap, device=dev, half=half)  # noqa: E731
+                animation.upscale_animation(frame_call, _model_scale_attr(net), src, dst, output_size=size)
+                written.append(dst)
+                continue
+            try:
+                raw = read_raw(src)
+            except SuperresError:
+                raise
+            except Exception as exc:  # a decoder error deep in Pillow/tifffile: name the file
+                raise SuperresError(f"{src}: cannot read the image ({type(exc).__name__}: {exc})") from None
+            if _needs_strips(net, raw, src, dst, tile=tile, tile_overlap=tile_overlap, budget=budget):
+                if not size.native:
+                    raise SuperresError(f"{src}: too large to upscale in one piece, and --outscale/--size/--width "
+                                        "need the whole result in memory; raise --max-memory")
+                writer.drain()  # a result too large for memory: nothing else held while it streams
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _upscale_in_strips(net, raw, dst, tile=tile, tile_overlap=tile_overlap, half=half)
+                written.append(dst)
+                continue
+            image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)
+            del raw
+            h, w = image.data.shape[:2]
+            many_tiles = (len(tile_grid(h, tile)) - 1) * (len(tile_grid(w, tile)) - 1) > _TILE_BAR_MIN_TILES
+            result = upscale(
+                net, image, tile=tile, tile_overlap=tile_overlap, device=dev, half=half, progress=progress and many_tiles
+            )
+            result = outputs.finish(result, size.target(h, w, _model_scale_attr(net), str(src)), ext)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            _upscale_in_strips(net, raw, dst, tile=tile, tile_overlap=tile_overlap, half=half)
-            written.append(dst)
-            continue
-        image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)
-        del raw
-        h, w = image.data.shape[:2]
-        many_tiles = (len(tile_grid(h, tile)) - 1) * (len(tile_grid(w, tile)) - 1) > _TILE_BAR_MIN_TILES
-        result = upscale(
-            net, image, tile=tile, tile_overlap=tile_overlap, device=dev, half=half, progress=progress and many_tiles
-        )
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        write_image(dst, result)
-        written.append(dst)
+            writer.submit(src, dst, write_image, dst, result, metadata=read_metadata(src))
+    written += writer.close()
     bar.close()
     return written

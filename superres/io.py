@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: Suffixes that :func:`list_images` collects and :func:`write_image` can write.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 _MAXVAL = {8: 255, 16: 65535}
 
@@ -619,31 +619,34 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-_WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+_WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+                  ".webp": "WEBP"}
 
 
-def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95) -> None:
+def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95, metadata: dict | None = None) -> None:
     """Write ``image`` to ``path`` in the format its suffix names, atomically.
 
     Keeps what the file format can keep and refuses what it cannot, rather than silently losing it:
     bit depth (16-bit -> 16-bit PNG/TIFF; JPEG/BMP hold only 8 bit), channels (PNG holds gray or
     RGB, any number of bands goes to TIFF), alpha (PNG/TIFF; not JPEG/BMP). JPEG is written at
-    ``jpeg_quality`` with 4:4:4 chroma, since SR outputs are about fine detail.
+    ``jpeg_quality`` with 4:4:4 chroma, since SR outputs are about fine detail; WebP (8-bit RGB or
+    RGBA; gray is stored as RGB) at the same quality. ``metadata`` (:func:`superres.metadata.read_metadata`
+    of the source) is written where the format holds it: ICC profile, DPI, EXIF.
     """
     path = Path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise SuperresError(
-            f"{path}: unsupported output format {path.suffix or '(no suffix)'!r}; use .png, .jpg, .bmp or .tif"
+            f"{path}: unsupported output format {path.suffix or '(no suffix)'!r}; use .png, .jpg, .webp, .bmp or .tif"
         )
     channels, depth, has_alpha = image.channels, image.bit_depth, image.alpha is not None
-    if fmt in ("JPEG", "BMP"):
+    if fmt in ("JPEG", "BMP", "WEBP"):
         if depth != 8:
             raise SuperresError(
                 f"{path}: {fmt} holds only 8-bit images and this one is {depth}-bit; "
                 "write it as .png or .tif to keep the bit depth"
             )
-        if has_alpha:
+        if has_alpha and fmt != "WEBP":
             raise SuperresError(f"{path}: {fmt} cannot hold the alpha channel; write it as .png or .tif")
         if channels not in (1, 3):
             raise SuperresError(f"{path}: {fmt} holds gray or RGB and this image has {channels} bands; write it as .tif")
@@ -659,22 +662,26 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
     try:
         with atomic_write(path) as tmp:
             if fmt == "TIFF":
-                _write_tiff(tmp, samples, channels, has_alpha)
+                _write_tiff(tmp, samples, channels, has_alpha, metadata)
             elif fmt == "PNG" and depth == 16:
                 _write_png16(tmp, samples, channels, has_alpha)
             else:
-                _write_pillow(tmp, samples, fmt, jpeg_quality)
+                _write_pillow(tmp, samples, fmt, jpeg_quality, metadata)
     except OSError as exc:
         raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
 
 
-def _write_pillow(tmp: Path, samples: np.ndarray, fmt: str, jpeg_quality: int) -> None:
+def _write_pillow(tmp: Path, samples: np.ndarray, fmt: str, jpeg_quality: int, metadata: dict | None = None) -> None:
     from PIL import Image as PILImage
+
+    from superres.metadata import pillow_options
 
     array = samples[:, :, 0] if samples.shape[2] == 1 else samples  # L, LA, RGB, RGBA inferred from shape
     im = PILImage.fromarray(np.ascontiguousarray(array))
-    options = {"quality": int(jpeg_quality), "subsampling": 0} if fmt == "JPEG" else {}
-    im.save(tmp, format=fmt, **options)
+    options: dict = {"quality": int(jpeg_quality), "subsampling": 0} if fmt == "JPEG" else {}
+    if fmt == "WEBP":
+        options = {"quality": int(jpeg_quality), "method": 4}
+    im.save(tmp, format=fmt, **options, **pillow_options(fmt, metadata))
 
 
 def _write_png16(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool) -> None:
@@ -688,8 +695,10 @@ def _write_png16(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool)
         writer.write_packed(handle, (row.tobytes() for row in packed))
 
 
-def _write_tiff(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool) -> None:
+def _write_tiff(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool, metadata: dict | None = None) -> None:
     import tifffile
+
+    from superres.metadata import tiff_options
 
     total = samples.shape[2]
     photometric = "rgb" if channels == 3 else "minisblack"
@@ -703,7 +712,8 @@ def _write_tiff(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool) 
         if extra:
             options["extrasamples"] = extra
     data = samples[:, :, 0] if total == 1 else samples
-    tifffile.imwrite(tmp, data, photometric=photometric, compression="zlib", metadata=None, **options)
+    tifffile.imwrite(tmp, data, photometric=photometric, compression="zlib", metadata=None, **options,
+                     **tiff_options(metadata))
 
 
 #: Output formats :func:`write_image_rows` can write band by band.

@@ -387,8 +387,10 @@ def test_what_a_format_cannot_hold_is_refused(tmp_path: Path) -> None:
     rgba = Image.from_array(random_samples((4, 4, 3), 8), random_samples((4, 4, 1), 8))
     with pytest.raises(SuperresError, match=r"a\.jpg: JPEG cannot hold the alpha"):
         write_image(tmp_path / "a.jpg", rgba)
-    with pytest.raises(SuperresError, match=r"x\.webp: unsupported output format '\.webp'"):
-        write_image(tmp_path / "x.webp", rgba)
+    with pytest.raises(SuperresError, match=r"x\.heic: unsupported output format '\.heic'"):
+        write_image(tmp_path / "x.heic", rgba)
+    with pytest.raises(SuperresError, match=r"d\.webp: WEBP holds only 8-bit"):
+        write_image(tmp_path / "d.webp", Image.from_array(random_samples((4, 4, 3), 16)))
     assert list(tmp_path.iterdir()) == []
 
 

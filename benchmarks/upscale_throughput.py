@@ -1,0 +1,172 @@
+"""Throughput of `superres upscale` against a naive loop over files with the same model, on the CPU.
+
+Usage (from the repository root)::
+
+    python benchmarks/upscale_throughput.py --threads 2 --images 6 --frames 50
+
+Two jobs, each run by both methods in the same process, alternating, ``--repeats`` times (the
+fastest pass of each method is kept: on a shared machine other processes only ever add time):
+
+* **photos**: ``--images`` 1 MP (1000 x 1000) PNG photos (crops and flips of scikit-image's
+  astronaut and coffee), upscaled x4 by ``--model`` (default ``lumanet-x4``) into PNGs.
+  *naive*: for each file ``read_image`` -> ``superres.upscale`` -> ``write_image``, one after the
+  other. *superres*: :func:`superres.inference.upscale_files` (the result of one image is encoded
+  by a background thread while the next runs). Reported as images/s.
+* **video**: a 720p (1280 x 720) H.264 clip of ``--frames`` frames at 25 fps, upscaled by a tiny
+  RGB x2 network (``enhanced``, 8 channels, one block; random weights: speed does not depend on
+  them) to 2560 x 1440 H.264 (``--crf 23``). *naive*: decode a frame, ``superres.upscale`` it,
+  encode it, in one thread. *superres*: :func:`superres.video.upscale_video` (batches of frames,
+  encoding in a worker thread). Reported as frames/s.
+
+Prints a Markdown table with the CPU (``superres.devices.cpu_name``), the thread count and the load
+average before and after, for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_photos(folder: Path, count: int) -> list[Path]:
+    from skimage import data
+    from skimage.transform import resize
+
+    from superres.io import Image, write_image
+
+    sources = [resize(data.astronaut(), (1000, 1000)), resize(data.coffee(), (1000, 1000))]
+    paths = []
+    for k in range(count):
+        img = sources[k % 2]
+        if k // 2 % 2:
+            img = img[:, ::-1]
+        if k // 4 % 2:
+            img = img[::-1]
+        path = folder / f"photo{k:02d}.png"
+        write_image(path, Image(np.ascontiguousarray(img, dtype=np.float32), None, 8))
+        paths.append(path)
+    return paths
+
+
+def make_clip(path: Path, frames: int) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 1280, 720, "yuv420p"
+        yy, xx = np.mgrid[0:720, 0:1280]
+        for k in range(frames):
+            rgb = np.stack([(xx + 4 * k) % 256, (yy + 2 * k) % 256, (xx // 5 + yy // 7 + k) % 256], -1)
+            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
+            frame.pts = k
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+
+
+def naive_photos(net, paths: list[Path], out: Path) -> None:
+    from superres import upscale
+    from superres.io import read_image, write_image
+
+    for path in paths:
+        write_image(out / path.name, upscale(net, read_image(path), tile=256))
+
+
+def ours_photos(model: str, paths: list[Path], out: Path) -> None:
+    from superres.inference import upscale_files
+
+    upscale_files([paths[0].parent], model=model, out_dir=out, tile=256, device="cpu", progress=False,
+                  existing="overwrite")
+
+
+def naive_video(net, src: Path, dst: Path, crf: int) -> None:
+    import av
+
+    from superres import upscale
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vs = inp.streams.video[0]
+        ovs = out.add_stream("libx264", rate=vs.average_rate)
+        ovs.width, ovs.height, ovs.pix_fmt = 2560, 1440, "yuv420p"
+        ovs.options = {"crf": str(crf)}
+        for frame in inp.decode(vs):
+            rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255
+            sr = np.round(upscale(net, rgb, tile=0) * 255).astype(np.uint8)
+            new = av.VideoFrame.from_ndarray(sr, format="rgb24")
+            for packet in ovs.encode(new):
+                out.mux(packet)
+        for packet in ovs.encode():
+            out.mux(packet)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", default="lumanet-x4")
+    args = parser.parse_args()
+
+    import torch
+
+    from superres.devices import cpu_name
+    from superres.inference import load_for_backend
+    from superres.models import build
+    from superres.modelfile import save_model
+    from superres.video import upscale_video
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "photos").mkdir()
+        paths = make_photos(tmp / "photos", args.images)
+        net = load_for_backend(args.model)
+        best = {"naive": float("inf"), "superres": float("inf")}
+        for _ in range(args.repeats):
+            for name in ("naive", "superres"):
+                out = tmp / f"out_{name}"
+                out.mkdir(exist_ok=True)
+                t = time.perf_counter()
+                naive_photos(net, paths, out) if name == "naive" else ours_photos(args.model, paths, out)
+                best[name] = min(best[name], time.perf_counter() - t)
+        rows.append((f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model})", "images/s",
+                     args.images / best["naive"], args.images / best["superres"]))
+
+        clip = tmp / "clip.mp4"
+        make_clip(clip, args.frames)
+        torch.manual_seed(0)
+        model_file = save_model(tmp / "tiny.safetensors", build("enhanced", scale=2, channels=8, blocks=1),
+                                arch="enhanced", args={"channels": 8, "blocks": 1})
+        tiny = load_for_backend(str(model_file))
+        best = {"naive": float("inf"), "superres": float("inf")}
+        for _ in range(args.repeats):
+            for name in ("naive", "superres"):
+                dst = tmp / f"{name}.mp4"
+                t = time.perf_counter()
+                if name == "naive":
+                    naive_video(tiny, clip, dst, 23)
+                else:
+                    upscale_video(tiny, clip, dst, tile=0, crf=23, progress=False)
+                best[name] = min(best[name], time.perf_counter() - t)
+        rows.append((f"{args.frames} frames 1280x720 H.264 -> x2 H.264 (tiny enhanced)", "frames/s",
+                     args.frames / best["naive"], args.frames / best["superres"]))
+    load_after = os.getloadavg()
+    print(f"CPU: {cpu_name()}; torch threads: {args.threads}; load average (1 min) {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after; fastest of {args.repeats} interleaved passes\n")
+    print("| job | unit | naive loop | superres upscale | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for job, unit, naive, ours in rows:
+        print(f"| {job} | {unit} | {naive:.3f} | {ours:.3f} | {ours / naive:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

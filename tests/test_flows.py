@@ -1,0 +1,333 @@
+"""`superres upscale` the way people work (issue 18): any output scale, folders kept whole with
+--suffix/--ext/--skip-existing, a failing file skipped and counted, WebP, ICC/DPI/EXIF carried over,
+.onnx recognised, --device auto, animations, torchrun sharding. Video is in tests/test_video.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from superres.cli import main
+from superres.io import Image, read_raw, write_image
+from superres.models import build
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """A tiny 3-channel x2 model (untrained: the tests are about files, not quality)."""
+    from superres.modelfile import save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    return save_model(folder / "rgb_x2.safetensors", build("enhanced", scale=2, channels=8, num_blocks=1),
+                      arch="enhanced", args={"channels": 8, "num_blocks": 1})
+
+
+def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.random((h, w, 3)).astype(np.float32)
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- 2: any output scale
+def test_outscale_size_and_width_give_the_requested_size(tmp_path, capsys, model_file):
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(20, 16), None, 8))
+    base = ["upscale", str(src), "--model", str(model_file), "--quiet", "--device", "cpu"]
+    for extra, shape in [(["--outscale", "3.5"], (70, 56)), (["--outscale", "1.5"], (30, 24)),
+                         (["--outscale", "0.5"], (10, 8)), (["--size", "33x41"], (41, 33)),
+                         (["--width", "40"], (50, 40)), ([], (40, 32))]:
+        out = tmp_path / ("out" + "_".join(extra).replace(".", "p"))
+        code, _, err = _run(capsys, base + ["--out", str(out)] + extra)
+        assert code == 0, err
+        assert read_raw(out / "a.png").pixels.shape == shape + (3,), extra
+
+
+def test_outscale_matches_the_model_then_imresize(tmp_path, model_file):
+    from superres.inference import upscale
+    from superres.resize import imresize
+
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(20, 16), None, 8))
+    assert main(["upscale", str(src), "--model", str(model_file), "--quiet", "--device", "cpu",
+                 "--out", str(tmp_path / "o"), "--outscale", "3"]) == 0
+    native = upscale(str(model_file), read_raw(src).pixels.astype(np.float32) / 255, tile=256)
+    x = torch.from_numpy(native.transpose(2, 0, 1).copy())
+    expected = np.round(np.clip(imresize(x, size=(60, 48)).permute(1, 2, 0).numpy(), 0, 1) * 255)
+    got = read_raw(tmp_path / "o" / "a.png").pixels.astype(np.float64)
+    assert np.abs(got - expected).max() <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--outscale", "0"], "--outscale"), (["--outscale", "-2"], "--outscale"), (["--outscale", "nan"], "--outscale"),
+    (["--outscale", "100"], "--outscale"), (["--size", "10"], "--size"), (["--size", "0x5"], "--size"),
+    (["--width", "-3"], "--width"), (["--outscale", "2", "--width", "30"], "not allowed with"),
+    (["--bogus"], "unrecognized arguments: --bogus"), (["--ext", "gif"], "--ext"),
+])
+def test_nonsense_values_are_usage_errors_of_the_subcommand(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["upscale", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")] + argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: superres upscale "), err
+    assert message in err
+
+
+# --------------------------------------------------------------------------- 3: folders
+def _folder(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(_rgb(12, 10, 1), None, 8))
+    write_image(src / "sub" / "b.jpg", Image(_rgb(8, 14, 2), None, 8))
+    write_image(src / "sub" / "deeper" / "c.tif", Image(_rgb(9, 9, 3), None, 16))
+    return src
+
+
+def test_folder_structure_suffix_ext_and_skip_existing(tmp_path, capsys, model_file):
+    src = _folder(tmp_path)
+    out = tmp_path / "out"
+    argv = ["upscale", str(src), "--model", str(model_file), "--out", str(out), "--device", "cpu", "--suffix", "_x2"]
+    code, stdout, err = _run(capsys, argv)
+    assert code == 0, err
+    assert "wrote 3 file(s)" in stdout
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "a_x2.png", "sub/b_x2.jpg", "sub/deeper/c_x2.tif"]
+    assert read_raw(out / "sub" / "deeper" / "c_x2.tif").bit_depth == 16
+    # one progress bar over all files, with a rate and an ETA
+    assert "upscale: 100%" in err and "3/3" in err and "image/s" in err
+    # --ext: every output in one format
+    code, _, err = _run(capsys, argv[:-2] + ["--ext", "webp", "--quiet"])
+    assert code == 0, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.webp")) == [
+        "a.webp", "sub/b.webp", "sub/deeper/c.webp"]
+    # --skip-existing: a re-run after an interruption does only the missing ones
+    (out / "sub" / "b_x2.jpg").unlink()
+    before = (out / "a_x2.png").stat().st_mtime_ns
+    code, stdout, err = _run(capsys, argv + ["--skip-existing"])
+    assert code == 0 and "wrote 1 file(s)" in stdout, err
+    assert (out / "sub" / "b_x2.jpg").exists() and (out / "a_x2.png").stat().st_mtime_ns == before
+
+
+def test_ext_collision_is_refused_before_any_work(tmp_path, capsys, model_file):
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(_rgb(8, 8), None, 8))
+    write_image(src / "a.jpg", Image(_rgb(8, 8), None, 8))
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(tmp_path / "o"),
+                                 "--ext", "png", "--quiet", "--device", "cpu"])
+    assert code == 2 and "would both be written to" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failing_file_is_reported_skipped_and_counted(tmp_path, capsys, model_file):
+    src = _folder(tmp_path)
+    (src / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
+                                      "--quiet", "--device", "cpu"])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert any("broken.png" in line and line.startswith("superres: error:") for line in lines), err
+    assert lines[-1].startswith("superres: 1 of 4 file(s) failed and were skipped; 3 written"), err
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.png", "b.jpg", "c.tif"]
+
+
+# --------------------------------------------------------------------------- 4: formats and metadata
+def test_webp_in_a_folder_is_upscaled_and_written(tmp_path, capsys, model_file):
+    from PIL import Image as PILImage
+
+    src = tmp_path / "in"
+    src.mkdir()
+    PILImage.fromarray((_rgb(10, 12) * 255).astype(np.uint8)).save(src / "p.webp", lossless=True)
+    rgba = (np.random.default_rng(0).random((10, 12, 4)) * 255).astype(np.uint8)
+    PILImage.fromarray(rgba).save(src / "q.webp", lossless=True)
+    code, stdout, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out",
+                                      str(tmp_path / "o"), "--device", "cpu", "--quiet"])
+    assert code == 0, err
+    p, q = read_raw(tmp_path / "o" / "p.webp"), read_raw(tmp_path / "o" / "q.webp")
+    assert p.pixels.shape == (20, 24, 3) and p.alpha is None
+    assert q.pixels.shape == (20, 24, 3) and q.alpha is not None
+
+
+def test_icc_dpi_and_exif_are_carried_with_orientation_reset(tmp_path, capsys, model_file):
+    from PIL import Image as PILImage
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = (_rgb(10, 16) * 255).astype(np.uint8)
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif[0x010F] = "superres-test-camera"  # Make
+    src = tmp_path / "in"
+    src.mkdir()
+    PILImage.fromarray(pixels).save(src / "photo.jpg", quality=95, icc_profile=icc, dpi=(300, 300), exif=exif)
+    PILImage.fromarray(pixels).save(src / "photo2.png", icc_profile=icc, dpi=(72, 72), exif=exif)
+    PILImage.fromarray(pixels).save(src / "photo3.tif", icc_profile=icc, dpi=(150, 150))
+    out = tmp_path / "o"
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
+                                 "--device", "cpu", "--quiet"])
+    assert code == 0, err
+    for name, dpi, has_exif in [("photo.jpg", 300, True), ("photo2.png", 72, True), ("photo3.tif", 150, False)]:
+        with PILImage.open(out / name) as im:
+            # EXIF orientation 6 applied: 16 x 10 stored is 10 x 16 upright, 20 x 32 at x2
+            assert im.size == ((20, 32) if has_exif else (32, 20)), name
+            assert im.info.get("icc_profile") == icc, name
+            assert round(float(im.info["dpi"][0])) == dpi, name
+            if has_exif:
+                got = im.getexif()
+                assert got.get(0x0112) == 1 and got.get(0x010F) == "superres-test-camera", name
+    # --ext webp keeps the profile and the EXIF
+    code, _, err = _run(capsys, ["upscale", str(src / "photo.jpg"), "--model", str(model_file), "--out", str(out),
+                                 "--device", "cpu", "--quiet", "--ext", "webp"])
+    assert code == 0, err
+    with PILImage.open(out / "photo.webp") as im:
+        assert im.info.get("icc_profile") == icc and im.getexif().get(0x0112) == 1
+
+
+def test_onnx_model_file_is_recognised_without_backend(tmp_path, capsys, model_file):
+    pytest.importorskip("onnxruntime")
+    from superres.export import export_onnx
+
+    onnx_file = tmp_path / "m.onnx"
+    export_onnx(str(model_file), onnx_file)
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(12, 10), None, 8))
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(onnx_file), "--out", str(tmp_path / "o")])
+    assert code == 0, err
+    assert "superres: device cpu (--device auto)" in err
+    assert read_raw(tmp_path / "o" / "a.png").pixels.shape == (24, 20, 3)
+
+
+# --------------------------------------------------------------------------- 1: devices
+def test_device_auto_is_the_default_and_printed_once(tmp_path, capsys, model_file):
+    from superres.devices import auto_device
+
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(8, 8), None, 8))
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(tmp_path / "o")])
+    assert code == 0, err
+    assert err.count("(--device auto)") == 1
+    assert f"superres: device {auto_device()} (--device auto)" in err
+
+
+def test_half_on_a_machine_without_cuda_is_a_clear_error(tmp_path, capsys, model_file, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(8, 8), None, 8))
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(tmp_path / "o"),
+                                 "--half"])
+    assert code == 2 and "--half: half precision needs a CUDA device" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_half_on_the_auto_device_matches_fp32(tmp_path, capsys, model_file):
+    src = tmp_path / "a.png"
+    write_image(src, Image(_rgb(64, 48), None, 16))
+    for name, extra in [("fp32", []), ("half", ["--half"])]:
+        code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(tmp_path / name)]
+                            + extra)
+        assert code == 0 and "superres: device cuda" in err, err
+    fp32 = read_raw(tmp_path / "fp32" / "a.png").pixels.astype(np.float64) / 65535
+    half = read_raw(tmp_path / "half" / "a.png").pixels.astype(np.float64) / 65535
+    assert np.abs(fp32 - half).max() < 5e-3
+
+
+# --------------------------------------------------------------------------- 5: animations
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_animation_keeps_frame_timing_and_loop(tmp_path, capsys, model_file, suffix):
+    from PIL import Image as PILImage
+    from PIL import ImageSequence
+
+    rng = np.random.default_rng(0)
+    frames = [PILImage.fromarray((rng.random((12, 10, 3)) * 255).astype(np.uint8)) for _ in range(4)]
+    durations = [40, 80, 120, 200]
+    src = tmp_path / f"anim{suffix}"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=durations, loop=3)
+    out = tmp_path / "o"
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
+                                 "--device", "cpu", "--quiet", "--outscale", "1.5"])
+    assert code == 0, err
+    with PILImage.open(out / src.name) as im:
+        assert im.n_frames == 4 and im.size == (15, 18) and im.info.get("loop") == 3
+        assert [(f.load(), f.info["duration"])[1] for f in ImageSequence.Iterator(im)] == durations
+
+
+# --------------------------------------------------------------------------- 6: torchrun
+@pytest.mark.slow
+def test_torchrun_splits_the_files_between_ranks(tmp_path, model_file):
+    src = tmp_path / "in"
+    names = []
+    for k in range(7):
+        sub = src / ("s%d" % (k % 3))
+        write_image(sub / f"img{k}.png", Image(_rgb(8, 6, k), None, 8))
+        names.append(f"s{k % 3}/img{k}.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "superres.cli", "upscale", str(src), "--out", str(out), "--model", str(model_file), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "wrote 4 file(s)" in proc.stdout and "(rank 0 of 2)" in proc.stdout
+    assert "wrote 3 file(s)" in proc.stdout and "(rank 1 of 2)" in proc.stdout
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == sorted(names)
+
+
+def test_shard_is_disjoint_and_complete():
+    from superres.outputs import shard
+
+    items = list(range(23))
+    for world in (1, 2, 3, 8, 30):
+        parts = [shard(items, r, world) for r in range(world)]
+        assert sorted(sum(parts, [])) == items
+
+
+def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch):
+    from superres.outputs import rank_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert rank_device("auto") == rank_device("cuda") == "cuda:1"
+    assert rank_device("cpu") == "cpu" and rank_device("cuda:0") == "cuda:0"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert rank_device("auto") == "auto"
+
+
+def test_a_write_that_fails_in_the_background_is_counted(tmp_path, capsys, model_file):
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(_rgb(8, 8), np.ones((8, 8, 1), np.float32) * 0.5, 8))  # alpha: not in JPEG
+    write_image(src / "b.png", Image(_rgb(8, 8, 1), None, 8))
+    write_image(src / "c.png", Image(_rgb(8, 8, 2), None, 8))
+    out = tmp_path / "o"
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
+                                 "--quiet", "--device", "cpu", "--ext", "jpg"])
+    assert code == 2
+    assert "JPEG cannot hold the alpha channel" in err and "1 of 3 file(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg", "c.jpg"]  # no temporary file left
+
+
+def test_eval_runs_on_the_auto_device_by_default(tmp_path, capsys, model_file):
+    import json
+
+    from superres.devices import auto_device
+
+    for k in range(2):
+        write_image(tmp_path / "set" / "HR" / f"img{k}.png", Image(_rgb(24, 20, k), None, 8))
+    code, out, err = _run(capsys, ["eval", "--model", str(model_file), "--data", str(tmp_path / "set"),
+                                   "--scale", "2", "--json"])
+    assert code == 0, err
+    assert json.loads(out)  # stdout stays one JSON object
+    assert err.count("(--device auto)") == 1 and f"superres: device {auto_device()}" in err

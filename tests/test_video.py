@@ -1,0 +1,204 @@
+"""`superres upscale CLIP.mp4` (issue 18, point 5): a 10-second 360p clip with AAC audio, written
+here with PyAV, comes out at the requested scale with the same duration, frame count, frame
+timestamps and audio."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+
+from superres.cli import main  # noqa: E402
+from superres.models import build  # noqa: E402
+
+FPS = 25
+SECONDS = 10
+RATE = 44100
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    from superres.modelfile import save_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    # the smallest useful network: the test is about frames, timestamps and audio, not quality
+    return save_model(folder / "rgb_x2.safetensors", build("enhanced", scale=2, channels=4, blocks=0),
+                      arch="enhanced", args={"channels": 4, "blocks": 0})
+
+
+def write_clip(path: Path, width: int = 640, height: int = 360, seconds: int = SECONDS, audio: bool = True) -> None:
+    """A moving gradient at 25 fps (H.264) with a 440 Hz stereo tone (AAC)."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"preset": "ultrafast"}
+        astream = out.add_stream("aac", rate=RATE, layout="stereo") if audio else None
+        yy, xx = np.mgrid[0:height, 0:width]
+        for k in range(FPS * seconds):
+            rgb = np.stack([(xx + 4 * k) % 256, (yy + 2 * k) % 256, np.full_like(xx, (3 * k) % 256)], -1)
+            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
+            frame.pts = k
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        if astream is not None:
+            chunk = 1024
+            t = np.arange(RATE * seconds) / RATE
+            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            for start in range(0, tone.size, chunk):
+                part = np.stack([tone[start:start + chunk]] * 2)
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = RATE, start
+                for packet in astream.encode(frame):
+                    out.mux(packet)
+            for packet in astream.encode():
+                out.mux(packet)
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as container:
+        vs = container.streams.video[0]
+        size, rate = (vs.codec_context.width, vs.codec_context.height), vs.average_rate
+        pts = [frame.pts * frame.time_base for frame in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        audio = [s for s in container.streams.audio]
+        samples = sum(f.samples for f in container.decode(audio=0)) if audio else 0
+        return {
+            "size": size, "frames": len(pts), "pts": pts,
+            "duration": float(container.duration / av.time_base), "rate": rate,
+            "audio": [(a.codec_context.name, a.sample_rate, a.channels) for a in audio], "samples": samples,
+        }
+
+
+@pytest.mark.slow
+def test_ten_second_360p_clip_with_audio_keeps_duration_frames_and_audio(tmp_path, capsys, model_file):
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip)
+    src = probe(clip)
+    assert src["frames"] == FPS * SECONDS and src["size"] == (640, 360) and src["audio"]
+    out = tmp_path / "out"
+    code = main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--device", "cpu",
+                 "--outscale", "2", "--tile", "0", "--crf", "28"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "frame/s" in err or "s/frame" in err  # the progress bar counts frames
+    got = probe(out / "clip.mp4")
+    assert got["size"] == (1280, 720)
+    assert got["frames"] == src["frames"]
+    assert got["pts"] == src["pts"]  # every frame keeps its timestamp
+    assert got["rate"] == src["rate"] == Fraction(FPS)
+    assert abs(got["duration"] - src["duration"]) < 1.5 / FPS
+    assert got["audio"] == src["audio"] == [("aac", RATE, 2)]
+    assert got["samples"] == src["samples"]  # copied packet by packet, not re-encoded
+
+
+def test_video_options_and_failures(tmp_path, capsys, model_file):
+    clip = tmp_path / "short.mp4"
+    write_clip(clip, 64, 48, seconds=1, audio=False)
+    out = tmp_path / "out"
+    code = main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--device", "cpu",
+                 "--quiet", "--codec", "no-such-codec"])
+    assert code == 2 and "--codec no-such-codec" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+    code = main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--device", "cpu",
+                 "--quiet", "--suffix", "_x2", "--crf", "30", "--outscale", "1.5"])
+    assert code == 0, capsys.readouterr().err
+    got = probe(out / "short_x2.mp4")
+    assert got["size"] == (96, 72) and got["frames"] == FPS and got["audio"] == []
+    # an existing output stops the run; --skip-existing leaves it
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet",
+                 "--suffix", "_x2"]) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet",
+                 "--suffix", "_x2", "--skip-existing"]) == 0
+    # a broken video is one line naming it
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    code = main(["upscale", str(bad), "--model", str(model_file), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bad.mp4" in err[0]
+    assert not (out / "bad.mp4").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_splits_one_clip_by_frame_ranges(tmp_path, model_file):
+    """Two ranks (gloo, CPU) share one clip: each upscales half of the frames into a part, rank 0
+    joins them with the audio; every source frame is in the result exactly once, in order."""
+    import os
+    import subprocess
+    import sys
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, 160, 90, seconds=2)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "superres.cli", "upscale", str(clip), "--out", str(out), "--model", str(model_file),
+           "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "wrote 1 file(s)" in proc.stdout and "(rank 0 of 2)" in proc.stdout
+    assert "wrote 0 file(s)" in proc.stdout and "(rank 1 of 2)" in proc.stdout
+    src, got = probe(clip), probe(out / "clip.mp4")
+    assert got["size"] == (320, 180)
+    assert got["frames"] == src["frames"] == 2 * FPS and got["pts"] == src["pts"]
+    assert got["audio"] == src["audio"] and got["samples"] == src["samples"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]  # the parts are gone
+    # the frames are the single-process result's (the same model on every frame)
+    single = tmp_path / "single"
+    assert main(["upscale", str(clip), "--out", str(single), "--model", str(model_file), "--device", "cpu",
+                 "--quiet"]) == 0
+    from superres.video import frames
+
+    a, b = list(frames(out / "clip.mp4")), list(frames(single / "clip.mp4"))
+    assert len(a) == len(b)
+    assert max(np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(a, b)) < 3
+
+
+def test_a_folder_of_images_and_clips_keeps_its_layout(tmp_path, capsys, model_file):
+    from superres.io import Image, read_raw, write_image
+
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(np.random.default_rng(0).random((8, 6, 3)).astype(np.float32), None, 8))
+    (src / "trip").mkdir()
+    write_clip(src / "trip" / "clip.mp4", 32, 24, seconds=1, audio=False)
+    (src / "only_clips").mkdir()
+    write_clip(src / "only_clips" / "b.mov", 32, 24, seconds=1, audio=False)
+    out = tmp_path / "out"
+    code = main(["upscale", str(src), str(src / "only_clips"), "--model", str(model_file), "--out", str(out),
+                 "--device", "cpu", "--quiet", "--skip-existing"])
+    assert code == 0, capsys.readouterr().err
+    assert read_raw(out / "a.png").pixels.shape == (16, 12, 3)
+    assert probe(out / "trip" / "clip.mp4")["size"] == (64, 48)
+    assert probe(out / "only_clips" / "b.mov")["frames"] == FPS
+    assert probe(out / "b.mov")["frames"] == FPS  # the folder given on its own: its videos at the top
+
+
+def test_an_interrupted_clip_leaves_no_partial_file(tmp_path, capsys, model_file, monkeypatch):
+    import superres.video as video
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, 32, 24, seconds=1)
+    real, calls = video._upscale_batch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video, "_upscale_batch", interrupted)
+    out = tmp_path / "out"
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet"]) == 130
+    assert not out.exists() or list(out.iterdir()) == []  # no clip, no hidden temporary file
+    monkeypatch.setattr(video, "_upscale_batch", real)
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet",
+                 "--skip-existing"]) == 0
+    assert probe(out / "clip.mp4")["frames"] == FPS
