@@ -120,7 +120,7 @@ def test_healthz_models_openapi_page(client):
     assert client.get("/docs").status_code == 404  # the interactive docs would load a CDN
 
 
-@pytest.mark.parametrize("kind", ["rgb8", "gray16", "rgba8", "jpeg", "tiff16"])
+@pytest.mark.parametrize("kind", ["rgb8", "gray16", "rgba8", "jpeg", "tiff16", "webp", "icc"])
 def test_result_matches_the_cli(client, tmp_path, kind):
     rgb = rgb8()
     if kind == "rgb8":
@@ -137,6 +137,18 @@ def test_result_matches_the_cli(client, tmp_path, kind):
 
         PILImage.fromarray(rgb).save(buf, "JPEG", quality=90)
         name, data = "photo.jpg", buf.getvalue()
+    elif kind in ("webp", "icc"):
+        from PIL import Image as PILImage, ImageCms
+
+        buf = io.BytesIO()
+        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        if kind == "webp":
+            PILImage.fromarray(rgb).save(buf, "WEBP", lossless=True)
+            name = "photo.webp"
+        else:  # the ICC profile and DPI are carried over as the CLI does
+            PILImage.fromarray(rgb).save(buf, "PNG", icc_profile=icc, dpi=(300, 300))
+            name = "profiled.png"
+        data = buf.getvalue()
     else:
         name, data = "scan.tif", png_bytes(rgb.astype(np.uint16) * 257, tmp_path, "x.tif")
     src = tmp_path / "cli-in" / name
@@ -167,6 +179,11 @@ def test_result_matches_the_cli(client, tmp_path, kind):
     info = done["result"]
     assert (info["bit_depth"], info["channels"], info["alpha"]) == (expected.bit_depth, expected.pixels.shape[2], expected.alpha is not None)
     assert result.headers["x-superres-bit-depth"] == str(expected.bit_depth)
+    from superres.metadata import read_metadata
+
+    assert read_metadata(got_path) == read_metadata(tmp_path / "cli-out" / name)
+    if kind == "icc":
+        assert read_metadata(got_path)["icc_profile"] == icc
 
 
 def test_defaults_and_scale_choice(client, tmp_path):

@@ -24,7 +24,7 @@ from superres.serve.limits import FORMAT_SUFFIX, UploadRefused, check_upload
 __all__ = ["ServeConfig", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
-_MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+_MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff", ".webp": "image/webp"}
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _UPLOAD_SLACK = 64 * 1024  # the multipart envelope and the option fields around the image
 
@@ -272,7 +272,7 @@ def create_app(config: ServeConfig | None = None, *, catalog: Catalog | None = N
                 "type": "object",
                 "required": ["image"],
                 "properties": {
-                    "image": {"type": "string", "format": "binary", "description": "PNG, JPEG, BMP or TIFF; 8/16-bit, gray/RGB, alpha kept"},
+                    "image": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP or TIFF; 8/16-bit, gray/RGB, alpha kept"},
                     "model": {"type": "string", "description": "a name from GET /v1/models (default: the best model at `scale`)"},
                     "scale": {"type": "integer", "enum": list(SCALES), "description": "must match the model's scale (default: the model's, or 4)"},
                     "tile": {"type": "integer", "description": f"tile size in input pixels, 16..max_tile (default {config.default_tile})"},

@@ -160,10 +160,14 @@ class Engine:
         from superres.inference import upscale
         from superres.io import read_image
 
+        from superres.metadata import read_metadata
+
         job.check_cancelled()
         source = job.folder / "input"
         try:
             image = read_image(source)
+            # ICC profile, DPI and EXIF go to the result as `superres upscale` carries them over
+            job.metadata = read_metadata(source)
         except SuperresError as exc:
             raise JobError("unreadable_image", self._scrub(str(exc), job)) from None
         finally:
@@ -215,7 +219,7 @@ class Engine:
         options = job.options
         job.check_cancelled()
         target = job.folder / f"result{options['suffix']}"
-        write_image(target, result)
+        write_image(target, result, metadata=job.metadata)
         job.result_path = target
         job.info["result"] = {
             "width": result.width, "height": result.height, "channels": result.channels,

@@ -71,6 +71,7 @@ class Job:
     tiles_total: int = 0
     result_path: Path | None = None
     result_name: str | None = None
+    metadata: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     error: dict[str, str] | None = None
     cancel_reason: str | None = None

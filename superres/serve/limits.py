@@ -20,7 +20,7 @@ from pathlib import Path
 __all__ = ["Declared", "UploadRefused", "check_upload", "FORMAT_SUFFIX"]
 
 #: Formats the server accepts (the ones ``superres.io.write_image`` writes back) -> result suffix.
-FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
+FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -91,13 +91,13 @@ def check_upload(path: str | Path, max_pixels: int) -> Declared:
         message = f"the image declares more pixels than this server's limit of {max_pixels / 1e6:g} MP (nothing was decoded)"
         raise UploadRefused(413, "too_many_pixels", message) from None
     except Exception:  # noqa: BLE001 - Pillow raises anything on garbage
-        raise UploadRefused(422, "not_an_image", "the upload is not an image in a format the server reads (PNG, JPEG, BMP or TIFF)") from None
+        raise UploadRefused(422, "not_an_image", "the upload is not an image in a format the server reads (PNG, JPEG, WebP, BMP or TIFF)") from None
     if width * height > max_pixels:
         raise _too_many(width, height, max_pixels)
     if fmt == "MPO":  # a JPEG with extra frames (many cameras): read and written as JPEG
         fmt = "JPEG"
     if fmt not in FORMAT_SUFFIX:
-        raise UploadRefused(422, "unsupported_format", f"{fmt} images are not supported; upload PNG, JPEG, BMP or TIFF")
+        raise UploadRefused(422, "unsupported_format", f"{fmt} images are not supported; upload PNG, JPEG, WebP, BMP or TIFF")
     return Declared(fmt, width, height)
 
 
