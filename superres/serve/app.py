@@ -24,7 +24,10 @@ from superres.serve.limits import FORMAT_SUFFIX, UploadRefused, check_upload
 __all__ = ["ServeConfig", "create_app"]
 
 STATIC = Path(__file__).resolve().parent / "static"
-_MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff", ".webp": "image/webp"}
+_MEDIA = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp": "image/bmp", ".tif": "image/tiff",
+    ".tiff": "image/tiff", ".webp": "image/webp",
+}
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _UPLOAD_SLACK = 64 * 1024  # the multipart envelope and the option fields around the image
 
