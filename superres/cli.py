@@ -574,6 +574,61 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_benchmark)
 
 
+# --------------------------------------------------------------------------- serve
+_SERVE_MAX_PIXELS = 2_000_000  # an x4 job's output canvas is 16 times its input: 2 MP in, about 1 GB at the peak
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from superres.serve import run_server
+    from superres.serve.app import ServeConfig
+
+    run_server(ServeConfig(
+        host=args.host, port=args.port, device=args.device, workers=args.workers, threads=args.threads,
+        queue_depth=args.queue_depth, max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        max_pixels=getattr(args, "max_pixels", None) or _SERVE_MAX_PIXELS,
+        max_tile=args.max_tile, result_ttl=args.result_ttl, job_timeout=args.job_timeout, abandon_after=args.abandon_after,
+        token=args.token or os.environ.get("SUPERRES_SERVE_TOKEN") or None,
+        cors_origins=args.cors_origin, model_files=args.model_file, peers_dir=args.peers_dir,
+    ))
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page and an HTTP API for upscaling (needs the [serve] extra)",
+        description=(
+            "Serve the upscaling page at http://HOST:PORT/ and the HTTP API under /v1 (OpenAPI at /openapi.json). "
+            "Jobs wait in a bounded queue (429 past it) and run WORKERS at a time, tiled; uploads are checked "
+            "against the size and pixel limits before they are decoded; results are removed after --result-ttl."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; elsewhere needs a token)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="port (default 8000)")
+    p.add_argument("--device", default="auto", help="torch device for the models (default auto)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="jobs run at the same time (default 1)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: CPUs / workers)")
+    p.add_argument("--queue-depth", type=_non_negative_int, default=8, help="jobs waiting beyond the running ones (default 8)")
+    p.add_argument("--max-upload-mb", type=_positive_int, default=50, help="largest upload in MiB (default 50)")
+    # --max-pixels and --debug are the global options (superres --help); defined here to say what they
+    # mean for the server. The limit also becomes the readers' own (superres.io.set_max_pixels).
+    p.add_argument("--max-pixels", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
+                   help=f"largest input, width x height, refused from its header before decoding (default {_SERVE_MAX_PIXELS})")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an unexpected error")
+    p.add_argument("--max-tile", type=_positive_int, default=512, help="largest tile a client may ask for (default 512)")
+    p.add_argument("--result-ttl", type=float, default=600.0, help="seconds a result is kept (default 600)")
+    p.add_argument("--job-timeout", type=float, default=600.0, help="seconds a job may run before it is cancelled (default 600)")
+    p.add_argument("--abandon-after", type=float, default=300.0,
+                   help="cancel a job nobody has asked about for this many seconds: its client went away (default 300)")
+    p.add_argument("--token", default=None, help="access token for the API (or SUPERRES_SERVE_TOKEN; generated when binding beyond localhost)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this origin (CORS is off by default)")
+    p.add_argument("--model-file", action="append", default=[], metavar="PATH",
+                   help="offer this server-side model file too (by its file name; clients cannot upload models)")
+    p.add_argument("--peers-dir", default=None, metavar="DIR",
+                   help="offer the peer models found in DIR too (e.g. ../shared/peers; 8-bit gray/RGB, whole image)")
+    p.set_defaults(func=_cmd_serve)
+
+
 # --------------------------------------------------------------------------- compare
 def _cmd_compare(args: argparse.Namespace) -> int:
     from superres.compare import compare_images, parse_crop
@@ -629,6 +684,7 @@ _ADDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_export,
     _add_convert,
     _add_benchmark,
+    _add_serve,
     _add_compare,
 )
 

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("superres.evaluate", "superres.peers", "superres.video"),
     ("superres.benchmark", "superres.compare"),
     ("superres.training",),
-    ("superres.demo",),
+    ("superres.demo", "superres.serve"),
     ("superres.cli", "superres.__main__", "superres"),
 ]
 
