@@ -166,6 +166,7 @@ def run_benchmark(
     out: str | os.PathLike[str] = "benchmark-out",
     threads: int = 1,
     backend: str = "torch",
+    precision: str = "fp32",
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -173,7 +174,8 @@ def run_benchmark(
     ``peers``, the peer models found in ``peers_dir`` (default: ``<data_root>/../peers``) on each of
     ``sets`` (folders under ``data_root``) at each of ``scales``; write ``out/benchmark.json`` and
     ``out/benchmark.md``. Returns the JSON document. ``command`` is recorded as the command line that
-    made the table; ``progress`` gets one line per finished row.
+    made the table; ``progress`` gets one line per finished row. ``precision`` is our models' autocast
+    (:mod:`superres.precision`; ``auto`` resolved per model).
     """
     import torch
 
@@ -204,7 +206,7 @@ def run_benchmark(
             entries.append(("bicubic", "bicubic", make_upscaler("bicubic", scale), 0, None, None))
             for label, model in _our_models(models, scale):
                 params, flops = _model_costs(model)
-                up = make_upscaler(model, scale, backend=backend)
+                up = make_upscaler(model, scale, backend=backend, precision=precision)
                 entries.append((label, "ours", up, params, _flops_512(flops, scale), model))
             if peers:
                 found, skipped = _find_peers(pdir, scale, threads)
@@ -233,6 +235,7 @@ def run_benchmark(
         "timing_note": "ms per output megapixel of the upscaling call only, after a warm-up call; "
         f"{threads} thread(s) for torch, onnxruntime and OpenCV",
         "backend": backend,
+        "precision": precision,
         "context": context,
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 1),
