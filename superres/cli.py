@@ -217,7 +217,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- upscale
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from superres.inference import upscale_files
+    from superres.threads import apply_threads, physical_cores
 
+    threads = apply_threads(args.threads)
+    if args.threads is None and not args.quiet:
+        cores = physical_cores()
+        print(f"threads: {threads} ({cores} physical core(s), {cores - threads} busy at the start; --threads sets it)",
+              file=sys.stderr, flush=True)
     written = upscale_files(
         [Path(s) for s in args.inputs],
         model=args.model,
@@ -229,7 +235,6 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         backend=args.backend,
         progress=not args.quiet,
         precision=args.precision,
-        threads=args.threads,
         note=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
     )
     if not args.quiet:

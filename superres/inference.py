@@ -512,7 +512,6 @@ def upscale_files(
     backend: str = "torch",
     progress: bool = True,
     precision: str = "auto",
-    threads: int | None = None,
     note: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """``superres upscale``: upscale image files and folders into ``out_dir``; returns the paths written.
@@ -521,9 +520,8 @@ def upscale_files(
     layout and alpha. ``model=None`` picks the best shipped x4 model that fits the machine's speed
     budget (:func:`superres.speed.choose_default_model`); ``tile="auto"`` sizes tiles to the free
     memory (:func:`superres.speed.auto_tile`); ``precision`` is resolved per model
-    (:func:`superres.precision.resolve_precision`); ``threads`` (None: the idle physical cores) is applied
-    to torch and onnxruntime (:func:`superres.threads.apply_threads`); ``note`` receives the one-line
-    reasons for these choices. Every option is checked and
+    (:func:`superres.precision.resolve_precision`); ``note`` receives the one-line reasons for these
+    choices. Threads are the caller's (``superres upscale --threads``: :func:`superres.threads.apply_threads`). Every option is checked and
     every output path planned before the first image is processed; each file is written atomically,
     so an unreadable input (reported as ``SuperresError`` naming it) stops the run without leaving a
     half-written file.
@@ -540,10 +538,8 @@ def upscale_files(
         raise SuperresError(f"--tile {tile}: use auto or a size >= 0")
     from superres.precision import resolve_precision
     from superres.speed import auto_tile, choose_default_model
-    from superres.threads import apply_threads
 
     say = note or (lambda line: None)
-    apply_threads(threads)
     pairs = _plan_outputs(inputs, Path(out_dir))
     if model is None:
         model, why = choose_default_model(dev)

@@ -68,7 +68,7 @@ def test_upscale_files_tile_auto_equals_untiled_and_shows_tile_progress(tmp_path
 
     monkeypatch.setattr(superres.inference, "upscale", spy)
     superres.inference.upscale_files([tmp_path / "a.png"], model="x", out_dir=tmp_path / "out", precision="fp32",
-                                     progress=True, threads=1)
+                                     progress=True)
     assert chosen == [MIN_AUTO_TILE]
     assert "tiles" in capsys.readouterr().err  # per-tile progress for a single image of a few tiles
     tiled = read_image(tmp_path / "out" / "a.png").data

@@ -99,8 +99,12 @@ def test_cli_upscale_applies_threads(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(superres.inference, "upscale_files", fake_upscale_files)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored after the test
+    monkeypatch.setattr(superres.threads, "default_threads", lambda: 2)
     assert main(["upscale", str(tmp_path), "--threads", "1", "--quiet"]) == 0
-    assert seen["threads"] == 1 and seen["tile"] == "auto" and seen["precision"] == "auto"
+    assert torch.get_num_threads() == 1 and superres.threads.current_threads() == 1
+    assert seen["tile"] == "auto" and seen["precision"] == "auto"
     assert main(["upscale", str(tmp_path), "--tile", "128", "--precision", "fp32", "--quiet"]) == 0
-    assert seen["threads"] is None and seen["tile"] == 128 and seen["precision"] == "fp32"
+    assert torch.get_num_threads() == 2 and seen["tile"] == 128 and seen["precision"] == "fp32"
+    assert main(["eval", "--data", str(tmp_path / "none"), "--scale", "4", "--threads", "1"]) == 2  # applied, then the error
+    assert torch.get_num_threads() == 1
     assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
