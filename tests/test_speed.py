@@ -131,3 +131,28 @@ def test_the_shipped_default_on_this_machine_fits_the_budget() -> None:
     name, why = choose_default_model(CPU)
     models = superres.precision.load_profile()["models"]
     assert name in models and why.startswith(f"model: {name} ")
+
+
+@pytest.mark.parametrize("tile, batch", [(0, 4), (16, 1), (16, 3), (23, 8)])
+def test_batched_tiles_equal_the_per_tile_loop(tile: int, batch: int) -> None:
+    from superres.batched import upscale_tensor_batched
+    from superres.inference import upscale_tensor
+
+    net = small_model()
+    x = torch.rand(2, 3, 57, 41, generator=torch.Generator().manual_seed(1))
+    want = upscale_tensor(net, x, tile=tile, tile_overlap=6)
+    got = upscale_tensor_batched(net, x, tile=tile, tile_overlap=6, batch=batch)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(got, upscale_tensor(net, x, tile=0), atol=1e-4)  # exact tiling (radius 3 <= 6/2)
+
+
+def test_batched_tiles_batch_the_equal_shapes() -> None:
+    from superres.batched import upscale_tensor_batched
+
+    net = small_model()
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    upscale_tensor_batched(net, torch.rand(1, 3, 64, 64), tile=16, tile_overlap=4, batch=4)
+    # 4 x 4 tiles in 4 shapes (corners 20x20, top/bottom 20x24, left/right 24x20, interior 24x24), 4 of each
+    assert sorted(shape[0] for shape in calls) == [4, 4, 4, 4]
