@@ -40,6 +40,19 @@ def test_auto_tile_respects_a_small_budget() -> None:
     assert auto_tile(small_model(), 1000, 1000, 3, CPU, free=1000, per_pixel=per_pixel) == MIN_AUTO_TILE
 
 
+def test_auto_tile_caps_large_images_on_the_cpu_only() -> None:
+    from superres.speed import CPU_TILE_CAP
+
+    big = int(1.5 * CPU_TILE_CAP) + 1
+    assert auto_tile(small_model(), big, 100, 3, CPU, free=10**12, per_pixel=1000.0) == CPU_TILE_CAP
+    assert auto_tile(small_model(), big - 1, big - 1, 3, CPU, free=10**12, per_pixel=1000.0) == 0
+
+    class Cuda:
+        type = "cuda"
+
+    assert auto_tile(small_model(), 4 * big, 4 * big, 3, Cuda(), free=10**12, per_pixel=1000.0) == 0
+
+
 def test_bytes_per_input_pixel_grows_with_the_widest_layer() -> None:
     narrow = bytes_per_input_pixel(small_model(), 3)
     wide = small_model()
