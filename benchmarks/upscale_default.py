@@ -80,7 +80,7 @@ def main() -> int:
             stdout, stderr = proc.stdout.read(), proc.stderr.read()
             if status:
                 raise SystemExit(f"{label}: exit status {status}\n{stderr[-2000:]}")
-            notes = "; ".join(line for line in stderr.splitlines() if line.startswith(("model:", "precision")))
+            notes = "; ".join(line for line in stderr.splitlines() if line.startswith(("threads:", "model:", "precision")))
             outputs[label] = (wall, usage.ru_maxrss / 1024.0, notes, out_dir / src.name)
             print(f"{label}: {wall:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB; {notes}", file=sys.stderr, flush=True)
         reference = read_array(outputs[runs[0][0]][3]).astype(np.float64)

@@ -220,10 +220,18 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     from superres.threads import apply_threads, physical_cores
 
     threads = apply_threads(args.threads)
-    if args.threads is None and not args.quiet:
-        cores = physical_cores()
-        print(f"threads: {threads} ({cores} physical core(s), {cores - threads} busy at the start; --threads sets it)",
-              file=sys.stderr, flush=True)
+    cores = physical_cores()
+    # Printed with the first choice upscale_files announces, i.e. once every option is checked, so an
+    # option error stays one line.
+    pending = [f"threads: {threads} ({cores} physical core(s), {cores - threads} busy at the start; --threads sets it)"]
+
+    def note(line: str) -> None:
+        if args.threads is None:
+            for earlier in pending:
+                print(earlier, file=sys.stderr, flush=True)
+        pending.clear()
+        print(line, file=sys.stderr, flush=True)
+
     written = upscale_files(
         [Path(s) for s in args.inputs],
         model=args.model,
@@ -235,7 +243,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         backend=args.backend,
         progress=not args.quiet,
         precision=args.precision,
-        note=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+        note=None if args.quiet else note,
     )
     if not args.quiet:
         print(f"wrote {len(written)} image(s) to {args.out}")

@@ -547,8 +547,7 @@ def upscale_files(
     precision, why = resolve_precision(precision, dev, model, backend=backend)
     if half:
         precision = "fp32"  # --half is float16 autocast on CUDA, applied per tile
-    elif why:
-        say(why)
+    say("precision: fp16 (--half)" if half else why or f"precision: {precision}")
     net = load_for_backend(model, backend=backend, device=str(dev))
 
     from tqdm import tqdm

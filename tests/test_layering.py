@@ -17,11 +17,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "superres"
 #: Bottom to top. A name covers the module and, for a package, everything in it.
 LAYERS: list[tuple[str, ...]] = [
     ("superres.errors", "superres.scales", "superres.color"),
-    ("superres.io", "superres.resize", "superres.metrics", "superres.devices"),
+    ("superres.io", "superres.resize", "superres.metrics", "superres.devices", "superres.threads"),
     ("superres.config", "superres.losses", "superres.models", "superres.data"),
-    ("superres.modelfile",),
+    ("superres.modelfile", "superres.precision", "superres.speed"),
     ("superres.export",),
-    ("superres.inference",),
+    ("superres.inference", "superres.batched"),
     ("superres.evaluate", "superres.peers"),
     ("superres.benchmark",),
     ("superres.training",),
