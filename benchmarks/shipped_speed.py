@@ -14,7 +14,8 @@ models get the same LR):
   for the models under 1 s per MP;
 * ``network``: the model alone under ``inference_mode`` (channels_last input, as ``upscale`` feeds
   it) in each precision, and the exported graph alone in onnxruntime (the share of the pipeline
-  outside the network is ``1 - network / pipeline``); the torch rows' GFLOP/s (FLOPs from
+  outside the network is ``1 - network / pipeline``), and the ``superres export --io uint8`` graph
+  (uint8 NHWC in and out, the conversions inside the graph; RGB models); the torch rows' GFLOP/s (FLOPs from
   :func:`superres.models.complexity.count_flops`) as a fraction of the **matmul rate** measured in the
   same passes in the same precision (8 ``torch.mm`` of 1024x1024 matrices, one thread);
 * bicubic (MATLAB-exact, :func:`superres.resize.imresize` on uint8) and OpenCV ``dnn_superres``
@@ -76,8 +77,16 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--onnx-below-ms", type=float, default=1000.0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-uint8-graphs", dest="uint8_graphs", action="store_false",
+                    help="leave out the `superres export --io uint8` graphs")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    import tempfile
+
+    from superres.export import _ort, _session
+    from superres.graphio import UINT8_INPUT, UINT8_OUTPUT, export_uint8_onnx
+
+    tmp = tempfile.TemporaryDirectory(prefix="superres-speed-")
     lr = samples.astronaut()[128:384, 128:384].copy()
     precisions = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
     default_name = choose_default_model(torch.device("cpu"))[0]
@@ -118,6 +127,11 @@ def main() -> int:
         onnx = load_for_backend(name, backend="onnx")
         add(name, "pipeline onnx fp32", lambda onnx=onnx, image=image: to_integer(upscale(onnx, to_float(image), tile=0), 8))
         add(name, "network onnx fp32", lambda onnx=onnx, x=x: onnx(x.contiguous())[0].permute(1, 2, 0))
+        if net.in_channels == 3 and args.uint8_graphs:
+            u8_path = Path(tmp.name) / f"{name}-u8.onnx"
+            export_uint8_onnx(name, u8_path)
+            u8 = _session(_ort(), u8_path, threads=1)
+            add(name, "graph onnx uint8 in/out", lambda u8=u8, image=image: u8.run([UINT8_OUTPUT], {UINT8_INPUT: image[None]})[0][0])
 
     best = {i: float("inf") for i in range(len(rows))}
     skip: set[int] = set()

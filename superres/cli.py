@@ -324,6 +324,13 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from superres.export import export_onnx
 
+    if args.io == "uint8":
+        from superres.graphio import export_uint8_onnx
+
+        info = export_uint8_onnx(args.model, Path(args.out), opset=args.opset)
+        print(f"wrote {info['path']} ({info['arch']}, x{info['scale']}; uint8 NHWC lr_u8 -> sr_u8; "
+              f"at most {info['max_level_diff']} level from the float graph + rounding)")
+        return 0
     result = export_onnx(args.model, Path(args.out), opset=args.opset, check_image=args.check_image)
     print(result.summary())
     return 0
@@ -345,6 +352,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="shipped model name or model file (.safetensors)")
     p.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
     p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (default 17; >= 11)")
+    p.add_argument("--io", choices=("float", "uint8"), default="float",
+                   help="float: lr/sr float NCHW in [0, 1] (default); uint8: lr_u8/sr_u8 uint8 NHWC images, the "
+                        "conversions inside the graph (RGB models)")
     p.add_argument("--check-image", default=None, metavar="IMAGE",
                    help="LR image for the agreement check (default: scikit-image's astronaut photo)")
     p.set_defaults(func=_cmd_export)

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("superres.config", "superres.losses", "superres.models", "superres.data"),
     ("superres.modelfile", "superres.precision", "superres.speed"),
     ("superres.export",),
-    ("superres.inference", "superres.batched"),
+    ("superres.inference", "superres.batched", "superres.graphio"),
     ("superres.evaluate", "superres.peers"),
     ("superres.benchmark",),
     ("superres.training",),
