@@ -41,7 +41,7 @@ def main() -> int:
     torch.set_num_threads(1)
     precision = "bf16" if cpu_has_native_bf16() else "fp32"
     img = np.asarray(Image.fromarray(data.astronaut()).resize((args.side, args.side), Image.LANCZOS), dtype=np.float32) / 255
-    tiles = args.tiles or [0, args.side // 2, 384, 256, 192, 128]
+    tiles = list(dict.fromkeys(args.tiles or [0, args.side // 2, 512, 384, 256, 192, 128]))
     print(f"{cpu_name()}, 1 thread, {precision}, {args.side}x{args.side} input; ms per output MP (fastest of {args.repeats})")
     print("| model | " + " | ".join("whole" if t == 0 else f"tile {t}" for t in tiles) + " |")
     print("|---|" + "---:|" * len(tiles))
