@@ -75,7 +75,8 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--onnx-below-ms", type=float, default=1000.0)
+    ap.add_argument("--onnx-below-ms", type=float, default=1000.0, help="drop onnx rows slower than this after the warm-up")
+    ap.add_argument("--onnx-max-params", type=int, default=400_000, help="onnx rows only for models up to this size")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-uint8-graphs", dest="uint8_graphs", action="store_false",
                     help="leave out the `superres export --io uint8` graphs")
@@ -124,6 +125,8 @@ def main() -> int:
                     return net(x)[0].permute(1, 2, 0)
 
             add(name, f"network torch {prec}", network)
+        if sum(p.numel() for p in net.parameters()) > args.onnx_max_params:
+            continue
         onnx = load_for_backend(name, backend="onnx")
         add(name, "pipeline onnx fp32", lambda onnx=onnx, image=image: to_integer(upscale(onnx, to_float(image), tile=0), 8))
         add(name, "network onnx fp32", lambda onnx=onnx, x=x: onnx(x.contiguous())[0].permute(1, 2, 0))
