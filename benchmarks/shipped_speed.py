@@ -78,6 +78,7 @@ def main() -> int:
     ap.add_argument("--onnx-below-ms", type=float, default=1000.0, help="drop onnx rows slower than this after the warm-up")
     ap.add_argument("--onnx-max-params", type=int, default=400_000, help="onnx rows only for models up to this size")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--models", nargs="+", default=None, help="shipped models (default: all)")
     ap.add_argument("--no-uint8-graphs", dest="uint8_graphs", action="store_false",
                     help="leave out the `superres export --io uint8` graphs")
     args = ap.parse_args()
@@ -110,7 +111,7 @@ def main() -> int:
         print(f"OpenCV rows skipped: {exc}", file=sys.stderr)
 
     flops_per_px: dict[str, float] = {}
-    for name in shipped_names():
+    for name in args.models or shipped_names():
         net = load_model(name)
         scale = int(read_metadata(WEIGHTS_DIR / f"{name}.safetensors")["scale"])
         image = lr if net.in_channels == 3 else lr.mean(axis=2, keepdims=True).astype(np.uint8)
