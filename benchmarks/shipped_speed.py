@@ -140,7 +140,7 @@ def main() -> int:
     best = {i: float("inf") for i in range(len(rows))}
     skip: set[int] = set()
     for rep in range(args.repeats + 1):
-        for i, (method, variant, fn) in enumerate(rows):
+        for i, (_, variant, fn) in enumerate(rows):
             if i in skip:
                 continue
             t = time.perf_counter()

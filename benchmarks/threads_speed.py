@@ -136,7 +136,7 @@ def main() -> int:
                     busy.wait()
     lines = [
         f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable CPUs; load average before: "
-        + ", ".join(f"{x:.2f}" for x in load_before) + f"; after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        + ", ".join(f"{x:.2f}" for x in load_before) + "; after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "",
         "| scenario | model | threads | pool settings | ms / output MP (median of rounds) | speed-up vs 1 thread |",
         "|---|---|---:|---|---:|---:|",

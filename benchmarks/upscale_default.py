@@ -38,8 +38,6 @@ def make_input(path: Path, side: int) -> None:
 
 
 def main() -> int:
-    import resource
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old-rev", default="985e2bc")
     ap.add_argument("--side", type=int, default=2000)
@@ -69,15 +67,16 @@ def main() -> int:
         outputs = {}
         for label, tree, extra in runs:
             out_dir = tmp / f"out{len(outputs)}"
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t = time.perf_counter()
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
             env["PYTHONPATH"] = str(tree)
-            proc = subprocess.Popen([sys.executable, "-m", "superres", "upscale", str(src), "--out", str(out_dir), *extra],
-                                    cwd=str(tree), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            _, status, usage = os.wait4(proc.pid, 0)
+            err_path = tmp / f"stderr{len(outputs)}.txt"
+            with open(err_path, "w") as err:  # a file, not a pipe: the progress bars cannot fill a pipe and block
+                proc = subprocess.Popen([sys.executable, "-m", "superres", "upscale", str(src), "--out", str(out_dir), *extra],
+                                        cwd=str(tree), env=env, stdout=subprocess.DEVNULL, stderr=err)
+                _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t
-            stdout, stderr = proc.stdout.read(), proc.stderr.read()
+            stderr = err_path.read_text()
             if status:
                 raise SystemExit(f"{label}: exit status {status}\n{stderr[-2000:]}")
             notes = "; ".join(line for line in stderr.splitlines() if line.startswith(("threads:", "model:", "precision")))

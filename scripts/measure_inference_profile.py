@@ -69,7 +69,6 @@ def measure_quality(doc: dict, data_root: Path, names: list[str]) -> None:
 
 
 def measure_speed(doc: dict, names: list[str], repeats: int) -> None:
-    import torch
     from skimage import data as samples
 
     from superres.inference import upscale
