@@ -166,6 +166,7 @@ def run_benchmark(
     out: str | os.PathLike[str] = "benchmark-out",
     threads: int = 1,
     backend: str = "torch",
+    precision: str = "fp32",
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
     perceptual: Any = None,
@@ -179,6 +180,7 @@ def run_benchmark(
     metric of :func:`superres.perceptual.build_perceptual`) adds that distance to every row
     (``row[name]``, ``row["perceptual"]``) and to the Markdown cells. ``lr`` names each set's LR folder
     (``LR_<preset>`` of ``superres data degrade``; see :func:`superres.evaluate.evaluate`).
+    ``precision`` is our models' autocast (:mod:`superres.precision`; ``auto`` resolved per model).
     """
     import torch
 
@@ -213,7 +215,7 @@ def run_benchmark(
             entries.append(("bicubic", "bicubic", make_upscaler("bicubic", scale), 0, None, None))
             for label, model in _our_models(models, scale):
                 params, flops = _model_costs(model)
-                up = make_upscaler(model, scale, backend=backend)
+                up = make_upscaler(model, scale, backend=backend, precision=precision)
                 entries.append((label, "ours", up, params, _flops_512(flops, scale), model))
             if peers:
                 found, skipped = _find_peers(pdir, scale, threads)
@@ -246,6 +248,7 @@ def run_benchmark(
         f"{threads} thread(s) for torch, onnxruntime and OpenCV",
         "backend": backend,
         "perceptual": None if perceptual is None else perceptual.metric_name,
+        "precision": precision,
         "context": context,
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 1),

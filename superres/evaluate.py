@@ -61,7 +61,7 @@ def _bicubic(scale: int) -> _Upscaler:
     return run
 
 
-def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str) -> _Upscaler:
+def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str, precision: str = "fp32") -> _Upscaler:
     """A loaded model as an upscaler of file samples: LR as read in, SR rounded to the HR's bit depth out."""
     from superres.inference import upscale
 
@@ -79,8 +79,10 @@ def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str
     if model_scale is not None and int(model_scale) != scale:
         raise SuperresError(f"--model {model}: the model upscales x{model_scale}, not x{scale}")
 
+    autocast = {} if precision == "fp32" else {"precision": precision}
+
     def run(lr: np.ndarray, bit_depth: int) -> np.ndarray:
-        sr = np.asarray(upscale(net, to_float(lr), tile=tile, device=device))
+        sr = np.asarray(upscale(net, to_float(lr), tile=tile, device=device, **autocast))
         if sr.ndim == 2:
             sr = sr[:, :, None]
         # Rounded to the HR's bit depth exactly as write_image stores it: the scores are those of
@@ -90,11 +92,19 @@ def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str
     return run
 
 
-def make_upscaler(model: str, scale: int, *, device: str = "cpu", tile: int = 0, backend: str = "torch") -> _Upscaler:
+def make_upscaler(
+    model: str, scale: int, *, device: str = "cpu", tile: int = 0, backend: str = "torch", precision: str = "fp32"
+) -> _Upscaler:
     """The function :func:`evaluate` runs on each LR (``(lr_samples, hr_bit_depth) -> sr_samples``):
     bicubic for ``"bicubic"``, else the loaded model (``backend`` "torch" or "onnx"). Public so that
-    callers that time or wrap the upscaling (``superres benchmark``) score exactly what eval scores."""
-    return _bicubic(scale) if model == "bicubic" else _model_upscaler(model, scale, device, tile, backend)
+    callers that time or wrap the upscaling (``superres benchmark``) score exactly what eval scores.
+    ``precision``: :mod:`superres.precision` (``auto`` resolved for the model)."""
+    if model != "bicubic" and precision != "fp32":
+        from superres.devices import resolve_device
+        from superres.precision import resolve_precision
+
+        precision = resolve_precision(precision, resolve_device(device), model, backend=backend)[0]
+    return _bicubic(scale) if model == "bicubic" else _model_upscaler(model, scale, device, tile, backend, precision)
 
 
 def _find_lr(lr_index: dict[str, Path], stem: str, scale: int) -> Path | None:
@@ -112,6 +122,8 @@ def evaluate(
     upscaler: _Upscaler | None = None,
     perceptual: Any = None,
     lr: str = "LR_bicubic",
+    precision: str = "fp32",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` ("bicubic", a shipped model name or a model file) on the benchmark folder ``data``.
 
@@ -120,6 +132,8 @@ def evaluate(
 
     ``upscaler`` (``(lr_samples, hr_bit_depth) -> sr_samples``) replaces the one made from ``model``,
     which is then only the report's label: peers and timed wrappers are scored by the same code.
+    ``precision`` is the model's autocast (:mod:`superres.precision`); ``threads`` (given: applied to
+    torch and onnxruntime, :func:`superres.threads.apply_threads`).
 
     Returns a JSON-serialisable report::
 
@@ -162,8 +176,12 @@ def evaluate(
     else:
         lr_source = f"generated: MATLAB-bicubic imresize(HR_crop, 1/{s}) (no LR_bicubic/X{s} folder)"
 
+    if threads is not None:
+        from superres.threads import apply_threads
+
+        apply_threads(threads)
     if upscaler is None:
-        upscaler = make_upscaler(model, s, device=device, tile=tile, backend=backend)
+        upscaler = make_upscaler(model, s, device=device, tile=tile, backend=backend, precision=precision)
     metric = None
     if perceptual is not None:
         from superres.perceptual import build_perceptual, image_distance

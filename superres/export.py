@@ -402,17 +402,15 @@ def export_onnx(
 
 # --------------------------------------------------------------------------- running
 def _session(ort: Any, path: Path, threads: int | None) -> Any:
-    """An onnxruntime CPU session with ``threads`` intra-op threads (None: torch's thread count).
+    """An onnxruntime CPU session with ``threads`` intra-op threads (None: the count of
+    :func:`superres.threads.apply_threads`, else torch's) and no spinning workers.
 
-    Following torch's count (itself set by ``OMP_NUM_THREADS`` or ``torch.set_num_threads``) keeps
-    the two backends comparable and stops onnxruntime from taking every core on a shared machine.
+    Following torch's count (itself set by ``--threads``, ``OMP_NUM_THREADS`` or ``torch.set_num_threads``)
+    keeps the two backends comparable and stops onnxruntime from taking every core on a shared machine.
     """
-    import torch
+    from superres.threads import session_options
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads if threads is not None else torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options = session_options(ort, threads)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -69,6 +69,8 @@ BACKENDS = ("torch", "onnx")
 
 #: Images with more tiles than this get a second (per-tile) progress bar in :func:`upscale_files`.
 _TILE_BAR_MIN_TILES = 4
+#: Runs of at most this many images show it for every image of more than one tile.
+_TILE_BAR_MAX_IMAGES = 8
 
 
 def _model_device(model: "Model", fallback: "torch.device") -> "torch.device":
@@ -152,10 +154,13 @@ def _model_scale(model: "nn.Module", in_shape: Sequence[int], out_shape: Sequenc
 
 
 # --------------------------------------------------------------------------- tensors
-def _tile_call(model: "Model", fallback: "torch.device", half: bool) -> "Callable[[torch.Tensor], torch.Tensor]":
+def _tile_call(
+    model: "Model", fallback: "torch.device", half: bool, precision: str = "fp32"
+) -> "Callable[[torch.Tensor], torch.Tensor]":
     """The one per-tile model call both backends share: input part -> float32 output.
 
-    A torch module runs on the device of its parameters (under float16 autocast for ``half``); an
+    A torch module runs on the device of its parameters (under float16 autocast for ``half``, else
+    under the autocast of ``precision``, see :mod:`superres.precision`); an
     :class:`~superres.export.OnnxModel` runs the part through onnxruntime on the CPU. Everything
     around it (the tile grid, the context, the blending) is :func:`upscale_tensor`'s, so the two
     backends cannot tile differently.
@@ -166,8 +171,12 @@ def _tile_call(model: "Model", fallback: "torch.device", half: bool) -> "Callabl
     device = _model_device(model, fallback)
     _check_half(half, device)
     if not isinstance(model, nn.Module):
+        if precision != "fp32":
+            raise SuperresError(f"--precision {precision}: the onnx backend runs fp32")
         return lambda part: model(part).float()
-    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if half else nullcontext()
+    from superres.precision import autocast_for
+
+    autocast = autocast_for(device, "fp16" if half else precision)
     # On the CPU the tile goes in as channels_last (NHWC): oneDNN then runs the convolutions in its
     # blocked NHWC kernels, 20-25% faster for the residual models (enhanced, baseline) and neutral for
     # the tiny Y models, with results equal to 1e-6 (docs/BENCHMARKS.md, "CPU inference speed"). Only
@@ -190,6 +199,7 @@ def upscale_tensor(
     tile_overlap: int = 16,
     half: bool = False,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> "torch.Tensor":
     """Run ``model`` on ``x`` (``N x C x H x W`` float) in overlapping tiles and blend the outputs.
 
@@ -199,7 +209,8 @@ def upscale_tensor(
     runs on the device of its parameters under ``torch.inference_mode``; each tile is copied there,
     run, and its weighted output added to a float32 canvas on ``x``'s device, so only one tile is on
     the model's device at a time. ``half=True`` runs the model under float16 autocast (CUDA only; the
-    weights stay float32 and the model is not modified). Returns the float32 result on ``x``'s
+    weights stay float32 and the model is not modified), ``precision`` (``fp32``, ``bf16``, ``fp16``;
+    resolved, see :func:`superres.precision.resolve_precision`) under that autocast. Returns the float32 result on ``x``'s
     device, not clamped (callers that need ``[0, 1]`` clamp).
     """
     import torch
@@ -208,7 +219,7 @@ def upscale_tensor(
         raise ValueError(f"upscale_tensor expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
     if tile < 0 or tile_overlap < 0:
         raise SuperresError(f"--tile {tile} / --tile-overlap {tile_overlap}: must be >= 0")
-    run = _tile_call(model, x.device, half)
+    run = _tile_call(model, x.device, half, precision)
     n, _, height, width = x.shape
     ys, xs = tile_grid(height, tile), tile_grid(width, tile)
     if len(ys) == 2 and len(xs) == 2:  # one tile: no canvas, no weights
@@ -425,7 +436,9 @@ def _model_scale_attr(model: "Model") -> int:
     return int(scale)
 
 
-def _run_hwc(model: "Model", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool) -> np.ndarray:
+def _run_hwc(
+    model: "Model", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool, precision: str = "fp32"
+) -> np.ndarray:
     """float ``H x W x C`` -> model -> float32 ``H*s x W*s x C'`` (not clamped), through CPU tensors.
 
     The result is C-contiguous: the clamp and the integer conversion that follow then stream through
@@ -434,26 +447,27 @@ def _run_hwc(model: "Model", data: np.ndarray, tile: int, tile_overlap: int, hal
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1), dtype=np.float32))[None]
-    y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress)
+    y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, precision=precision)
     return y[0].to("cpu", torch.float32).permute(1, 2, 0).contiguous().numpy()
 
 
 def _upscale_data(
-    model: "Model", data: np.ndarray, *, tile: int, tile_overlap: int, half: bool, progress: bool, what: str
+    model: "Model", data: np.ndarray, *, tile: int, tile_overlap: int, half: bool, progress: bool, what: str,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Upscale float ``H x W x C`` data in [0, 1], matching the image's channels to the model's."""
     channels = data.shape[2]
     model_channels = _model_channels(model)
     scale = _model_scale_attr(model)
     if channels == model_channels:
-        out = _run_hwc(model, data, tile, tile_overlap, half, progress)
+        out = _run_hwc(model, data, tile, tile_overlap, half, progress, precision)
     elif model_channels == 1 and channels == 3:
         ycc = rgb_to_ycbcr(data)
-        y = _run_hwc(model, ycc[:, :, :1], tile, tile_overlap, half, progress)
+        y = _run_hwc(model, ycc[:, :, :1], tile, tile_overlap, half, progress, precision)
         out = _luma_chroma_to_rgb(y, _upscale_chroma(ycc[:, :, 1:], scale))
     elif model_channels == 3 and channels == 1:
         rgb = np.repeat(data, 3, axis=2)
-        out = _run_hwc(model, rgb, tile, tile_overlap, half, progress).mean(axis=2, keepdims=True)
+        out = _run_hwc(model, rgb, tile, tile_overlap, half, progress, precision).mean(axis=2, keepdims=True)
     else:
         raise SuperresError(
             f"{what}: the image has {channels} channel(s) but the model takes {model_channels}; "
@@ -475,6 +489,7 @@ def upscale(
     device: "str | torch.device" = "cpu",
     half: bool = False,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> Any:
     """Upscale one image with ``model`` (a module, an :class:`~superres.export.OnnxModel`, or a shipped
     model name / model file path; an ``.onnx`` path runs through onnxruntime).
@@ -483,7 +498,8 @@ def upscale(
     channel layout, alpha upscaled separately with MATLAB bicubic and clipped to [0, 1], ``path``
     None) or a float numpy array ``H x W`` / ``H x W x C`` in [0, 1] (the result is a float32 array of
     the same layout). Values are clamped to [0, 1]. A module passed in is moved to ``device``; see
-    the module docstring and docs/INFERENCE.md for tiling and the channel rules.
+    the module docstring and docs/INFERENCE.md for tiling and the channel rules. ``precision``
+    (``fp32``, ``bf16``, ``fp16`` or ``auto``, :mod:`superres.precision`) is the autocast the model runs in.
     """
     import torch
 
@@ -494,13 +510,19 @@ def upscale(
     net = _as_model(model, dev)
     if isinstance(model, torch.nn.Module):
         net = net.to(dev)
+    if precision == "auto":
+        from superres.precision import resolve_precision
+
+        precision = resolve_precision("auto", dev, net, backend="torch" if isinstance(net, torch.nn.Module) else "onnx")[0]
 
     if isinstance(image, Image):
         what = str(image.path) if image.path is not None else "image"
         data = np.asarray(image.data, dtype=np.float32)
         if data.ndim == 2:
             data = data[:, :, None]
-        out = _upscale_data(net, data, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what=what)
+        out = _upscale_data(
+            net, data, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what=what, precision=precision
+        )
         alpha = None
         if image.alpha is not None:
             from superres.resize import imresize
@@ -522,7 +544,7 @@ def upscale(
         data = image.astype(np.float32, copy=False)
         out = _upscale_data(
             net, data if data.ndim == 3 else data[:, :, None],
-            tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what="array",
+            tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what="array", precision=precision,
         )
         return out[:, :, 0] if image.ndim == 2 else out
 
@@ -747,7 +769,7 @@ def upscale_files(
     *,
     model: str | None,
     out_dir: Path,
-    tile: int = 256,
+    tile: int | str = "auto",
     tile_overlap: int = 16,
     device: str = "cpu",
     half: bool = False,
@@ -760,6 +782,8 @@ def upscale_files(
     output_size: Any = None,
     failures: list | None = None,
     on_start: Callable[[str], None] | None = None,
+    precision: str = "auto",
+    note: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """``superres upscale``: upscale image files and folders into ``out_dir``; returns the paths written.
 
@@ -775,7 +799,11 @@ def upscale_files(
     JPEG/BMP output, ``tile=0``) or still too much, the image is refused before the model runs.
 
     Each result keeps its file name and format (folders keep their inner layout), bit depth, channel
-    layout and alpha. ``model=None`` picks the best shipped x4 model. Every option is checked and
+    layout and alpha. ``model=None`` picks the best shipped x4 model that fits the machine's speed
+    budget (:func:`superres.speed.choose_default_model`); ``tile="auto"`` sizes tiles to the free
+    memory (:func:`superres.speed.auto_tile`); ``precision`` is resolved per model
+    (:func:`superres.precision.resolve_precision`); ``note`` receives the one-line reasons for these
+    choices. Threads are the caller's (``superres upscale --threads``: :func:`superres.threads.apply_threads`). Every option is checked and
     every output path planned before the first image is processed; each file is written atomically,
     so an unreadable input (reported as ``SuperresError`` naming it) stops the run without leaving a
     half-written file.
@@ -797,12 +825,31 @@ def upscale_files(
     _check_half(half, dev)
     if half and backend == "onnx":
         raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
+    if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
+        raise SuperresError(f"--tile {tile}: use auto or a size >= 0")
+    from superres.precision import resolve_precision
+    from superres.speed import auto_tile, choose_default_model
+
+    say = note or (lambda line: None)
     size = output_size if output_size is not None else outputs.OutputSize()
     planned = outputs.rename_outputs(_plan_outputs(inputs, Path(out_dir)), suffix=suffix, ext=ext)
     pairs = _check_out_dir(Path(out_dir), outputs.shard(planned), existing)
-    net = load_for_backend(model if model is not None else default_model_name(), backend=backend, device=str(dev))
+    if model is None:
+        model, why = choose_default_model(dev)
+        say(why)
+    precision, why = resolve_precision(precision, dev, model, backend=backend)
+    if half:
+        precision = "fp32"  # --half is float16 autocast on CUDA, applied per tile
+    say("precision: fp16 (--half)" if half else why or f"precision: {precision}")
+    net = load_for_backend(model, backend=backend, device=str(dev))
     if on_start is not None:
         on_start(str(_model_device(net, dev)))
+
+    def tile_for(h: int, w: int) -> int:
+        """``tile``, or for ``auto`` the largest tile that fits the memory budget (:func:`superres.speed.auto_tile`)."""
+        if tile == "auto":
+            return auto_tile(net, h, w, _model_channels(net), dev, tile_overlap=tile_overlap)
+        return tile
 
     from tqdm import tqdm
 
@@ -813,7 +860,11 @@ def upscale_files(
     for src, dst in bar:
         with outputs.recorded(failures, src, writer):
             if animation.is_animation(src):
-                frame_call = lambda image: upscale(net, image, tile=tile, tile_overlap=tile_overlap, device=dev, half=half)  # noqa: E731
+                def frame_call(image: Any) -> Any:
+                    h, w = image.data.shape[:2]
+                    return upscale(net, image, tile=tile_for(h, w), tile_overlap=tile_overlap, device=dev, half=half,
+                                   precision=precision)
+
                 animation.upscale_animation(frame_call, _model_scale_attr(net), src, dst, output_size=size)
                 written.append(dst)
                 continue
@@ -823,21 +874,24 @@ def upscale_files(
                 raise
             except Exception as exc:  # a decoder error deep in Pillow/tifffile: name the file
                 raise SuperresError(f"{src}: cannot read the image ({type(exc).__name__}: {exc})") from None
-            if _needs_strips(net, raw, src, dst, tile=tile, tile_overlap=tile_overlap, budget=budget):
+            run_tile = tile_for(*raw.pixels.shape[:2])
+            if _needs_strips(net, raw, src, dst, tile=run_tile, tile_overlap=tile_overlap, budget=budget):
                 if not size.native:
                     raise SuperresError(f"{src}: too large to upscale in one piece, and --outscale/--size/--width "
                                         "need the whole result in memory; raise --max-memory")
                 writer.drain()  # a result too large for memory: nothing else held while it streams
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                _upscale_in_strips(net, raw, dst, tile=tile, tile_overlap=tile_overlap, half=half)
+                _upscale_in_strips(net, raw, dst, tile=run_tile, tile_overlap=tile_overlap, half=half)
                 written.append(dst)
                 continue
             image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)
             del raw
             h, w = image.data.shape[:2]
-            many_tiles = (len(tile_grid(h, tile)) - 1) * (len(tile_grid(w, tile)) - 1) > _TILE_BAR_MIN_TILES
+            tiles = (len(tile_grid(h, run_tile)) - 1) * (len(tile_grid(w, run_tile)) - 1)
+            many_tiles = tiles > _TILE_BAR_MIN_TILES or (tiles > 1 and len(pairs) <= _TILE_BAR_MAX_IMAGES)
             result = upscale(
-                net, image, tile=tile, tile_overlap=tile_overlap, device=dev, half=half, progress=progress and many_tiles
+                net, image, tile=run_tile, tile_overlap=tile_overlap, device=dev, half=half,
+                progress=progress and many_tiles, precision=precision,
             )
             result = outputs.finish(result, size.target(h, w, _model_scale_attr(net), str(src)), ext)
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -78,16 +78,22 @@ def _import_av():
 
 
 # --------------------------------------------------------------------------- frames
-def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: int, tile_overlap: int, half: bool,
+def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | str", tile_overlap: int, half: bool,
                    out_hw: tuple[int, int]) -> np.ndarray:
     """``N`` uint8 ``H x W x 3`` frames -> uint8 ``N x H' x W' x 3`` at ``out_hw``. A 3-channel model
     runs on the whole batch at once (:func:`superres.inference.upscale_tensor`); other models frame
     by frame through :func:`superres.inference.upscale` (the channel rules)."""
     import torch
 
-    from superres.inference import _model_channels, upscale, upscale_tensor
+    from superres.inference import _model_channels, _model_device, upscale, upscale_tensor
     from superres.resize import imresize
 
+    if tile == "auto":  # the largest tile whose memory fits the budget, for this batch of frames
+        from superres.speed import auto_tile
+
+        h, w = frames[0].shape[:2]
+        tile = auto_tile(net, h * len(frames), w, _model_channels(net), _model_device(net, torch.device("cpu")),
+                         tile_overlap=tile_overlap)
     if _model_channels(net) == 3:
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
         y = upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, half=half)
@@ -262,7 +268,8 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
     refused). Under ``torchrun`` the clips are shared
     between ranks. Returns the paths written."""
     from superres.devices import resolve_device
-    from superres.inference import _check_out_dir, _check_half, default_model_name, load_for_backend
+    from superres.inference import _check_out_dir, _check_half, load_for_backend
+    from superres.speed import choose_default_model
     from superres.outputs import rank_and_world, recorded, rename_outputs, shard
 
     _import_av()
@@ -276,7 +283,7 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
     pairs = _check_out_dir(Path(out_dir), sorted(pairs) if split else shard(sorted(pairs)), existing)
     if not pairs:
         return []
-    net = load_for_backend(model if model is not None else default_model_name(), device=str(dev))
+    net = load_for_backend(model if model is not None else choose_default_model(dev)[0], device=str(dev))
     if on_start is not None:
         on_start(str(dev))
     options = dict(tile=tile, tile_overlap=tile_overlap, half=half, output_size=output_size, codec=codec, crf=crf,

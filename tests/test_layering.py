@@ -17,13 +17,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "superres"
 #: Bottom to top. A name covers the module and, for a package, everything in it.
 LAYERS: list[tuple[str, ...]] = [
     ("superres.errors", "superres.scales", "superres.color"),
-    ("superres.io", "superres.resize", "superres.metrics", "superres.devices", "superres.metadata"),
+    ("superres.io", "superres.resize", "superres.metrics", "superres.devices", "superres.metadata",
+     "superres.threads"),
     ("superres.config", "superres.losses", "superres.models", "superres.data", "superres.backbones", "superres.perceptual",
      "superres.degrade", "superres.community", "superres.ncnn"),
-    ("superres.modelfile",),
+    ("superres.modelfile", "superres.precision", "superres.speed"),
     ("superres.export",),
     ("superres.outputs", "superres.animation"),
-    ("superres.inference",),
+    ("superres.inference", "superres.batched", "superres.graphio"),
     ("superres.evaluate", "superres.peers", "superres.video"),
     ("superres.benchmark", "superres.compare"),
     ("superres.training",),

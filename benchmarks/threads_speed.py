@@ -1,0 +1,158 @@
+"""1 against 2 (or N) threads for inference, with and without a competing busy process, old and new pool settings.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. python benchmarks/threads_speed.py --threads 1 2 --rounds 3 --out threads.md
+
+Each measurement is a fresh subprocess (OpenMP reads its wait policy once, at start) that upscales one
+256x256 RGB crop of scikit-image's astronaut photo at x4 (1 output MP) ``--reps`` times with
+:func:`superres.inference.upscale` (whole image, fp32) and reports the median ms per output MP:
+
+* ``lumanet-x4 onnx``: the compact model through onnxruntime (the network) and torch (the
+  conversions around it): both thread pools alive in one process;
+* ``enhanced-x4 torch``: a mid-size model through PyTorch alone.
+
+Thread counts: ``--threads`` values, ``0`` meaning the default of ``superres upscale --threads``
+(:func:`superres.threads.default_threads`: the physical cores not busy when the run starts).
+
+Pool settings: ``new`` = this code (``superres.threads``: torch and onnxruntime set to the same count,
+``OMP_WAIT_POLICY=PASSIVE``, onnxruntime ``allow_spinning=0``); ``old`` = the settings before it
+(OpenMP's default wait policy, onnxruntime's spinning workers). Scenarios: ``idle`` (nothing else
+started by the benchmark; the machine's own load is recorded) and ``busy`` (one extra process spinning
+on a core for the whole measurement). Rounds are interleaved over all rows; the table gives the median
+over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CASES = (("lumanet-x4", "onnx"), ("enhanced-x4", "torch"))
+
+
+def worker(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+    from skimage import data as samples
+
+    from superres.inference import load_for_backend, upscale
+    from superres.threads import apply_threads
+
+    apply_threads(args.threads or None)  # 0: the default (superres.threads.default_threads)
+    net = load_for_backend(args.model, backend=args.backend)
+    if args.settings == "old" and args.backend == "onnx":  # the session as made before superres.threads
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        path = Path(args.tmp) / "model.onnx"
+        from superres.export import export_onnx
+
+        if not path.is_file():
+            export_onnx(args.model, path)
+        net.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    image = samples.astronaut()[128:384, 128:384].astype(np.float32) / 255.0
+    upscale(net, image, tile=0, precision="fp32")  # warm-up
+    times = []
+    for _ in range(args.reps):
+        t = time.perf_counter()
+        out = upscale(net, image, tile=0, precision="fp32")
+        times.append((time.perf_counter() - t) / (out.shape[0] * out.shape[1] / 1e6))
+    print(json.dumps({"ms_per_mp": 1000.0 * statistics.median(times)}))
+
+
+def run_one(model: str, backend: str, threads: int, settings: str, reps: int, tmp: str) -> float:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"):
+        env.pop(key, None)
+    if settings == "new":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # what superres.cli sets before torch is imported
+    cmd = [sys.executable, __file__, "--worker", "--model", model, "--backend", backend, "--threads", str(threads),
+           "--settings", settings, "--reps", str(reps), "--tmp", tmp]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["ms_per_mp"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="lumanet-x4")
+    ap.add_argument("--backend", default="onnx")
+    ap.add_argument("--settings", default="new")
+    ap.add_argument("--tmp", default="/tmp")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 0], help="thread counts; 0: the default of --threads")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--scenarios", nargs="+", default=["idle", "busy"])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.worker:
+        args.threads = args.threads[0]
+        worker(args)
+        return 0
+
+    import tempfile
+
+    sys.path.insert(0, str(REPO))
+    from superres.devices import cpu_name
+
+    rows = []
+    for scenario in args.scenarios:
+        for model, backend in CASES:
+            for n in args.threads:
+                for settings in ("new", "old"):
+                    if (n == 1 or n == 0) and settings == "old":
+                        continue
+                    rows.append((scenario, model, backend, n, settings))
+    results: dict[tuple, list[float]] = {r: [] for r in rows}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        for scenario in args.scenarios:
+            busy = None
+            if scenario == "busy":
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                time.sleep(1.0)
+            try:
+                for _ in range(args.rounds):
+                    for row in rows:
+                        if row[0] != scenario:
+                            continue
+                        _, model, backend, n, settings = row
+                        results[row].append(run_one(model, backend, n, settings, args.reps, tmp))
+                        print(row, f"{results[row][-1]:.0f} ms/MP", file=sys.stderr, flush=True)
+            finally:
+                if busy is not None:
+                    busy.terminate()
+                    busy.wait()
+    lines = [
+        f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable CPUs; load average before: "
+        + ", ".join(f"{x:.2f}" for x in load_before) + "; after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "",
+        "| scenario | model | threads | pool settings | ms / output MP (median of rounds) | speed-up vs 1 thread |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for row in rows:
+        scenario, model, backend, n, settings = row
+        ms = statistics.median(results[row])
+        one = statistics.median(results[(scenario, model, backend, 1, "new")]) if (scenario, model, backend, 1, "new") in results else ms
+        label = "default" if n == 0 else str(n)
+        lines.append(f"| {scenario} | {model} {backend} | {label} | {settings} | {ms:.0f} | {one / ms:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

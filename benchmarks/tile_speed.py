@@ -1,0 +1,65 @@
+"""CPU time per output megapixel against the tile size, for the ``--tile auto`` cache cap (``superres.speed.CPU_TILE_CAP``).
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/tile_speed.py --side 768 --repeats 2
+
+One process, one thread: scikit-image's astronaut photo Lanczos-resized to ``--side`` x ``--side``
+(float RGB), :func:`superres.inference.upscale` in bf16 (fp32 where the CPU has no native bf16) at each
+tile size (0: one whole pass; overlap 16), fastest of ``--repeats`` interleaved passes after a
+warm-up pass, per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from superres.devices import cpu_has_native_bf16, cpu_name
+    from superres.inference import upscale
+    from superres.modelfile import load_model
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--side", type=int, default=768)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--models", nargs="+", default=["enhanced-x4", "lumanet-x4-deep", "edsr-baseline-x4"])
+    ap.add_argument("--tiles", nargs="+", type=int, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    img = np.asarray(Image.fromarray(data.astronaut()).resize((args.side, args.side), Image.LANCZOS), dtype=np.float32) / 255
+    tiles = list(dict.fromkeys(args.tiles or [0, args.side // 2, 512, 384, 256, 192, 128]))
+    print(f"{cpu_name()}, 1 thread, {precision}, {args.side}x{args.side} input; ms per output MP (fastest of {args.repeats})")
+    print("| model | " + " | ".join("whole" if t == 0 else f"tile {t}" for t in tiles) + " |")
+    print("|---|" + "---:|" * len(tiles))
+    for name in args.models:
+        net = load_model(name)
+        scale = int(net.scale)
+        best = {t: float("inf") for t in tiles}
+        for rep in range(args.repeats + 1):  # pass 0 warms up (oneDNN primitives per shape)
+            for t in tiles:
+                start = time.perf_counter()
+                upscale(net, img, tile=t, precision=precision)
+                if rep:
+                    best[t] = min(best[t], time.perf_counter() - start)
+        mp = (args.side * scale) ** 2 / 1e6
+        print(f"| {name} | " + " | ".join(f"{best[t] / mp * 1000:.0f}" for t in tiles) + " |", flush=True)
+    print("load average after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""ONNX graphs with 8-bit image input and output: the conversions around the network inside the graph.
+
+``superres export MODEL --out FILE.onnx --io uint8`` writes a graph that takes the LR image as
+stored (``lr_u8``: ``N x h x w x C`` uint8, channels last) and returns the SR image as it is written
+(``sr_u8``: ``N x H x W x C`` uint8): the float conversion, the layout changes, the clamp to [0, 1]
+and the round-half-to-even to 8 bits run in onnxruntime next to the network, so a consumer calls one
+graph on the decoded pixels. (A model's bicubic base, e.g. ``lumanet``'s, is already inside every
+exported graph as a fixed conv + DepthToSpace.) Only models whose channels are the image's (RGB
+models for RGB photos) are offered; a 1-channel Y model's colour conversion is not in the graph.
+
+The float graph is exported and verified first (:func:`superres.export.export_onnx`), then wrapped:
+``Transpose -> DequantizeLinear(1/255)`` before ``lr`` and ``QuantizeLinear(1/255) -> Transpose``
+after ``sr`` (one 8-bit level is a quantization step of 1/255: QuantizeLinear does the x255, the
+round-half-to-even and the saturation to [0, 255] in one pass). The wrapped file is checked against the float graph followed
+by :func:`superres.io.to_integer` on a random image and a photo: at most one 8-bit level apart
+(float rounding at exact halves), or nothing is written.
+
+``superres upscale`` does not use these files yet (its images are float in memory, io.py); the
+speed of the in-graph conversions is in docs/BENCHMARKS.md ("Inference at the hardware limit").
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superres.errors import SuperresError
+
+__all__ = ["UINT8_INPUT", "UINT8_OUTPUT", "add_uint8_io", "export_uint8_onnx"]
+
+UINT8_INPUT = "lr_u8"
+UINT8_OUTPUT = "sr_u8"
+
+
+def add_uint8_io(proto: Any) -> Any:
+    """Wrap the float graph ``proto`` (input ``lr``, output ``sr``, NCHW float in [0, 1]) with uint8
+    NHWC input and output (module docstring). Returns ``proto``, changed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from superres.export import INPUT_NAME, OUTPUT_NAME
+
+    graph = proto.graph
+    old_in = next(i for i in graph.input if i.name == INPUT_NAME)
+    old_out = next(o for o in graph.output if o.name == OUTPUT_NAME)
+    dims_in = [d.dim_param or d.dim_value for d in old_in.type.tensor_type.shape.dim]  # N, C, h, w
+    dims_out = [d.dim_param or d.dim_value for d in old_out.type.tensor_type.shape.dim]
+    new_in = helper.make_tensor_value_info(UINT8_INPUT, TensorProto.UINT8, [dims_in[0], dims_in[2], dims_in[3], dims_in[1]])
+    new_out = helper.make_tensor_value_info(UINT8_OUTPUT, TensorProto.UINT8, [dims_out[0], dims_out[2], dims_out[3], dims_out[1]])
+    # One level of 8 bits is a quantization step of 1/255 with zero point 0: DequantizeLinear is the
+    # float conversion, QuantizeLinear the x255 + round-half-to-even + saturation to [0, 255] in one op.
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(1.0 / 255.0, np.float32), "io/step"),
+        numpy_helper.from_array(np.array(0, np.uint8), "io/zero_point"),
+    ])
+    pre = [
+        helper.make_node("Transpose", [UINT8_INPUT], ["io/lr_nchw"], perm=[0, 3, 1, 2], name="io/Transpose_in"),
+        helper.make_node("DequantizeLinear", ["io/lr_nchw", "io/step", "io/zero_point"], [INPUT_NAME], name="io/Dequantize"),
+    ]
+    post = [
+        helper.make_node("QuantizeLinear", [OUTPUT_NAME, "io/step", "io/zero_point"], ["io/sr_nchw"], name="io/Quantize"),
+        helper.make_node("Transpose", ["io/sr_nchw"], [UINT8_OUTPUT], perm=[0, 2, 3, 1], name="io/Transpose_out"),
+    ]
+    nodes = pre + list(graph.node) + post
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.input.remove(old_in)
+    graph.input.insert(0, new_in)
+    graph.output.remove(old_out)
+    graph.output.insert(0, new_out)
+    return proto
+
+
+def _reference(session: Any, lr_u8: np.ndarray) -> np.ndarray:
+    """The float graph + :func:`superres.io.to_integer`: what the wrapped graph must reproduce."""
+    from superres.export import INPUT_NAME, OUTPUT_NAME
+    from superres.io import to_integer
+
+    x = np.ascontiguousarray(lr_u8.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+    sr = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    return np.stack([to_integer(np.clip(s.transpose(1, 2, 0), 0.0, 1.0), 8) for s in sr])
+
+
+def export_uint8_onnx(model: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int | None = None) -> dict[str, Any]:
+    """Export ``model`` (a shipped name or model file with as many channels as its images) as a uint8
+    in/out ONNX file ``out``, verified (module docstring). Returns a summary dict."""
+    import onnx
+
+    from superres.export import DEFAULT_OPSET, _ort, _session, check_image_input, export_onnx
+    from superres.io import atomic_write
+
+    out = Path(out)
+    ort = _ort()
+    with tempfile.TemporaryDirectory(prefix="superres-u8-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        result = export_onnx(model, float_path, opset=opset or DEFAULT_OPSET)
+        if result.in_channels != 3:
+            raise SuperresError(
+                f"--io uint8: {result.arch} takes {result.in_channels} channel(s); the uint8 graph is offered for RGB models "
+                "(a Y model's colour conversion is not in the graph)"
+            )
+        float_session = _session(ort, float_path, threads=None)
+        proto = add_uint8_io(onnx.load(str(float_path)))
+        onnx.checker.check_model(proto)
+        with atomic_write(out) as path:
+            onnx.save(proto, str(path))
+            session = _session(ort, path, threads=None)
+            rng = np.random.default_rng(0)
+            photo, _ = check_image_input(3)
+            inputs = [
+                rng.integers(0, 256, (2, 37, 29, 3), dtype=np.uint8),
+                np.clip(np.rint(photo.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8),
+            ]
+            worst = 0
+            for lr in inputs:
+                got = session.run([UINT8_OUTPUT], {UINT8_INPUT: lr})[0]
+                want = _reference(float_session, lr)
+                if got.shape != want.shape or got.dtype != np.uint8:
+                    raise SuperresError(f"{out}: the uint8 graph returns {got.shape} {got.dtype}, expected {want.shape} uint8")
+                worst = max(worst, int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max()))
+            if worst > 1:
+                raise SuperresError(f"{out}: the uint8 graph differs from the float graph + rounding by {worst} levels; nothing written")
+    return {"path": str(out), "arch": result.arch, "scale": result.scale, "max_level_diff": worst}

@@ -1,0 +1,195 @@
+"""Choices made for the machine: the tile size (``--tile auto``) and the default model of ``upscale``.
+
+``--tile auto`` (:func:`auto_tile`) takes the largest tile whose working memory fits a budget (on a
+CPU at most :data:`CPU_TILE_CAP` for large images, where smaller tiles were measured faster): a
+fraction of the memory free now (:data:`RAM_FRACTION` of ``MemAvailable`` for the CPU,
+:data:`GPU_FRACTION` of the free GPU memory). A tile's working memory is estimated from one small
+probe pass of the model (:func:`bytes_per_input_pixel`: the largest activation any layer writes,
+times :data:`LIVE_FACTOR` for the tensors alive around it, plus the output tile and its weighted
+copy). A tile at least as large as the image means one pass (tile 0).
+
+Without ``--model``, ``upscale`` runs :func:`choose_default_model`: the best shipped x4 model
+(highest recorded Set5 PSNR-Y) whose measured speed on this device class fits a budget
+(:data:`CPU_BUDGET_MS_PER_MP` per output megapixel on a CPU, in the precision ``--precision auto``
+picks for it there). Speeds come from ``superres/weights/inference_profile.json``
+(``scripts/measure_inference_profile.py``, one thread, the CPU named in the file). On a GPU there is no
+budget: the best model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from superres.errors import SuperresError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "RAM_FRACTION", "GPU_FRACTION", "LIVE_FACTOR", "MIN_AUTO_TILE", "CPU_BUDGET_MS_PER_MP",
+    "available_memory", "bytes_per_input_pixel", "auto_tile", "choose_default_model",
+]
+
+#: Share of the currently available RAM (CPU) or free GPU memory one tile may use.
+RAM_FRACTION = 0.25
+GPU_FRACTION = 0.5
+#: Tensors alive around the largest activation (its input, itself, a residual/skip copy).
+LIVE_FACTOR = 3
+#: ``--tile auto`` never goes below this core size (smaller tiles cost more in context than they save).
+MIN_AUTO_TILE = 64
+#: On a CPU, images larger than 1.5x this run in cores of at most this size: one whole pass over a
+#: 768x768 input was 15-20% slower than 256-384 tiles for enhanced-x4, lumanet-x4-deep and
+#: edsr-baseline-x4 in bf16 (AMD EPYC, 1 thread; activations of a whole image leave the caches).
+CPU_TILE_CAP = 384
+#: The default model's speed budget on a CPU, ms per output megapixel (one thread, as measured).
+CPU_BUDGET_MS_PER_MP = 1000.0
+_PROBE = 24
+
+
+def available_memory(device: "torch.device") -> int:
+    """Bytes free now: ``MemAvailable`` of /proc/meminfo for the CPU, ``cudaMemGetInfo`` on CUDA."""
+    if device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def bytes_per_input_pixel(model: Any, in_channels: int) -> float:
+    """Estimated working memory of one forward pass per input pixel, from a probe pass (float32)."""
+    import torch
+    from torch import nn
+
+    if not isinstance(model, nn.Module):  # an onnxruntime graph: no hooks; assume a compact network
+        scale = int(getattr(model, "scale", 4))
+        return 4.0 * (LIVE_FACTOR * 64 + 3 * in_channels * scale * scale)
+    largest = 0
+    hooks = []
+
+    def record(_module: Any, _inputs: Any, output: Any) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel())
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(record))
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.inference_mode():
+            out = model(torch.zeros(1, in_channels, _PROBE, _PROBE, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    pixels = _PROBE * _PROBE
+    return 4.0 * (LIVE_FACTOR * largest + 3 * out.numel()) / pixels
+
+
+def auto_tile(
+    model: Any,
+    height: int,
+    width: int,
+    in_channels: int,
+    device: "torch.device",
+    *,
+    tile_overlap: int = 16,
+    free: int | None = None,
+    per_pixel: float | None = None,
+) -> int:
+    """The core size for ``--tile auto``: 0 (one pass) when the whole image fits the memory budget,
+    else the largest core whose tile (core plus ``2 * tile_overlap``) fits, at least :data:`MIN_AUTO_TILE`.
+    On a CPU, images larger than 1.5 x :data:`CPU_TILE_CAP` on a side use cores of at most that size.
+
+    ``free`` (bytes) and ``per_pixel`` (bytes per input pixel) default to :func:`available_memory`
+    and :func:`bytes_per_input_pixel`; tests pass them.
+    """
+    free = available_memory(device) if free is None else int(free)
+    per_pixel = bytes_per_input_pixel(model, in_channels) if per_pixel is None else float(per_pixel)
+    budget = free * (GPU_FRACTION if device.type == "cuda" else RAM_FRACTION)
+    cap = CPU_TILE_CAP if device.type == "cpu" and max(height, width) > 1.5 * CPU_TILE_CAP else None
+    if height * width * per_pixel <= budget and cap is None:
+        return 0
+    side = int(math.isqrt(max(0, int(budget / per_pixel))))
+    tile = max(MIN_AUTO_TILE, side - 2 * tile_overlap)
+    return tile if cap is None else min(tile, cap)
+
+
+def choose_default_model(
+    device: "torch.device",
+    *,
+    scale: int = 4,
+    budget_ms: float | None = None,
+    entries: list[dict[str, Any]] | None = None,
+    profile: dict[str, Any] | None = None,
+    precision_for: Callable[[str], str] | None = None,
+) -> tuple[str, str]:
+    """``(model name, one-line reason)`` for ``upscale`` without ``--model`` (module docstring).
+
+    A model fits when its measured ms per output MP is at most ``budget_ms`` (default
+    :data:`CPU_BUDGET_MS_PER_MP` on a CPU, no budget elsewhere). Among the fitting models the highest
+    recorded PSNR-Y wins; models without a measured speed do not fit; when none fits, the fastest
+    measured one is taken. ``precision_for(name)`` is the precision ``auto`` runs the model in here
+    (default: :func:`superres.precision.resolve_precision`).
+    """
+    import superres.modelfile
+    from superres.precision import load_profile, resolve_precision
+
+    if entries is None:
+        entries = superres.modelfile.list_models()
+    shipped = [e for e in entries if e.get("shipped") and e.get("scale") == scale]
+    if not shipped:
+        raise SuperresError("no pretrained model is shipped yet; pass --model PATH")
+    profile = load_profile() if profile is None else profile
+
+    def psnr(e: dict[str, Any]) -> float:
+        v = e.get("psnr_y")
+        return float(v) if isinstance(v, (int, float)) else float("-inf")
+
+    if device.type != "cpu" and budget_ms is None:
+        best = max(shipped, key=psnr)
+        return str(best["name"]), f"model: {best['name']} (the best shipped x{scale} model; no speed budget on {device.type}; --model chooses another)"
+    budget = CPU_BUDGET_MS_PER_MP if budget_ms is None else float(budget_ms)
+    if precision_for is None:
+        def precision_for(name: str) -> str:
+            return resolve_precision("auto", device, name, profile=profile)[0]
+
+    models = profile.get("models") or {}
+    speeds: dict[str, tuple[float, str]] = {}
+    for e in shipped:
+        prec = precision_for(str(e["name"]))
+        ms = ((models.get(e["name"]) or {}).get("ms_per_mp") or {}).get(prec)
+        if isinstance(ms, (int, float)):
+            speeds[str(e["name"])] = (float(ms), prec)
+    where = f"{profile.get('cpu', 'a CPU')}, {profile.get('threads', 1)} thread"
+    fitting = [e for e in shipped if e["name"] in speeds and speeds[e["name"]][0] <= budget]
+    if fitting:
+        best = max(fitting, key=psnr)
+        ms, prec = speeds[best["name"]]
+        better = [e for e in shipped if psnr(e) > psnr(best)]
+        skipped = ""
+        if better:
+            top = max(better, key=psnr)
+            top_ms = speeds.get(top["name"], (float("nan"), ""))[0]
+            skipped = f"; {top['name']} scores {psnr(top) - psnr(best):+.2f} dB on Set5 at {top_ms:.0f} ms/MP"
+        return str(best["name"]), (
+            f"model: {best['name']} (best shipped x{scale} model within {budget:.0f} ms per output MP: "
+            f"{ms:.0f} ms/MP in {prec} measured on {where}{skipped}; --model chooses another)"
+        )
+    if speeds:
+        name = min(speeds, key=lambda n: speeds[n][0])
+        return name, f"model: {name} (no shipped x{scale} model fits {budget:.0f} ms/MP here; the fastest measured; --model chooses another)"
+    best = max(shipped, key=psnr)
+    return str(best["name"]), f"model: {best['name']} (no measured speeds; the best shipped x{scale} model; --model chooses another)"
