@@ -292,6 +292,7 @@ def upscale_tensor_rows(
     tile_overlap: int = 16,
     half: bool = False,
     convert: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
+    precision: str = "fp32",
 ) -> "Iterator[tuple[int, torch.Tensor]]":
     """:func:`upscale_tensor`, but yielding the result band by band: ``(first output row, rows)``.
 
@@ -308,7 +309,7 @@ def upscale_tensor_rows(
         raise ValueError(f"upscale_tensor_rows expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
     if tile <= 0 or tile_overlap < 0:
         raise SuperresError(f"--tile {tile} / --tile-overlap {tile_overlap}: writing in strips needs --tile > 0")
-    run = _tile_call(model, x.device, half)
+    run = _tile_call(model, x.device, half, precision)
     n, _, height, width = x.shape
     ys, xs = tile_grid(height, tile), tile_grid(width, tile)
     half_width = tile_overlap // 2
@@ -733,7 +734,8 @@ def _mb(size: int) -> str:
     return f"{size / 2**20:,.1f} MB" if size < 100 * 2**20 else f"{size / 2**20:,.0f} MB"
 
 
-def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_overlap: int, half: bool) -> None:
+def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_overlap: int, half: bool,
+                       precision: str = "fp32") -> None:
     """Upscale ``raw`` band by band straight into ``dst``: the same pixels :func:`upscale` gives
     (same float conversion, tiles, blending, clamping and rounding), in memory bounded by the tile."""
     import torch
@@ -753,7 +755,8 @@ def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_o
         return values.expand(-1, 3, -1, -1) if run_c == 3 and c == 1 else values
 
     def bands() -> Iterator[np.ndarray]:
-        for _, band in upscale_tensor_rows(model, x, tile=tile, tile_overlap=tile_overlap, half=half, convert=convert):
+        for _, band in upscale_tensor_rows(model, x, tile=tile, tile_overlap=tile_overlap, half=half, convert=convert,
+                                           precision=precision):
             data = band[0].permute(1, 2, 0).numpy()  # rows x W x C, a view of the channels_last canvas
             if run_c == 3 and c == 1:
                 data = data.mean(axis=2, keepdims=True)
@@ -881,7 +884,7 @@ def upscale_files(
                                         "need the whole result in memory; raise --max-memory")
                 writer.drain()  # a result too large for memory: nothing else held while it streams
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                _upscale_in_strips(net, raw, dst, tile=run_tile, tile_overlap=tile_overlap, half=half)
+                _upscale_in_strips(net, raw, dst, tile=run_tile, tile_overlap=tile_overlap, half=half, precision=precision)
                 written.append(dst)
                 continue
             image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)

@@ -673,7 +673,7 @@ def test_too_large_and_not_writable_in_strips_is_refused_before_the_model_runs(t
 #: The host-memory bound this test checks, stated in docs/RELIABILITY.md: `superres upscale` of a
 #: 6000 x 4000 RGB image at x4 (24000 x 16000 out: 1.15 GB as 8-bit, 4.6 GB as a float32 canvas),
 #: written in strips with the default tile, peaks below this many MB of resident memory.
-STRIP_PEAK_MB = 1200
+STRIP_PEAK_MB = 1400  # docs/RELIABILITY.md: with --tile auto (384-pixel tiles here); 0.97 GB measured with --tile 256
 
 
 @pytest.mark.slow

@@ -159,6 +159,7 @@ class Engine:
     def __call__(self, job: Job) -> None:
         from superres.inference import upscale
         from superres.io import read_image
+        from superres.precision import resolve_precision
 
         from superres.metadata import read_metadata
 
@@ -181,8 +182,11 @@ class Engine:
             return
         job.tiles_total = tile_count(image.height, image.width, options["tile"])
         net = _progress_module(self.catalog.load(options["model"]), job)
+        # the precision `superres upscale` runs this model in (--precision auto), so results are the CLI's
+        precision, _ = resolve_precision("auto", self.catalog.device, options["model"])
         try:
-            result = upscale(net, image, tile=options["tile"], tile_overlap=self.tile_overlap, device=self.catalog.device)
+            result = upscale(net, image, tile=options["tile"], tile_overlap=self.tile_overlap, device=self.catalog.device,
+                             precision=precision)
         except SuperresError as exc:
             raise JobError("unsupported_image", self._scrub(str(exc), job)) from None
         del image
