@@ -28,7 +28,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
+from superres.devices import cpu_has_native_bf16
 from superres.errors import SuperresError
+from superres.modelfile import WEIGHTS_DIR
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +78,6 @@ def model_key(model: Any) -> str | None:
         stem = Path(text).name.removesuffix(".safetensors")
         if "/" not in text and "\\" not in text and not text.endswith(".safetensors"):
             return text
-        from superres.modelfile import WEIGHTS_DIR
 
         try:
             if Path(text).resolve() == (WEIGHTS_DIR / f"{stem}.safetensors").resolve():
@@ -113,8 +114,6 @@ def resolve_precision(
     ``model`` (a name, a path or a loaded model, see :func:`model_key`) selects the measured profile
     entry ``auto`` reads. Explicit choices that cannot run raise :class:`SuperresError`.
     """
-    from superres.devices import cpu_has_native_bf16
-
     if precision not in PRECISIONS:
         raise SuperresError(f"--precision {precision}: unknown; use one of {', '.join(PRECISIONS)}")
     kind = getattr(device, "type", str(device))
