@@ -55,7 +55,8 @@ from superres.io import (
     write_image_rows,
 )
 from superres.metadata import read_metadata
-from superres.modelfile import list_models, load_model
+from superres import modelfile
+from superres.modelfile import load_model
 from superres.models.contract import describe
 from superres.precision import autocast_for, resolve_precision
 from superres.resize import imresize
@@ -556,7 +557,7 @@ def upscale(
 def default_model_name() -> str:
     """The best shipped x4 model (highest recorded PSNR-Y, see :func:`superres.modelfile.list_models`),
     or an error when none is shipped."""
-    shipped = [e for e in list_models() if e.get("shipped") and e.get("scale") == 4]
+    shipped = [e for e in modelfile.list_models() if e.get("shipped") and e.get("scale") == 4]
     if not shipped:
         raise SuperresError("no pretrained model is shipped yet; pass --model PATH")
     # Models without a recorded score rank last; ties keep list_models' (sorted by name) order.

