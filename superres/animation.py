@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.io import Image, _check_pixels, atomic_write
 from superres.outputs import resize_image
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ def upscale_animation(upscale: Callable[[Any], Any], scale: int, src: Path, dst:
     its :func:`~superres.inference.upscale` with the model and options bound)."""
     from PIL import Image as PILImage
     from PIL import ImageSequence
-
-    from superres.io import Image, _check_pixels, atomic_write
 
     fmt = {".gif": "GIF", ".webp": "WEBP"}.get(dst.suffix.lower())
     if fmt is None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.inference import _model_scale, _tile_call, axis_weights, tile_grid
 
 if TYPE_CHECKING:
     import torch
@@ -45,8 +46,6 @@ def upscale_tensor_batched(
     Returns the float32 result on ``x``'s device, not clamped.
     """
     import torch
-
-    from superres.inference import _model_scale, _tile_call, axis_weights, tile_grid
 
     if x.ndim != 4:
         raise ValueError(f"upscale_tensor_batched expects an N x C x H x W tensor, got shape {tuple(x.shape)}")

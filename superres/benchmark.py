@@ -36,6 +36,12 @@ import numpy as np
 
 from superres.devices import cpu_name
 from superres.errors import SuperresError
+from superres.evaluate import PROTOCOL, evaluate, make_upscaler
+from superres.io import atomic_write, list_images, read_array
+from superres.modelfile import WEIGHTS_DIR, list_models, load_model, read_metadata
+from superres.models.complexity import count_flops, count_parameters
+from superres.peers import find_peers
+from superres.perceptual import build_perceptual
 from superres.scales import SCALES
 
 __all__ = ["run_benchmark", "format_markdown", "DEFAULT_SETS", "DEFAULT_SCALES", "FLOPS_OUTPUT_SIDE"]
@@ -83,8 +89,6 @@ def _flops_512(flops_64: int | None, scale: int) -> float | None:
 def _our_models(models: Sequence[str], scale: int) -> list[tuple[str, str]]:
     """(label, name-or-path) of the shipped models at ``scale``, then those of ``models`` (shipped names
     or model files) at ``scale``; a model made for another scale is simply not in that scale's table."""
-    from superres.modelfile import WEIGHTS_DIR, list_models, read_metadata
-
     chosen = [(e["name"], e["name"]) for e in list_models() if e.get("shipped") and e.get("scale") == scale]
     for m in models:
         shipped = WEIGHTS_DIR / f"{m}.safetensors"
@@ -100,8 +104,6 @@ def _our_models(models: Sequence[str], scale: int) -> list[tuple[str, str]]:
 
 def _model_costs(model: str) -> tuple[int, int]:
     """(parameters, FLOPs on a 64x64 LR) of a shipped model / model file."""
-    from superres.modelfile import load_model
-    from superres.models.complexity import count_flops, count_parameters
 
     net = load_model(model, device="cpu")
     return count_parameters(net), count_flops(net, (1, int(net.in_channels), _FLOPS_PROBE, _FLOPS_PROBE))
@@ -149,8 +151,6 @@ def _row(report: dict[str, Any], kind: str, timer: _Timed, params: int | None, g
 
 
 def _set_channels(folder: Path) -> int:
-    from superres.io import list_images, read_array
-
     first = read_array(list_images([folder / "HR"])[0])
     return 1 if first.ndim == 2 else int(first.shape[2])
 
@@ -184,8 +184,6 @@ def run_benchmark(
     """
     import torch
 
-    from superres.evaluate import evaluate, make_upscaler
-    from superres.io import atomic_write
 
     if threads < 1:
         raise SuperresError(f"--threads {threads}: must be >= 1")
@@ -199,8 +197,6 @@ def run_benchmark(
             raise SuperresError(f"--scales {s}: unsupported scale")
     pdir = Path(peers_dir) if peers_dir is not None else root.parent / "peers"
     if isinstance(perceptual, str):
-        from superres.perceptual import build_perceptual
-
         perceptual = build_perceptual(perceptual)
 
     previous_threads = torch.get_num_threads()
@@ -236,8 +232,6 @@ def run_benchmark(
     finally:
         torch.set_num_threads(previous_threads)
 
-    from superres.evaluate import PROTOCOL
-
     doc = {
         "command": command,
         "sets": [f.name for f in folders],
@@ -264,8 +258,6 @@ def run_benchmark(
 
 def _find_peers(peers_dir: Path, scale: int, threads: int) -> tuple[list[Any], list[str]]:
     """:func:`superres.peers.find_peers`, imported here so ``--no-peers`` never touches OpenCV."""
-    from superres.peers import find_peers
-
     return find_peers(peers_dir, scale, threads=threads)
 
 

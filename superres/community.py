@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from superres.errors import SuperresError
+from superres.models import build
 
 __all__ = ["LAYOUTS", "read_state_dict", "detect", "load_pth"]
 
@@ -183,8 +184,6 @@ def detect(state: Mapping[str, Any], where: str = "state dict") -> tuple[str, st
 
 def load_pth(path: str | os.PathLike[str], *, device: Any = "cpu"):
     """A community ``.pth`` as our model (eval mode), with ``superres_meta`` naming its source and layout."""
-    from superres.models import build
-
     path = Path(path)
     state, wrapper = read_state_dict(path)
     layout, arch, args, ours = detect(state, str(path))

@@ -27,8 +27,9 @@ from superres.errors import SuperresError
 from superres.evaluate import make_upscaler
 from superres.io import atomic_write, list_images, read_array, to_float, to_integer
 from superres.metrics import score
-from superres.models.contract import describe
 from superres.modelfile import load_model
+from superres.models.contract import describe
+from superres.perceptual import build_perceptual, image_distance
 from superres.resize import imresize, modcrop
 
 __all__ = ["Crop", "parse_crop", "auto_crop", "compare_images", "model_scale"]
@@ -198,8 +199,6 @@ def compare_images(
             raise SuperresError(f"--hr {hr_path}: a single file is the reference of a single input; pass a folder")
     metric = None
     if perceptual is not None:
-        from superres.perceptual import build_perceptual, image_distance
-
         metric = build_perceptual(perceptual) if isinstance(perceptual, str) else perceptual
     upscalers = {m: make_upscaler(m, scale, device=device, tile=tile) for m in models}
     out_dir = Path(out_dir)

@@ -37,6 +37,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 import yaml
 
 from superres.errors import SuperresError
+from superres.io import atomic_write
 from superres.scales import SCALES
 
 
@@ -292,8 +293,6 @@ def dump_config(config: Config) -> str:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write ``dump_config(config)`` to ``path`` atomically."""
-    from superres.io import atomic_write
-
     with atomic_write(Path(path)) as tmp:
         Path(tmp).write_text(dump_config(config), encoding="utf-8")
 

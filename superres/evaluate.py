@@ -26,11 +26,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from superres.devices import resolve_device
 from superres.errors import SuperresError
+from superres.inference import load_for_backend, upscale
 from superres.io import list_images, read_array, to_float, to_integer
 from superres.metrics import PSNR_CAP_DB, mean_psnr, score
+from superres.modelfile import load_model
+from superres.models.contract import describe
+from superres.perceptual import PERCEPTUAL_PROTOCOL, build_perceptual, image_distance
+from superres.precision import resolve_precision
 from superres.resize import imresize, modcrop
 from superres.scales import SCALES
+from superres.threads import apply_threads
 
 __all__ = ["PROTOCOL", "evaluate", "format_report", "make_upscaler"]
 
@@ -63,17 +70,11 @@ def _bicubic(scale: int) -> _Upscaler:
 
 def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str, precision: str = "fp32") -> _Upscaler:
     """A loaded model as an upscaler of file samples: LR as read in, SR rounded to the HR's bit depth out."""
-    from superres.inference import upscale
-
     if backend == "torch":
-        from superres.modelfile import load_model
-
         net = load_model(model, device=device)
     else:  # onnx (an .onnx file, or a model exported on the fly); unknown backends are refused there
-        from superres.inference import load_for_backend
 
         net = load_for_backend(model, backend=backend, device=device)
-    from superres.models.contract import describe
 
     model_scale = describe(net).scale
     if model_scale is not None and int(model_scale) != scale:
@@ -100,8 +101,6 @@ def make_upscaler(
     callers that time or wrap the upscaling (``superres benchmark``) score exactly what eval scores.
     ``precision``: :mod:`superres.precision` (``auto`` resolved for the model)."""
     if model != "bicubic" and precision != "fp32":
-        from superres.devices import resolve_device
-        from superres.precision import resolve_precision
 
         precision = resolve_precision(precision, resolve_device(device), model, backend=backend)[0]
     return _bicubic(scale) if model == "bicubic" else _model_upscaler(model, scale, device, tile, backend, precision)
@@ -177,15 +176,11 @@ def evaluate(
         lr_source = f"generated: MATLAB-bicubic imresize(HR_crop, 1/{s}) (no LR_bicubic/X{s} folder)"
 
     if threads is not None:
-        from superres.threads import apply_threads
-
         apply_threads(threads)
     if upscaler is None:
         upscaler = make_upscaler(model, s, device=device, tile=tile, backend=backend, precision=precision)
     metric = None
     if perceptual is not None:
-        from superres.perceptual import build_perceptual, image_distance
-
         metric = build_perceptual(perceptual) if isinstance(perceptual, str) else perceptual
         if not isinstance(getattr(metric, "metric_name", None), str):
             raise SuperresError("perceptual: pass a metric name or a metric made by superres.perceptual.build_perceptual")
@@ -233,8 +228,6 @@ def evaluate(
 
     extra: dict[str, Any] = {}
     if metric is not None:
-        from superres.perceptual import PERCEPTUAL_PROTOCOL
-
         name = metric.metric_name
         extra = {"perceptual": name, name: float(np.mean([im[name] for im in images])),
                  "perceptual_protocol": PERCEPTUAL_PROTOCOL}

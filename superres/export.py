@@ -51,7 +51,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
+from superres.color import rgb_to_ycbcr
 from superres.errors import SuperresError
+from superres.io import atomic_write, read_image
+from superres.modelfile import load_model
+from superres.models import describe, fold, quant
+from superres.models.contract import ModelContract
+from superres.resize import imresize
+from superres.threads import session_options
 
 if TYPE_CHECKING:
     import torch
@@ -124,17 +131,11 @@ def check_image_input(in_channels: int, path: Path | None = None) -> tuple[np.nd
     photo is downscaled to 96x80 with MATLAB bicubic. 1-channel models get Y of BT.601 (what they
     are run on), 3-channel models RGB; other channel counts repeat/trim the RGB channels.
     """
-    from superres.color import rgb_to_ycbcr
-
     if path is not None:
-        from superres.io import read_image
-
         data = np.asarray(read_image(Path(path)).data, dtype=np.float32)
         what = str(path)
     else:
         from skimage import data as samples
-
-        from superres.resize import imresize
 
         data = np.asarray(imresize(samples.astronaut(), size=(80, 96)), dtype=np.float32) / 255.0
         what = "the astronaut sample photo (96x80 LR)"
@@ -162,8 +163,6 @@ def quantize_graph(proto: Any, plan: "list[Int8Conv]") -> Any:
     """
     import torch
     from onnx import helper, numpy_helper
-
-    from superres.models import quant
 
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
@@ -267,12 +266,9 @@ def _resolve_model(model: "nn.Module | str | os.PathLike[str]") -> tuple["nn.Mod
     from torch import nn
 
     if isinstance(model, nn.Module):
-        from superres.models import describe
-
         meta = dict(describe(model).metadata)
         meta.setdefault("arch", type(model).__name__.lower())
         return model.eval(), meta
-    from superres.modelfile import load_model
 
     net = load_model(str(model), device="cpu")
     return net, dict(net.superres_meta)
@@ -312,7 +308,6 @@ def export_onnx(
         raise SuperresError(f"--opset {opset}: too old (Resize and DepthToSpace need opset >= 11)")
     out = Path(out)
     net, meta = _resolve_model(model)
-    from superres.models import describe, fold
 
     # Training-only structure (lumanet's expand) is multiplied out: the graph is the plain model's.
     net, folded_args = fold(net, meta.get("args", {}))
@@ -341,7 +336,6 @@ def export_onnx(
     if plan:
         props["int8"] = json.dumps([item.module for item in plan])
     dummy = torch.rand(1, channels, *_TRACE_SIZE, generator=torch.Generator().manual_seed(0))
-    from superres.io import atomic_write
 
     with atomic_write(out) as tmp:
         with warnings.catch_warnings():
@@ -408,8 +402,6 @@ def _session(ort: Any, path: Path, threads: int | None) -> Any:
     Following torch's count (itself set by ``--threads``, ``OMP_NUM_THREADS`` or ``torch.set_num_threads``)
     keeps the two backends comparable and stops onnxruntime from taking every core on a shared machine.
     """
-    from superres.threads import session_options
-
     options = session_options(ort, threads)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -454,8 +446,6 @@ class OnnxModel:
 
     def contract(self) -> "ModelContract":
         """The exported model's contract: its scale and channels, float32 only."""
-        from superres.models.contract import ModelContract
-
         return ModelContract(supports_half=False, supports_bfloat16=False).bind(self.scale, self.in_channels)
 
     def __call__(self, x: "torch.Tensor") -> "torch.Tensor":

@@ -29,6 +29,16 @@ from typing import Any
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    _ort,
+    _session,
+    check_image_input,
+    export_onnx,
+)
+from superres.io import atomic_write, to_integer
 
 __all__ = ["UINT8_INPUT", "UINT8_OUTPUT", "add_uint8_io", "export_uint8_onnx"]
 
@@ -40,8 +50,6 @@ def add_uint8_io(proto: Any) -> Any:
     """Wrap the float graph ``proto`` (input ``lr``, output ``sr``, NCHW float in [0, 1]) with uint8
     NHWC input and output (module docstring). Returns ``proto``, changed."""
     from onnx import TensorProto, helper, numpy_helper
-
-    from superres.export import INPUT_NAME, OUTPUT_NAME
 
     graph = proto.graph
     old_in = next(i for i in graph.input if i.name == INPUT_NAME)
@@ -76,8 +84,6 @@ def add_uint8_io(proto: Any) -> Any:
 
 def _reference(session: Any, lr_u8: np.ndarray) -> np.ndarray:
     """The float graph + :func:`superres.io.to_integer`: what the wrapped graph must reproduce."""
-    from superres.export import INPUT_NAME, OUTPUT_NAME
-    from superres.io import to_integer
 
     x = np.ascontiguousarray(lr_u8.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
     sr = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
@@ -89,8 +95,6 @@ def export_uint8_onnx(model: str | os.PathLike[str], out: str | os.PathLike[str]
     in/out ONNX file ``out``, verified (module docstring). Returns a summary dict."""
     import onnx
 
-    from superres.export import DEFAULT_OPSET, _ort, _session, check_image_input, export_onnx
-    from superres.io import atomic_write
 
     out = Path(out)
     ort = _ort()

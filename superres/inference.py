@@ -34,15 +34,33 @@ import math
 import os
 import sys
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from superres import animation, outputs
 from superres.color import rgb_to_ycbcr, ycbcr_matrix
 from superres.devices import resolve_device
 from superres.errors import SuperresError
+from superres.export import load_onnx
+from superres.io import (
+    Image,
+    STREAM_SUFFIXES,
+    list_images,
+    read_raw,
+    to_float,
+    to_integer,
+    write_image,
+    write_image_rows,
+)
+from superres.metadata import read_metadata
+from superres import modelfile
+from superres.modelfile import load_model
+from superres.models.contract import describe
+from superres.precision import autocast_for, resolve_precision
+from superres.resize import imresize
+from superres.speed import auto_tile, choose_default_model
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +163,6 @@ def _model_scale(model: "nn.Module", in_shape: Sequence[int], out_shape: Sequenc
     if oh % h or ow % w or oh // h != ow // w:
         raise SuperresError(f"the model maps {h}x{w} to {oh}x{ow}: not an integer upscaling")
     scale = oh // h
-    from superres.models.contract import describe
 
     declared = describe(model).scale
     if declared is not None and int(declared) != scale:
@@ -174,7 +191,6 @@ def _tile_call(
         if precision != "fp32":
             raise SuperresError(f"--precision {precision}: the onnx backend runs fp32")
         return lambda part: model(part).float()
-    from superres.precision import autocast_for
 
     autocast = autocast_for(device, "fp16" if half else precision)
     # On the CPU the tile goes in as channels_last (NHWC): oneDNN then runs the convolutions in its
@@ -358,8 +374,6 @@ def _upscale_chroma(chroma: np.ndarray, scale: int) -> np.ndarray:
     """
     import torch
 
-    from superres.resize import imresize
-
     planes = torch.from_numpy(np.ascontiguousarray(chroma.transpose(2, 0, 1), dtype=np.float32))
     return imresize(planes, scale=scale).permute(1, 2, 0).numpy()
 
@@ -409,19 +423,15 @@ def load_for_backend(model: str, *, backend: str = "torch", device: str = "cpu")
     if backend == "onnx":
         if resolve_device(device).type != "cpu":
             raise SuperresError(f"--device {device}: the onnx backend runs on the CPU (onnxruntime); use --device cpu")
-        from superres.export import load_onnx
 
         return load_onnx(model)
     if str(model).lower().endswith(".onnx"):
         raise SuperresError(f"--model {model}: an ONNX file runs with --backend onnx")
-    from superres.modelfile import load_model
 
     return load_model(model, device=device)
 
 
 def _model_channels(model: "Model") -> int:
-    from superres.models.contract import describe
-
     channels = describe(model).in_channels
     if channels is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no in_channels attribute; load it with superres.load_model")
@@ -429,8 +439,6 @@ def _model_channels(model: "Model") -> int:
 
 
 def _model_scale_attr(model: "Model") -> int:
-    from superres.models.contract import describe
-
     scale = describe(model).scale
     if scale is None:
         raise SuperresError(f"the model ({type(model).__name__}) has no scale attribute; load it with superres.load_model")
@@ -504,16 +512,12 @@ def upscale(
     """
     import torch
 
-    from superres.io import Image
-
     dev = resolve_device(device)
     _check_half(half, dev)
     net = _as_model(model, dev)
     if isinstance(model, torch.nn.Module):
         net = net.to(dev)
     if precision == "auto":
-        from superres.precision import resolve_precision
-
         precision = resolve_precision("auto", dev, net, backend="torch" if isinstance(net, torch.nn.Module) else "onnx")[0]
 
     if isinstance(image, Image):
@@ -526,8 +530,6 @@ def upscale(
         )
         alpha = None
         if image.alpha is not None:
-            from superres.resize import imresize
-
             scale = _model_scale_attr(net)
             alpha_in = np.asarray(image.alpha, dtype=np.float32)
             alpha = np.asarray(imresize(alpha_in, scale=scale), dtype=np.float32).reshape(out.shape[0], out.shape[1], 1)
@@ -556,9 +558,7 @@ def upscale(
 def default_model_name() -> str:
     """The best shipped x4 model (highest recorded PSNR-Y, see :func:`superres.modelfile.list_models`),
     or an error when none is shipped."""
-    from superres.modelfile import list_models
-
-    shipped = [e for e in list_models() if e.get("shipped") and e.get("scale") == 4]
+    shipped = [e for e in modelfile.list_models() if e.get("shipped") and e.get("scale") == 4]
     if not shipped:
         raise SuperresError("no pretrained model is shipped yet; pass --model PATH")
     # Models without a recorded score rank last; ties keep list_models' (sorted by name) order.
@@ -571,8 +571,6 @@ def _plan_outputs(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Pat
 
     Refuses, before anything is written, to write two results to one path or over a source file.
     """
-    from superres.io import list_images
-
     pairs: list[tuple[Path, Path]] = []
     for source in inputs:
         source = Path(source)
@@ -691,8 +689,6 @@ def _needs_strips(
     float32 output canvas, the integer output, and the alpha plane with its float64 resize. In
     strips: the input as stored, the canvas of one row of tiles, and two integer copies of it.
     """
-    from superres.io import STREAM_SUFFIXES
-
     if budget is None:
         return False
     h, w, c = raw.pixels.shape
@@ -739,8 +735,6 @@ def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_o
     """Upscale ``raw`` band by band straight into ``dst``: the same pixels :func:`upscale` gives
     (same float conversion, tiles, blending, clamping and rounding), in memory bounded by the tile."""
     import torch
-
-    from superres.io import to_float, to_integer, write_image_rows
 
     pixels = raw.pixels
     c = pixels.shape[2]
@@ -818,9 +812,6 @@ def upscale_files(
     others go on. Under ``torchrun`` each rank takes its share of the planned files. ``on_start`` is
     called with the device once everything is checked and the model is loaded.
     """
-    from superres import animation, outputs
-    from superres.io import Image, read_raw, to_float, write_image
-    from superres.metadata import read_metadata
 
     if backend not in BACKENDS:
         raise SuperresError(f"--backend {backend}: unknown backend; use one of {', '.join(BACKENDS)}")
@@ -830,8 +821,6 @@ def upscale_files(
         raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
     if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
         raise SuperresError(f"--tile {tile}: use auto or a size >= 0")
-    from superres.precision import resolve_precision
-    from superres.speed import auto_tile, choose_default_model
 
     say = note or (lambda line: None)
     size = output_size if output_size is not None else outputs.OutputSize()

@@ -50,6 +50,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.metadata import pillow_options, tiff_options
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -674,8 +675,6 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
 def _write_pillow(tmp: Path, samples: np.ndarray, fmt: str, jpeg_quality: int, metadata: dict | None = None) -> None:
     from PIL import Image as PILImage
 
-    from superres.metadata import pillow_options
-
     array = samples[:, :, 0] if samples.shape[2] == 1 else samples  # L, LA, RGB, RGBA inferred from shape
     im = PILImage.fromarray(np.ascontiguousarray(array))
     options: dict = {"quality": int(jpeg_quality), "subsampling": 0} if fmt == "JPEG" else {}
@@ -697,8 +696,6 @@ def _write_png16(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool)
 
 def _write_tiff(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool, metadata: dict | None = None) -> None:
     import tifffile
-
-    from superres.metadata import tiff_options
 
     total = samples.shape[2]
     photometric = "rgb" if channels == 3 else "minisblack"

@@ -35,10 +35,17 @@ import torch
 from torch import nn
 
 from superres.community import load_pth
+from superres import ncnn
 from superres.errors import SuperresError
 from superres.io import atomic_write
 from superres.models import build, describe, names
-from superres.ncnn import REALESRGAN_MODELS, load_ncnn, load_realesrgan
+from superres.ncnn import (
+    REALESRGAN_LICENSE,
+    REALESRGAN_MODELS,
+    load_ncnn,
+    load_realesrgan,
+    param_count,
+)
 
 FORMAT_VERSION = 1
 METADATA_KEY = "superres"
@@ -289,9 +296,7 @@ def list_models() -> list[dict[str, Any]]:
 def list_peers() -> list[dict[str, Any]]:
     """The Real-ESRGAN peers (:mod:`superres.ncnn`): ``name, kind="peer", shipped=False, scale,
     params, license, installed`` (params counted from the ncnn param file; None when not installed)."""
-    from superres.ncnn import REALESRGAN_LICENSE, REALESRGAN_MODELS, param_count, realesrgan_dir
-
-    folder = realesrgan_dir()
+    folder = ncnn.realesrgan_dir()
     return [
         {
             "name": name,

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.models import build
 
 __all__ = ["Layer", "NcnnModel", "read_param", "read_bin", "read_ncnn", "to_superres", "REALESRGAN_MODELS",
            "realesrgan_dir", "load_realesrgan", "load_ncnn", "param_count"]
@@ -302,8 +303,6 @@ def to_superres(model: NcnnModel) -> tuple[str, dict[str, Any], dict[str, Any]]:
 def load_ncnn(param_path: str | os.PathLike[str], bin_path: str | os.PathLike[str] | None = None):
     """Our model (eval mode, CPU) loaded strictly from an ncnn pair; ``superres_meta`` says where from."""
     import torch
-
-    from superres.models import build
 
     graph = read_ncnn(param_path, bin_path)
     arch, args, state = to_superres(graph)

@@ -19,6 +19,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.io import Image
+from superres.resize import imresize
 
 __all__ = [
     "OUTPUT_EXTS",
@@ -144,8 +146,6 @@ def resize_image(image, out_hw: tuple[int, int]):
     image unchanged when it already has that size."""
     import torch
 
-    from superres.io import Image
-    from superres.resize import imresize
 
     if image.data.shape[:2] == tuple(out_hw):
         return image
@@ -163,8 +163,6 @@ def finish(image, out_hw: tuple[int, int], ext: str = "auto"):
     """The model's result as it is written: resized to ``out_hw`` (:func:`resize_image`), and stored
     at 8 bits when ``--ext`` names an 8-bit format (jpg, webp) for a 16-bit or float source, which
     the user asked for by naming it (with ``--ext auto`` the depth is always kept)."""
-    from superres.io import Image
-
     image = resize_image(image, out_hw)
     if ext in ("jpg", "webp") and image.bit_depth != 8:
         image = Image(image.data, image.alpha, 8, image.path)

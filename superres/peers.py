@@ -35,7 +35,18 @@ from typing import Callable
 
 import numpy as np
 
+from superres import ncnn
 from superres.errors import SuperresError
+from superres.inference import upscale
+from superres.io import to_float, to_integer
+from superres.models.complexity import count_flops, count_parameters
+from superres.models.fsrcnn import FSRCNN, load_yjn870_state_dict
+from superres.ncnn import (
+    REALESRGAN_LICENSE,
+    REALESRGAN_MODELS,
+    REALESRGAN_PACKAGE,
+    load_realesrgan,
+)
 
 __all__ = ["Peer", "OPENCV_GRAPHS", "opencv_available", "opencv_peer", "yjn870_peer", "realesrgan_peer", "find_peers"]
 
@@ -140,10 +151,6 @@ def yjn870_peer(path: str | os.PathLike[str]) -> Peer:
     """yjn870/FSRCNN-pytorch weights (``..._fsrcnn_x<s>.pth``) in our FSRCNN, run on Y (module docstring)."""
     import torch
 
-    from superres.inference import upscale
-    from superres.io import to_float, to_integer
-    from superres.models.complexity import count_flops, count_parameters
-    from superres.models.fsrcnn import FSRCNN, load_yjn870_state_dict
 
     path = Path(path)
     if not path.is_file():
@@ -180,10 +187,6 @@ def yjn870_peer(path: str | os.PathLike[str]) -> Peer:
 # --------------------------------------------------------------------------- Real-ESRGAN (ncnn files)
 def realesrgan_peer(name: str) -> Peer:
     """The Real-ESRGAN model ``name`` (:data:`superres.ncnn.REALESRGAN_MODELS`) as a :class:`Peer`."""
-    from superres.inference import upscale
-    from superres.io import to_float, to_integer
-    from superres.models.complexity import count_flops, count_parameters
-    from superres.ncnn import REALESRGAN_LICENSE, REALESRGAN_MODELS, load_realesrgan
 
     net = load_realesrgan(name)
     meta = net.superres_meta
@@ -206,11 +209,9 @@ def realesrgan_peer(name: str) -> Peer:
 
 def realesrgan_peers(scale: int) -> tuple[list[Peer], list[str]]:
     """The Real-ESRGAN peers for ``scale`` (all are x4) and a note when the package is absent."""
-    from superres.ncnn import REALESRGAN_MODELS, REALESRGAN_PACKAGE, realesrgan_dir
-
     if scale != 4:
         return [], []
-    if realesrgan_dir() is None:
+    if ncnn.realesrgan_dir() is None:
         return [], [f"x{scale}: Real-ESRGAN peers skipped: {REALESRGAN_PACKAGE} is not installed (pip install 'superres[peers]')"]
     return [realesrgan_peer(name) for name in REALESRGAN_MODELS], []
 

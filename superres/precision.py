@@ -28,7 +28,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
+from superres import devices
 from superres.errors import SuperresError
+from superres.modelfile import WEIGHTS_DIR
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +78,6 @@ def model_key(model: Any) -> str | None:
         stem = Path(text).name.removesuffix(".safetensors")
         if "/" not in text and "\\" not in text and not text.endswith(".safetensors"):
             return text
-        from superres.modelfile import WEIGHTS_DIR
 
         try:
             if Path(text).resolve() == (WEIGHTS_DIR / f"{stem}.safetensors").resolve():
@@ -113,8 +114,6 @@ def resolve_precision(
     ``model`` (a name, a path or a loaded model, see :func:`model_key`) selects the measured profile
     entry ``auto`` reads. Explicit choices that cannot run raise :class:`SuperresError`.
     """
-    from superres.devices import cpu_has_native_bf16
-
     if precision not in PRECISIONS:
         raise SuperresError(f"--precision {precision}: unknown; use one of {', '.join(PRECISIONS)}")
     kind = getattr(device, "type", str(device))
@@ -141,10 +140,10 @@ def resolve_precision(
                 raise SuperresError("--precision fp16: this CPU has no native fp16 (AMX-FP16/AVX512-FP16); use bf16 or fp32")
             return "fp16", None
         if precision == "bf16":
-            note = None if cpu_has_native_bf16() else "bf16: this CPU emulates bf16 (no AVX512-BF16/AMX), slower than fp32"
+            note = None if devices.cpu_has_native_bf16() else "bf16: this CPU emulates bf16 (no AVX512-BF16/AMX), slower than fp32"
             return "bf16", note
     # auto: bf16 where it runs natively and the measured scores stay within the tolerance
-    if kind == "cpu" and not cpu_has_native_bf16():
+    if kind == "cpu" and not devices.cpu_has_native_bf16():
         return "fp32", "precision auto: fp32 (this CPU has no native bf16: no AVX512-BF16/AMX)"
     if kind == "cuda":
         import torch

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from superres.errors import SuperresError
+from superres.precision import load_profile, resolve_precision
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +146,6 @@ def choose_default_model(
     (default: :func:`superres.precision.resolve_precision`).
     """
     import superres.modelfile
-    from superres.precision import load_profile, resolve_precision
 
     if entries is None:
         entries = superres.modelfile.list_models()

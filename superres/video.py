@@ -25,7 +25,22 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from superres.devices import resolve_device
 from superres.errors import SuperresError
+from superres.inference import (
+    _check_half,
+    _check_out_dir,
+    _model_channels,
+    _model_device,
+    _model_scale_attr,
+    load_for_backend,
+    upscale,
+    upscale_tensor,
+)
+from superres.io import atomic_write
+from superres.outputs import OutputSize, rank_and_world, recorded, rename_outputs, shard
+from superres.resize import imresize
+from superres.speed import auto_tile, choose_default_model
 
 if TYPE_CHECKING:
     from superres.inference import Model
@@ -85,11 +100,8 @@ def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | s
     by frame through :func:`superres.inference.upscale` (the channel rules)."""
     import torch
 
-    from superres.inference import _model_channels, _model_device, upscale, upscale_tensor
-    from superres.resize import imresize
 
     if tile == "auto":  # the largest tile whose memory fits the budget, for this batch of frames
-        from superres.speed import auto_tile
 
         h, w = frames[0].shape[:2]
         tile = auto_tile(net, h * len(frames), w, _model_channels(net), _model_device(net, torch.device("cpu")),
@@ -111,8 +123,6 @@ def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | s
 
 
 def _native_scale(net: "Model") -> int:
-    from superres.inference import _model_scale_attr
-
     return _model_scale_attr(net)
 
 
@@ -132,8 +142,6 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
     the frames with ``lo <= pts < hi``, without audio and without B-frames, as one part of a clip
     shared between ``torchrun`` ranks (:func:`upscale_videos` joins the parts)."""
     av = _import_av()
-    from superres.io import atomic_write
-    from superres.outputs import OutputSize
 
     size = output_size if output_size is not None else OutputSize()
     codec = codec or _default_codec(dst)
@@ -267,10 +275,6 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
     kept) into ``out_dir`` (same name; ``ext`` other than ``auto`` is not a video container and is
     refused). Under ``torchrun`` the clips are shared
     between ranks. Returns the paths written."""
-    from superres.devices import resolve_device
-    from superres.inference import _check_out_dir, _check_half, load_for_backend
-    from superres.speed import choose_default_model
-    from superres.outputs import rank_and_world, recorded, rename_outputs, shard
 
     _import_av()
     if ext != "auto":
@@ -323,8 +327,6 @@ def _upscale_split(net: "Model", pairs: Sequence[tuple[Path, Path]], rank: int, 
     the clips this rank wrote (rank 0: all of them)."""
     import torch.distributed as dist
 
-    from superres.outputs import recorded
-
     own = not dist.is_initialized()
     if own:
         dist.init_process_group("gloo")
@@ -356,7 +358,6 @@ def _upscale_split(net: "Model", pairs: Sequence[tuple[Path, Path]], rank: int, 
 def _join_parts(src: Path, parts: Sequence[Path], dst: Path) -> None:
     """``dst``: the video packets of ``parts`` end to end, then the audio of ``src``, remuxed."""
     av = _import_av()
-    from superres.io import atomic_write
 
     missing = [p for p in parts if not p.exists()]
     if missing:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +178,10 @@ def test_model_branch_quantises_output(tmp_path: Path, monkeypatch: pytest.Monke
         lr8 = np.round(image * 255).astype(np.uint8)
         return (imresize(lr8, net.scale).astype(np.float32) / 255) + np.float32(0.3 / 255)  # rounds away
 
-    monkeypatch.setitem(sys.modules, "superres.modelfile", types.SimpleNamespace(load_model=load_model))
-    monkeypatch.setitem(sys.modules, "superres.inference", types.SimpleNamespace(upscale=upscale))
+    import superres.evaluate  # the names evaluate calls (imported at its top)
+
+    monkeypatch.setattr(superres.evaluate, "load_model", load_model)
+    monkeypatch.setattr(superres.evaluate, "upscale", upscale)
     root = _bench(tmp_path / "M", {"p": (40, 36), "q": (33, 47)}, 2)
     got = evaluate("my.safetensors", root, scale=2, tile=64, device="cpu")
     ref = evaluate("bicubic", root, scale=2)

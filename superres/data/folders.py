@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 
 from superres.data.patches import dihedral, downscale, to_tensor
 from superres.errors import SuperresError
+from superres.io import list_images, read_array
+from superres.resize import modcrop
 
 #: Integer types the datasets keep in memory, with the bit depth they stand for.
 _BIT_DEPTHS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
@@ -29,8 +31,6 @@ _BIT_DEPTHS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
 
 def _read(path: Path) -> np.ndarray:
     """``H x W x C`` native integers of one file (``superres.io.read_array``; alpha is not part of it)."""
-    from superres.io import read_array
-
     array = np.asarray(read_array(path))
     if array.ndim == 2:
         array = array[:, :, None]
@@ -150,8 +150,6 @@ class HRFolderDataset(Dataset):
         seed: int | None = None,
         in_memory: bool = True,
     ) -> None:
-        from superres.io import list_images
-
         sources = _as_paths(sources)
         where = ", ".join(str(s) for s in sources)
         if scale <= 0:
@@ -254,8 +252,6 @@ class PairedFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike[str], scale: int) -> None:
-        from superres.io import list_images
-        from superres.resize import modcrop
 
         self.root = Path(root)
         self.scale = int(scale)

@@ -24,14 +24,13 @@ from torch.utils.data import Dataset
 from superres.data.folders import _BIT_DEPTHS, _read, crop_tables, draw_crops
 from superres.data.patches import dihedral, to_tensor
 from superres.errors import SuperresError
+from superres.io import list_images
 
 __all__ = ["PairedPatchDataset", "find_pairs"]
 
 
 def find_pairs(root: str | os.PathLike[str], scale: int) -> list[tuple[Path, Path]]:
     """``(hr, lr)`` paths of a pairs folder, sorted by HR name; an error names the first HR without an LR."""
-    from superres.io import list_images
-
     root = Path(root)
     hr_dir = root / "HR"
     candidates = [root / "LR", root / "LR_bicubic" / f"X{scale}"]

@@ -33,6 +33,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from superres.config import DataConfig
+from superres.data import HRFolderDataset, PairedPatchDataset, PatchDataset
+from superres.degrade import Degrader
 from superres.errors import SuperresError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -48,8 +50,6 @@ def build_train_dataset(data: DataConfig, *, scale: int, in_channels: int, seed:
     Checks that the sources exist, that a patch file matches ``data.patch_size`` and ``scale``,
     and that the channel count matches ``model.in_channels``.
     """
-    from superres.data import HRFolderDataset, PairedPatchDataset, PatchDataset
-
     if data.train_pairs is not None:
         root = Path(data.train_pairs)
         if not root.is_dir():
@@ -92,8 +92,6 @@ def build_train_dataset(data: DataConfig, *, scale: int, in_channels: int, seed:
             f"{channels} channel(s); set model.in_channels: {channels}"
         )
     if data.degradation.kind == "realworld":
-        from superres.degrade import Degrader
-
         # Both data paths read it here: IterationItems.__getitems__ and DeviceBatches.batch.
         dataset.degrader = Degrader(data.degradation, scale=scale, seed=seed)  # type: ignore[attr-defined]
     return dataset
