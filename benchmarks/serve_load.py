@@ -111,17 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from skimage import data as skdata
 
+    from superres.devices import resolve_device
     from superres.inference import upscale
     from superres.modelfile import load_model
+    from superres.precision import resolve_precision
 
     torch.set_num_threads(args.threads)
     photo = skdata.astronaut()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     model = load_model(args.model)
+    # the precision the server (like `superres upscale`) runs this model in: --precision auto
+    precision, _ = resolve_precision("auto", resolve_device("cpu"), args.model)
     inputs = []
     for i, (h, w) in enumerate(sizes):
         crop = np.ascontiguousarray(photo[30 * i : 30 * i + h, 40 * i : 40 * i + w])
-        ref = upscale(model, crop.astype(np.float32) / 255.0, tile=args.tile)
+        ref = upscale(model, crop.astype(np.float32) / 255.0, tile=args.tile, precision=precision)
         inputs.append((f"crop{i}.png", png_bytes(crop), np.round(ref * 255.0).astype(np.uint8)))
     good_png = inputs[0][1]
     bad = [
