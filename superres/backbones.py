@@ -301,11 +301,12 @@ class EfficientNetFeatures(_Frozen):
 
 
 # --------------------------------------------------------------------------- LPIPS backbones
-def resolve_hub_weights(filename: str, url: str, what: str, option: str, weights_path: str | Path | None = None) -> Path:
+def resolve_hub_weights(filename: str, url: str, what: str, option: str, weights_path: str | Path | None = None,
+                        *, progress: bool = False) -> Path:
     """``weights_path``, else ``<torch hub dir>/checkpoints/<filename>``, else download ``url`` there
     (``torch.hub.download_url_to_file`` checks the SHA-256 prefix in the name, writes atomically).
     Offline without the file: a :class:`SuperresError` naming the file, where it was looked for and
-    ``option``, the setting that passes a path."""
+    ``option``, the setting that passes a path. ``progress``: a download progress bar (large files)."""
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
@@ -316,7 +317,8 @@ def resolve_hub_weights(filename: str, url: str, what: str, option: str, weights
         return cached
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(cached), hash_prefix=filename.rsplit("-", 1)[1].split(".")[0], progress=False)
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=filename.rsplit("-", 1)[1].split(".")[0],
+                                       progress=progress)
     except Exception as exc:  # offline, proxy, disk full, hash mismatch: all end the same way for the user
         reason = str(exc) or type(exc).__name__
         raise SuperresError(

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import L1Loss, MSELoss
 
-from superres.backbones import EfficientNetFeatures
+from superres.backbones import EfficientNetFeatures, read_state_dict, resolve_hub_weights
 from superres.color import Y_COEFFS
 from superres.errors import SuperresError
 
@@ -217,34 +217,8 @@ def resolve_vgg19_weights(weights_path: str | Path | None = None) -> Path:
         if not path.is_file():
             raise SuperresError(f"VGG19 weights_path: file not found: {path}")
         return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
-    if cached.is_file():
-        return cached
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(VGG19_URL, str(cached), hash_prefix=VGG19_FILENAME.split("-")[1][:8])
-    except Exception as exc:  # offline, proxy, disk full, hash mismatch: all end the same way for the user
-        reason = str(exc) or type(exc).__name__
-        raise SuperresError(
-            f"VGG19 weights not found: looked for {cached} and could not download {VGG19_URL} ({reason}); "
-            f"download {VGG19_FILENAME} and pass it as the loss term's weights_path (e.g. loss.1.weights_path=PATH)"
-        ) from exc
-    return cached
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file: safetensors by suffix, otherwise ``torch.load(weights_only=True)``."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SuperresError(f"{path}: cannot read VGG19 weights ({exc})") from exc
-    if not isinstance(state, Mapping):
-        raise SuperresError(f"{path}: not a state dict (found {type(state).__name__})")
-    return dict(state)
+    return resolve_hub_weights(VGG19_FILENAME, VGG19_URL, "VGG19",
+                               "the loss term's weights_path (e.g. loss.1.weights_path=PATH)", progress=True)
 
 
 class VGGFeatures(nn.Module):
@@ -282,7 +256,7 @@ class VGGFeatures(nn.Module):
         self.eval()
 
     def _load(self, path: Path) -> None:
-        state = _read_state_dict(path)
+        state = read_state_dict(path, "VGG19")
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         if missing:
