@@ -94,6 +94,20 @@ def draw_crops(
     return np.stack([k.astype(np.int64), y, x, code], axis=1)
 
 
+def draw_one_crop(
+    seed: int | None, epoch: int, index: int, *, cdf: np.ndarray, heights: np.ndarray, widths: np.ndarray,
+    patch_size: int, augment: bool,
+) -> tuple[int, int, int, int]:
+    """:func:`draw_crops` for one item: ``(image, top row, left column, dihedral code)``. With
+    ``seed=None`` (a dataset used without the trainer's seed) the draw is fresh from torch's generator."""
+    if seed is None:
+        seed, epoch = int(torch.randint(0, 2**62, ()).item()), 0
+    i, y, x, code = (int(v) for v in draw_crops(
+        seed, epoch, np.array([index]), cdf=cdf, heights=heights, widths=widths, patch_size=patch_size,
+        augment=augment)[0])
+    return i, y, x, code
+
+
 def crop_tables(shapes: Sequence[tuple[int, int]], patch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(cdf, heights, widths)`` for :func:`draw_crops` from the images' ``(height, width)``."""
     heights = np.array([h for h, _ in shapes], dtype=np.int64)
@@ -218,13 +232,8 @@ class HRFolderDataset(Dataset):
 
     def crop(self, index: int) -> np.ndarray:
         """The (augmented) integer HR crop of item ``index``: ``patch_size x patch_size x C``."""
-        if self.seed is None:
-            seed, epoch = int(torch.randint(0, 2**62, ()).item()), 0
-        else:
-            seed, epoch = self.seed, self.epoch
-        i, y, x, code = (int(v) for v in draw_crops(
-            seed, epoch, np.array([index]), cdf=self._cdf, heights=self._heights, widths=self._widths,
-            patch_size=self.patch_size, augment=self.augment)[0])
+        i, y, x, code = draw_one_crop(self.seed, self.epoch, index, cdf=self._cdf, heights=self._heights,
+                                      widths=self._widths, patch_size=self.patch_size, augment=self.augment)
         image = self._images[i] if self._images is not None else _read(self.paths[i])
         hr = image[y : y + self.patch_size, x : x + self.patch_size]
         if self.augment:

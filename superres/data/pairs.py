@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from superres.data.folders import _BIT_DEPTHS, _read, crop_tables, draw_crops
+from superres.data.folders import _BIT_DEPTHS, _read, crop_tables, draw_one_crop
 from superres.data.patches import dihedral, to_tensor
 from superres.errors import SuperresError
 from superres.io import list_images
@@ -110,13 +110,8 @@ class PairedPatchDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        if self.seed is None:
-            seed, epoch = int(torch.randint(0, 2**62, ()).item()), 0
-        else:
-            seed, epoch = self.seed, self.epoch
-        i, y, x, code = (int(v) for v in draw_crops(
-            seed, epoch, np.array([index]), cdf=self._cdf, heights=self._heights, widths=self._widths,
-            patch_size=self.lr_patch, augment=self.augment)[0])
+        i, y, x, code = draw_one_crop(self.seed, self.epoch, index, cdf=self._cdf, heights=self._heights,
+                                      widths=self._widths, patch_size=self.lr_patch, augment=self.augment)
         p, s = self.lr_patch, self.scale
         lr = self._lr[i][y : y + p, x : x + p]
         hr = self._hr[i][y * s : (y + p) * s, x * s : (x + p) * s]
