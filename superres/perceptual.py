@@ -33,7 +33,6 @@ docs/PROTOCOL.md, "Perceptual distance".
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Sequence
 
@@ -43,6 +42,7 @@ from torch import nn
 
 from superres.backbones import EfficientNetFeatures, LPIPSBackbone, LPIPS_BACKBONES, read_state_dict
 from superres.errors import SuperresError
+from superres.packages import package_file
 from superres.io import to_float
 
 __all__ = [
@@ -101,14 +101,9 @@ def lpips_heads_file(net: str, heads_path: str | Path | None = None) -> Path:
         if not path.is_file():
             raise SuperresError(f"LPIPS heads ({net}): file not found: {path}")
         return path
-    try:
-        spec = importlib.util.find_spec("lpips")
-    except (ImportError, ValueError):
-        spec = None
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(folder) / "weights" / "v0.1" / f"{net}.pth"
-        if path.is_file():
-            return path
+    path = package_file("lpips", "weights", "v0.1", f"{net}.pth")
+    if path is not None:
+        return path
     raise SuperresError(
         f"LPIPS heads for {net} not found: lpips/weights/v0.1/{net}.pth comes with the lpips package "
         "(pip install lpips --no-deps; its torchvision dependency is not needed), or pass the file as heads_path"

@@ -118,7 +118,9 @@ def test_effnet_loads_strictly_and_stage_shapes(random_effnet_file: Path, tmp_pa
 
 
 def test_effnet_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(backbones.importlib.util, "find_spec", lambda name: None)
+    import superres.packages  # where installed packages are looked up
+
+    monkeypatch.setattr(superres.packages.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SuperresError, match=r"superres\[perceptual\].*weights_path"):
         backbones.resolve_effnet_weights()
     with pytest.raises(SuperresError, match="file not found"):
