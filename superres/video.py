@@ -102,7 +102,6 @@ def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | s
 
 
     if tile == "auto":  # the largest tile whose memory fits the budget, for this batch of frames
-
         h, w = frames[0].shape[:2]
         tile = auto_tile(net, h * len(frames), w, _model_channels(net), _model_device(net, torch.device("cpu")),
                          tile_overlap=tile_overlap)

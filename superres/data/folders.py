@@ -261,7 +261,6 @@ class PairedFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike[str], scale: int) -> None:
-
         self.root = Path(root)
         self.scale = int(scale)
         if self.scale <= 0:
