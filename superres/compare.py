@@ -24,7 +24,7 @@ from PIL import ImageDraw, ImageFont
 
 from superres.color import Y_COEFFS
 from superres.errors import SuperresError
-from superres.evaluate import make_upscaler
+from superres.evaluate import make_upscaler, net_upscaler
 from superres.io import atomic_write, list_images, read_array, to_float, to_integer
 from superres.metrics import score
 from superres.modelfile import load_model
@@ -32,7 +32,7 @@ from superres.models.contract import describe
 from superres.perceptual import build_perceptual, image_distance
 from superres.resize import imresize, modcrop
 
-__all__ = ["Crop", "parse_crop", "auto_crop", "compare_images", "model_scale"]
+__all__ = ["Crop", "parse_crop", "auto_crop", "compare_images"]
 
 #: Side of a whole-view panel, in sheet pixels (the longer image side is scaled to it).
 PANEL = 320
@@ -93,11 +93,9 @@ def auto_crop(outputs: Sequence[np.ndarray], side: int) -> Crop:
     return Crop(int(ix), int(iy), side_x, side_y)
 
 
-def model_scale(model: str) -> int | None:
-    """The scale a shipped name or model file upscales by (``None`` for ``bicubic``)."""
-    if model == "bicubic":
-        return None
-    return int(describe(load_model(model)).scale)
+def _load(models: Sequence[str], device: str) -> dict[str, Any]:
+    """Each model loaded once (``None`` for ``bicubic``)."""
+    return {m: None if m == "bicubic" else load_model(m, device=device) for m in models}
 
 
 def _label_font() -> Any:
@@ -171,7 +169,8 @@ def compare_images(
     """
     if not models:
         raise SuperresError("--models: name at least one model (or bicubic)")
-    scales = {m: model_scale(m) for m in models}
+    nets = _load(models, device)
+    scales = {m: None if net is None else int(describe(net).scale) for m, net in nets.items()}
     known = {s for s in scales.values() if s is not None}
     if len(known) > 1:
         raise SuperresError("--models: the models upscale by different factors ("
@@ -200,7 +199,8 @@ def compare_images(
     metric = None
     if perceptual is not None:
         metric = build_perceptual(perceptual) if isinstance(perceptual, str) else perceptual
-    upscalers = {m: make_upscaler(m, scale, device=device, tile=tile) for m in models}
+    upscalers = {m: make_upscaler(m, scale) if net is None else net_upscaler(net, m, scale, device=device, tile=tile)
+                 for m, net in nets.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"scale": scale, "models": list(models), "images": {}}

@@ -39,7 +39,7 @@ from superres.resize import imresize, modcrop
 from superres.scales import SCALES
 from superres.threads import apply_threads
 
-__all__ = ["PROTOCOL", "evaluate", "format_report", "make_upscaler"]
+__all__ = ["PROTOCOL", "evaluate", "format_report", "make_upscaler", "net_upscaler"]
 
 #: Scales a benchmark can be scored at (8 only makes sense where a model supports it).
 
@@ -73,12 +73,17 @@ def _model_upscaler(model: str, scale: int, device: str, tile: int, backend: str
     if backend == "torch":
         net = load_model(model, device=device)
     else:  # onnx (an .onnx file, or a model exported on the fly); unknown backends are refused there
-
         net = load_for_backend(model, backend=backend, device=device)
+    return net_upscaler(net, model, scale, device=device, tile=tile, precision=precision)
 
+
+def net_upscaler(net: Any, label: str, scale: int, *, device: str = "cpu", tile: int = 0,
+                 precision: str = "fp32") -> _Upscaler:
+    """:func:`make_upscaler` for a model already loaded (``label`` names it in errors): refused when
+    it upscales by another factor than ``scale``."""
     model_scale = describe(net).scale
     if model_scale is not None and int(model_scale) != scale:
-        raise SuperresError(f"--model {model}: the model upscales x{model_scale}, not x{scale}")
+        raise SuperresError(f"--model {label}: the model upscales x{model_scale}, not x{scale}")
 
     autocast = {} if precision == "fp32" else {"precision": precision}
 
@@ -101,7 +106,6 @@ def make_upscaler(
     callers that time or wrap the upscaling (``superres benchmark``) score exactly what eval scores.
     ``precision``: :mod:`superres.precision` (``auto`` resolved for the model)."""
     if model != "bicubic" and precision != "fp32":
-
         precision = resolve_precision(precision, resolve_device(device), model, backend=backend)[0]
     return _bicubic(scale) if model == "bicubic" else _model_upscaler(model, scale, device, tile, backend, precision)
 
