@@ -285,28 +285,39 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     cores = physical_cores()
     # Printed with the first choice upscale_files announces, i.e. once every option is checked, so an
     # option error stays one line.
-    pending = [f"threads: {threads} ({cores} physical core(s), {cores - threads} busy at the start; --threads sets it)"]
+    pending = [] if args.threads is not None else [
+        f"threads: {threads} ({cores} physical core(s), {cores - threads} busy at the start; --threads sets it)"]
 
     def note(line: str) -> None:
-        if args.threads is None:
-            for earlier in pending:
-                print(earlier, file=sys.stderr, flush=True)
+        for earlier in pending:
+            print(earlier, file=sys.stderr, flush=True)
         pending.clear()
         print(line, file=sys.stderr, flush=True)
+
+    model = args.model
+    if args.purpose is not None or args.strength is not None:
+        from superres.devices import resolve_device
+        from superres.speed import model_for
+
+        if args.strength is not None and (args.backend == "onnx" or str(args.model or "").lower().endswith(".onnx")):
+            raise SuperresError("--strength: blends two PyTorch networks; not with the onnx backend")
+        model, choices = model_for(args.model, resolve_device(_concrete_device(args.device, args.backend)),
+                                   purpose=args.purpose, strength=args.strength)
+        pending += choices
 
     args.device = rank_device(args.device)  # torchrun: one GPU per rank
     paths = [Path(s) for s in args.inputs]
     # A folder's videos go to the video path (layout kept); a folder of videos only is not an image input.
     videos = [p for p in paths if is_video(p) or (p.is_dir() and videos_in(p))]
     images = [p for p in paths if not is_video(p) and not (p.is_dir() and videos_in(p) and not _has_images(p))]
-    common = dict(model=args.model, out_dir=Path(args.out), tile=args.tile, tile_overlap=args.tile_overlap,
+    common = dict(model=model, out_dir=Path(args.out), tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, half=args.half, progress=not args.quiet and rank_and_world()[0] == 0,
                   existing="overwrite" if args.overwrite else "skip" if args.skip_existing else "error",
                   suffix=args.suffix, ext=args.ext, output_size=size, on_start=announce)
     failures: list = []
     written = []
     if images:
-        backend = args.backend or ("onnx" if str(args.model or "").lower().endswith(".onnx") else "torch")
+        backend = args.backend or ("onnx" if str(model or "").lower().endswith(".onnx") else "torch")
         if backend == "onnx":
             common["device"] = _concrete_device(args.device, backend)
         written += upscale_files(
@@ -397,6 +408,16 @@ def _outscale(text: str) -> float:
     return value
 
 
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # nan fails too
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "upscale",
@@ -414,6 +435,12 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="shipped model name, model file, community weights (.pth: ESRGAN, "
                    "Real-ESRGAN, SRVGG) or Real-ESRGAN peer (realesrgan-x4plus ...) (default: the best shipped x4 model within this machine's speed budget, about 1 s per output "
                    "megapixel on a CPU; the choice is printed)")
+    p.add_argument("--for", dest="purpose", choices=("benchmark", "photo"), default=None,
+                   help="without --model, what the default model is for: benchmark (clean, bicubic-downscaled "
+                        "input; the default) or photo (real photos: noise, blur, JPEG; the realworld-x4 pair)")
+    p.add_argument("--strength", type=_strength, default=None, metavar="S",
+                   help="0..1: blend a photo pair's networks, from the faithful realworld-x4 (0) to the sharper "
+                        "realworld-x4-gan (1) (default with --for photo: 0.5); with --model, a model that names a partner")
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
     p.add_argument("--tile", type=_tile, default="auto",
                    help="tile size in input pixels (0: no tiling; default auto: the largest tile whose memory fits "

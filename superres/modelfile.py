@@ -22,6 +22,12 @@ Warm starts (``model.init_from``): :func:`load_initial_weights` loads a model fi
 built model of the same architecture and returns its :func:`lineage` (file, run name, iterations,
 wall time, scores); :func:`warm_start_metadata` turns that into the new model's ``init_from`` and
 ``total_iterations`` / ``total_wall_time_s`` over the whole chain of runs.
+
+Network interpolation (ESRGAN's, Real-ESRGAN's "denoise strength"): a model whose metadata names a
+``strength_partner`` (``realworld-x4-gan`` names the fidelity model ``realworld-x4``) can be loaded
+as ``NAME@S`` (``superres upscale --strength S``): every floating-point tensor becomes
+``(1 - S) * partner + S * model``, so ``S = 0`` is the partner, ``S = 1`` the model itself
+(:func:`interpolate_state`). Both must be the same architecture with the same arguments.
 """
 
 from __future__ import annotations
@@ -185,6 +191,81 @@ def _resolve(name_or_path: str | Path) -> Path:
     raise SuperresError(f"unknown model {text!r}: not a file and not a shipped model (available: {listing})")
 
 
+def split_strength(spec: str) -> tuple[str, float | None]:
+    """``"NAME@S"`` -> ``("NAME", S)``; anything without ``@`` (or an existing file) -> ``(spec, None)``.
+
+    ``S`` must be a number in [0, 1]."""
+    name, sep, value = str(spec).rpartition("@")
+    if not sep or not name or Path(str(spec)).exists():
+        return str(spec), None
+    try:
+        strength = float(value)
+    except ValueError:
+        raise SuperresError(f"{spec}: the strength after '@' must be a number in [0, 1], not {value!r}") from None
+    if not 0.0 <= strength <= 1.0:  # also refuses nan
+        raise SuperresError(f"{spec}: the strength after '@' must be in [0, 1], not {value}")
+    return name, strength
+
+
+def with_strength(name: str, strength: float | None) -> str:
+    """The model spec :func:`load_model` reads for ``name`` at ``strength`` (``name`` when None)."""
+    if strength is None:
+        return name
+    if not 0.0 <= strength <= 1.0:
+        raise SuperresError(f"--strength {strength}: use a number in [0, 1] (0: the fidelity model, 1: {name} itself)")
+    return f"{name}@{strength:g}"
+
+
+def interpolate_state(
+    partner: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor], strength: float
+) -> dict[str, torch.Tensor]:
+    """``(1 - strength) * partner + strength * model`` for every floating-point tensor (float32
+    arithmetic); other tensors (counters, integer buffers) are the model's. The two state dicts must
+    have the same keys and shapes."""
+    if set(partner) != set(model):
+        missing = sorted(set(partner) ^ set(model))[:3]
+        raise SuperresError(f"the two networks have different tensors (e.g. {', '.join(missing)}); they cannot be interpolated")
+    out: dict[str, torch.Tensor] = {}
+    for key, b in model.items():
+        a = partner[key]
+        if a.shape != b.shape:
+            raise SuperresError(f"{key}: shape {tuple(a.shape)} vs {tuple(b.shape)}; the networks cannot be interpolated")
+        if b.is_floating_point():
+            out[key] = ((1.0 - strength) * a.float() + strength * b.float()).to(b.dtype)
+        else:
+            out[key] = b
+    return out
+
+
+def strength_partner(name: str) -> str | None:
+    """The ``strength_partner`` a shipped model or model file names in its metadata (None for
+    anything else: no partner, a community file, a peer)."""
+    text = str(name)
+    if text.lower().endswith((".pth", ".pt", ".param", ".onnx")) or text in REALESRGAN_MODELS:
+        return None
+    partner = read_metadata(_resolve(text)).get("strength_partner")
+    return str(partner) if partner else None
+
+
+def _load_interpolated(name: str, strength: float, device: str | torch.device) -> nn.Module:
+    """``name`` at ``strength`` between its ``strength_partner`` (0) and itself (1)."""
+    model = load_model(name)
+    partner_name = model.superres_meta.get("strength_partner")
+    if not partner_name:
+        raise SuperresError(
+            f"--strength: {name} has no partner model to interpolate with (models that have one: "
+            f"{', '.join(e['name'] for e in list_models() if e.get('strength_partner')) or 'none shipped'})"
+        )
+    partner = load_model(str(partner_name))
+    meta, pmeta = model.superres_meta, partner.superres_meta
+    if (meta["arch"], meta["args"]) != (pmeta["arch"], pmeta["args"]):
+        raise SuperresError(f"--strength: {name} ({meta['arch']} {meta['args']}) and its partner {partner_name} "
+                            f"({pmeta['arch']} {pmeta['args']}) are different networks")
+    model.load_state_dict(interpolate_state(partner.state_dict(), model.state_dict(), strength), strict=True)
+    model.superres_meta = dict(meta, name=with_strength(name, strength), strength=strength)
+    return model.to(device).eval()
+
+
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Load a model file (path) or a shipped model (name), in eval mode on ``device``.
 
@@ -192,11 +273,15 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
     metadata is attached as ``model.superres_meta``. Also accepted: a community ``.pth``/``.pt``
     (ESRGAN, Real-ESRGAN, SRVGGNetCompact state dicts; :mod:`superres.community`), an ncnn
     ``.param`` (with its ``.bin``) of those networks, and the name of a Real-ESRGAN peer
-    (``realesrgan-x4plus`` ...; :mod:`superres.ncnn`).
+    (``realesrgan-x4plus`` ...; :mod:`superres.ncnn`), and ``NAME@S``: a model interpolated with
+    its ``strength_partner`` (module docstring).
     """
     from safetensors.torch import load_file
 
     text = str(name_or_path)
+    base, strength = split_strength(text)
+    if strength is not None:
+        return _load_interpolated(base, strength, device)
     if text.lower().endswith((".pth", ".pt")):
         return load_pth(text, device=device)
     if text.lower().endswith(".param"):  # an ncnn pair: FILE.param + FILE.bin
@@ -259,7 +344,9 @@ def list_models() -> list[dict[str, Any]]:
     """Shipped models (from their metadata) followed by the registered architectures.
 
     Shipped entries: ``name, kind="shipped", shipped=True, path, arch, scale, in_channels, params,
-    scores, psnr_y`` (Set5 PSNR-Y when recorded). Architecture entries: ``name, kind="architecture",
+    scores, psnr_y`` (Set5 PSNR-Y when recorded), ``purpose`` (``"photo"`` for models trained on
+    real-world degradations, else ``"benchmark"``) and ``strength_partner`` (the model ``NAME@S``
+    interpolates with, or None). Architecture entries: ``name, kind="architecture",
     shipped=False, arch, params`` (parameters of the default x4 RGB model).
     """
 
@@ -279,6 +366,8 @@ def list_models() -> list[dict[str, Any]]:
             "params": meta.get("params"),
             "scores": scores,
             "psnr_y": _headline_psnr(scores),
+            "purpose": meta.get("purpose", "benchmark"),
+            "strength_partner": meta.get("strength_partner"),
         })
     for arch in names():
         model = build(arch, scale=4, in_channels=3)
@@ -319,7 +408,7 @@ def format_models(entries: list[dict[str, Any]]) -> str:
     peers = [e for e in entries if e.get("kind") == "peer"]
     lines: list[str] = []
     if shipped:
-        rows = [("name", "arch", "scale", "channels", "params", "scores (PSNR-Y / SSIM-Y)")]
+        rows = [("name", "for", "arch", "scale", "channels", "params", "scores (PSNR-Y / SSIM-Y)")]
         for e in shipped:
             scores = e.get("scores") or {}
             text = "; ".join(
@@ -327,7 +416,10 @@ def format_models(entries: list[dict[str, Any]]) -> str:
                 for s, v in scores.items()
                 if isinstance(v, dict)
             )
-            rows.append((e["name"], e["arch"], f"x{e.get('scale')}", str(e.get("in_channels", "")),
+            purpose = e.get("purpose", "benchmark")
+            if e.get("strength_partner"):
+                purpose += f" (--strength: with {e['strength_partner']})"
+            rows.append((e["name"], purpose, e["arch"], f"x{e.get('scale')}", str(e.get("in_channels", "")),
                          f"{e.get('params', 0):,}", text or "-"))
         lines.append("Shipped models:")
         lines += _table(rows)

@@ -13,7 +13,11 @@ Without ``--model``, ``upscale`` runs :func:`choose_default_model`: the best shi
 (:data:`CPU_BUDGET_MS_PER_MP` per output megapixel on a CPU, in the precision ``--precision auto``
 picks for it there). Speeds come from ``superres/weights/inference_profile.json``
 (``scripts/measure_inference_profile.py``, one thread, the CPU named in the file). On a GPU there is no
-budget: the best model.
+budget: the best model. ``purpose`` (``upscale --for``) says which shipped models are candidates:
+``benchmark`` (the default) the models made for clean, bicubic-downscaled input, ranked by their
+protocol PSNR; ``photo`` the models trained on real-world degradations (``purpose: photo`` in their
+metadata), where a model with a ``strength_partner`` (a pair that ``--strength`` blends) comes
+first, run at :data:`DEFAULT_PHOTO_STRENGTH` unless ``--strength`` says otherwise.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RAM_FRACTION", "GPU_FRACTION", "LIVE_FACTOR", "MIN_AUTO_TILE", "CPU_BUDGET_MS_PER_MP",
-    "available_memory", "bytes_per_input_pixel", "auto_tile", "choose_default_model",
+    "PURPOSES", "DEFAULT_PHOTO_STRENGTH",
+    "available_memory", "bytes_per_input_pixel", "auto_tile", "choose_default_model", "model_for",
 ]
 
 #: Share of the currently available RAM (CPU) or free GPU memory one tile may use.
@@ -46,6 +51,10 @@ MIN_AUTO_TILE = 64
 CPU_TILE_CAP = 384
 #: The default model's speed budget on a CPU, ms per output megapixel (one thread, as measured).
 CPU_BUDGET_MS_PER_MP = 1000.0
+#: What ``upscale --for`` accepts (see the module docstring).
+PURPOSES = ("benchmark", "photo")
+#: ``--for photo`` without ``--strength``: the blend of a photo pair (0: fidelity model, 1: GAN model).
+DEFAULT_PHOTO_STRENGTH = 0.5
 _PROBE = 24
 
 
@@ -136,6 +145,7 @@ def choose_default_model(
     entries: list[dict[str, Any]] | None = None,
     profile: dict[str, Any] | None = None,
     precision_for: Callable[[str], str] | None = None,
+    purpose: str = "benchmark",
 ) -> tuple[str, str]:
     """``(model name, one-line reason)`` for ``upscale`` without ``--model`` (module docstring).
 
@@ -143,14 +153,20 @@ def choose_default_model(
     :data:`CPU_BUDGET_MS_PER_MP` on a CPU, no budget elsewhere). Among the fitting models the highest
     recorded PSNR-Y wins; models without a measured speed do not fit; when none fits, the fastest
     measured one is taken. ``precision_for(name)`` is the precision ``auto`` runs the model in here
-    (default: :func:`superres.precision.resolve_precision`).
+    (default: :func:`superres.precision.resolve_precision`). ``purpose`` picks the candidates (module
+    docstring); for ``photo`` a model with a ``strength_partner`` outranks one without.
     """
     import superres.modelfile
 
+    if purpose not in PURPOSES:
+        raise SuperresError(f"--for {purpose}: use one of {', '.join(PURPOSES)}")
     if entries is None:
         entries = superres.modelfile.list_models()
-    shipped = [e for e in entries if e.get("shipped") and e.get("scale") == scale]
+    shipped = [e for e in entries if e.get("shipped") and e.get("scale") == scale
+               and e.get("purpose", "benchmark") == purpose]
     if not shipped:
+        if purpose == "photo":
+            raise SuperresError(f"--for photo: no x{scale} model for photos is shipped; pass --model")
         raise SuperresError("no pretrained model is shipped yet; pass --model PATH")
     profile = load_profile() if profile is None else profile
 
@@ -158,9 +174,13 @@ def choose_default_model(
         v = e.get("psnr_y")
         return float(v) if isinstance(v, (int, float)) else float("-inf")
 
+    def rank(e: dict[str, Any]) -> tuple[bool, float]:
+        # For photos the tunable pair (a model with a strength partner) comes first.
+        return (purpose == "photo" and bool(e.get("strength_partner")), psnr(e))
+
     if device.type != "cpu" and budget_ms is None:
-        best = max(shipped, key=psnr)
-        return str(best["name"]), f"model: {best['name']} (the best shipped x{scale} model; no speed budget on {device.type}; --model chooses another)"
+        best = max(shipped, key=rank)
+        return str(best["name"]), f"model: {best['name']} (the best shipped x{scale} {_kind(purpose)}model; no speed budget on {device.type}; --model chooses another)"
     budget = CPU_BUDGET_MS_PER_MP if budget_ms is None else float(budget_ms)
     if precision_for is None:
         def precision_for(name: str) -> str:
@@ -176,20 +196,64 @@ def choose_default_model(
     where = f"{profile.get('cpu', 'a CPU')}, {profile.get('threads', 1)} thread"
     fitting = [e for e in shipped if e["name"] in speeds and speeds[e["name"]][0] <= budget]
     if fitting:
-        best = max(fitting, key=psnr)
+        best = max(fitting, key=rank)
         ms, prec = speeds[best["name"]]
-        better = [e for e in shipped if psnr(e) > psnr(best)]
+        better = [e for e in shipped if rank(e) > rank(best)]
         skipped = ""
-        if better:
-            top = max(better, key=psnr)
+        if better and purpose == "benchmark":
+            top = max(better, key=rank)
             top_ms = speeds.get(top["name"], (float("nan"), ""))[0]
             skipped = f"; {top['name']} scores {psnr(top) - psnr(best):+.2f} dB on Set5 at {top_ms:.0f} ms/MP"
         return str(best["name"]), (
-            f"model: {best['name']} (best shipped x{scale} model within {budget:.0f} ms per output MP: "
+            f"model: {best['name']} (best shipped x{scale} {_kind(purpose)}model within {budget:.0f} ms per output MP: "
             f"{ms:.0f} ms/MP in {prec} measured on {where}{skipped}; --model chooses another)"
         )
     if speeds:
         name = min(speeds, key=lambda n: speeds[n][0])
-        return name, f"model: {name} (no shipped x{scale} model fits {budget:.0f} ms/MP here; the fastest measured; --model chooses another)"
-    best = max(shipped, key=psnr)
-    return str(best["name"]), f"model: {best['name']} (no measured speeds; the best shipped x{scale} model; --model chooses another)"
+        return name, f"model: {name} (no shipped x{scale} {_kind(purpose)}model fits {budget:.0f} ms/MP here; the fastest measured; --model chooses another)"
+    best = max(shipped, key=rank)
+    return str(best["name"]), f"model: {best['name']} (no measured speeds; the best shipped x{scale} {_kind(purpose)}model; --model chooses another)"
+
+
+def _kind(purpose: str) -> str:
+    return "photo " if purpose == "photo" else ""
+
+
+def model_for(
+    model: str | None, device: "torch.device", *, purpose: str | None = None, strength: float | None = None,
+    entries: list[dict[str, Any]] | None = None, profile: dict[str, Any] | None = None,
+) -> tuple[str | None, list[str]]:
+    """The model spec ``upscale`` runs for ``--model``/``--for``/``--strength``, and the lines saying why.
+
+    ``model`` None and ``purpose`` None or ``benchmark`` without ``strength``: ``(None, [])``, i.e. the
+    caller's default choice. ``--for`` with ``--model`` is refused (``--for`` chooses the model). With
+    ``purpose="photo"`` the model comes from :func:`choose_default_model`; a model with a strength partner
+    then runs at :data:`DEFAULT_PHOTO_STRENGTH` unless ``strength`` is given. ``strength`` needs a
+    model that names a ``strength_partner`` and gives ``NAME@S`` (:func:`superres.modelfile.load_model`).
+    """
+    import superres.modelfile
+
+    purpose = purpose or "benchmark"
+    if purpose not in PURPOSES:
+        raise SuperresError(f"--for {purpose}: use one of {', '.join(PURPOSES)}")
+    if model is not None and purpose != "benchmark":
+        raise SuperresError(f"--for {purpose} chooses the model; drop --for or --model {model}")
+    notes: list[str] = []
+    if model is None:
+        if purpose == "benchmark" and strength is None:
+            return None, notes
+        model, why = choose_default_model(device, purpose=purpose, entries=entries, profile=profile)
+        notes.append(why)
+        if strength is None and purpose == "photo" and superres.modelfile.strength_partner(model):
+            strength = DEFAULT_PHOTO_STRENGTH
+    if strength is not None:
+        partner = superres.modelfile.strength_partner(model)
+        if partner is None:
+            raise SuperresError(
+                f"--strength: {model} has no partner model to blend with; use --for photo or a model that has "
+                "one (superres models lists them)"
+            )
+        spec = superres.modelfile.with_strength(model, strength)
+        notes.append(f"strength: {strength:g} (0: {partner}, faithful; 1: {model}, sharper; --strength sets it)")
+        model = spec
+    return model, notes
