@@ -6,6 +6,10 @@ Usage (from the repository root, ``../shared/data`` next to it)::
     python scripts/ship_model.py runs/lumanet_x4/model.safetensors lumanet-x4
     python scripts/ship_model.py runs/enhanced_x4_stage2/model.safetensors enhanced-x4 --sets Set5 Set14
     python scripts/ship_model.py runs/enhanced_x4_perceptual_lite/model.safetensors enhanced-x4-perceptual --perceptual
+    python scripts/ship_model.py runs/realworld_x4/model.safetensors realworld-x4 --perceptual --purpose photo \
+        --degraded Set14/HR:medium Set14/HR:heavy train/BSD200:medium train/BSD200:heavy
+    python scripts/ship_model.py runs/realworld_x4_gan/model.safetensors realworld-x4-gan --perceptual --purpose photo \
+        --strength-partner realworld-x4 --degraded Set14/HR:medium Set14/HR:heavy train/BSD200:medium train/BSD200:heavy
 
 What the shipped file holds: the same weights (learned parameters stored as float16 unless
 ``--weights-dtype float32``), and the run's metadata (config, training data,
@@ -20,6 +24,13 @@ iterations, wall time, the warm-start lineage) plus
   model file predates the trainer recording them (read from the parent file named by
   ``config.model.init_from``, which must then still exist);
 * ``shipped_from``: the run's model file, and ``name``: the shipped name;
+* with ``--degraded SRC:PRESET ...``: scores on degraded test sets too, each made here exactly as
+  ``superres data degrade DATA_ROOT/SRC --scale S --preset PRESET --seed 0`` does (``--degrade-seed``),
+  recorded as ``<SRC name>-<PRESET>`` (a benchmark's ``HR`` folder is named by its set: ``Set14/HR`` gives
+  ``Set14-medium``) with ``degraded: {source, preset, seed}`` so that
+  ``scripts/check_recorded_scores.py`` can make the set again;
+* ``purpose`` (``--purpose photo``: a model for real photos, chosen by ``upscale --for photo``) and
+  ``strength_partner`` (``--strength-partner NAME``: the model ``--strength`` blends this one with);
 * for an int8 model (``lumanet`` with ``int8``): each set's scores also under ``onnx_int8``, measured
   through onnxruntime's integer kernels (``superres eval --backend onnx``), next to PyTorch's
   (its eval-mode integer pass, which should give the same figures);
@@ -60,11 +71,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the learned weights are stored (default float16: half the size; scored as stored)")
     parser.add_argument("--perceptual", nargs="?", const="effdist", default=None, metavar="METRIC",
                         help="also record a perceptual distance in the scores (default metric: effdist)")
+    parser.add_argument("--degraded", nargs="+", default=[], metavar="SRC:PRESET",
+                        help="also score on degraded sets made from DATA_ROOT/SRC with the preset (e.g. Set14/HR:medium)")
+    parser.add_argument("--degrade-seed", type=int, default=0)
+    parser.add_argument("--purpose", choices=("benchmark", "photo"), default=None,
+                        help="what the model is for (recorded; upscale --for photo chooses among photo models)")
+    parser.add_argument("--strength-partner", default=None, metavar="NAME",
+                        help="the shipped model upscale --strength blends this one with (same network)")
     parser.add_argument("--reship", action="store_true",
                         help="SOURCE is a shipped file: keep its training metadata, re-score, store at --weights-dtype")
     args = parser.parse_args(argv)
 
     from superres import modelfile
+    from superres.degrade import make_degraded_set
     from superres.errors import SuperresError
     from superres.evaluate import evaluate
     from superres.modelfile import lineage, load_model, read_metadata, save_model, warm_start_metadata
@@ -87,14 +106,29 @@ def main(argv: list[str] | None = None) -> int:
                 from superres.perceptual import build_perceptual
 
                 metric = build_perceptual(args.perceptual)
-            for name in args.sets:
-                report = evaluate(str(staged), args.data_root / name, scale=scale, perceptual=metric)
+            runs: list[tuple[str, Path, str, dict[str, Any] | None]] = [
+                (name, args.data_root / name, "LR_bicubic", None) for name in args.sets]
+            for spec in args.degraded:
+                source, _, preset = spec.partition(":")
+                if not preset:
+                    raise SuperresError(f"--degraded {spec}: expected SRC:PRESET, e.g. Set14:medium")
+                src = Path(source)
+                folder = Path(tmp) / f"{src.parent.name if src.name == 'HR' else src.name}-{preset}"
+                make_degraded_set([str(args.data_root / source)], str(folder), scale=scale, preset=preset,
+                                  seed=args.degrade_seed)
+                runs.append((folder.name, folder, f"LR_{preset}",
+                             {"source": source, "preset": preset, "seed": args.degrade_seed}))
+            for name, folder, lr, degraded in runs:
+                report = evaluate(str(staged), folder, scale=scale, perceptual=metric, lr=lr)
                 scores[name] = {"psnr_y": report["psnr_y"], "ssim_y": report["ssim_y"], "images": report["count"],
                                 "scale": scale, "measured_by": "superres.evaluate (superres eval)"}
+                if degraded is not None:
+                    scores[name]["degraded"] = degraded
+                    scores[name]["measured_by"] = f"superres.evaluate (superres eval --lr {lr})"
                 line = f"{args.name}: {name} x{scale}: PSNR-Y {report['psnr_y']:.3f} dB / SSIM-Y {report['ssim_y']:.4f}"
                 if metric is not None:
                     scores[name][args.perceptual] = report[args.perceptual]
-                    scores[name]["measured_by"] = f"superres.evaluate (superres eval --perceptual {args.perceptual})"
+                    scores[name]["measured_by"] = scores[name]["measured_by"][:-1] + f" --perceptual {args.perceptual})"
                     line += f" / {args.perceptual} {report[args.perceptual]:.4f}"
                 print(line)
                 if model_args.get("int8"):
@@ -120,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
             meta["shipped_from"] = str(args.source)
         meta["scores"] = scores
         meta["name"] = args.name
+        if args.purpose is not None:
+            meta["purpose"] = args.purpose
+        if args.strength_partner is not None:
+            partner = read_metadata(modelfile.WEIGHTS_DIR / f"{args.strength_partner}.safetensors")
+            if (partner["arch"], partner["args"]) != (meta["arch"], model_args):
+                raise SuperresError(f"--strength-partner {args.strength_partner}: a different network "
+                                    f"({partner['arch']} {partner['args']}); --strength blends equal networks only")
+            meta["strength_partner"] = args.strength_partner
         extra = {k: v for k, v in meta.items() if k not in modelfile._CORE_KEYS}  # save_model writes those
         out = save_model(modelfile.WEIGHTS_DIR / f"{args.name}.safetensors", model,
                          arch=meta["arch"], args=model_args, metadata=extra, weights_dtype=args.weights_dtype)

@@ -267,6 +267,26 @@ def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp
     folded_report = evaluate(str(weights / "wide-x4.safetensors"), shared_data / "Set5", scale=4)
     assert folded_report["psnr_y"] == pytest.approx(meta["scores"]["Set5"]["psnr_y"], abs=1e-4)
 
+    # a photo model: scores on a degraded set made as `superres data degrade` makes it, purpose, partner
+    from superres.degrade import make_degraded_set
+
+    assert ship.main([str(child), "photo-x4", "--sets", "Set5", "--data-root", str(shared_data), "--degraded",
+                      "Set5/HR:light", "--purpose", "photo", "--strength-partner", "tiny-x4"]) == 0
+    meta = read_metadata(weights / "photo-x4.safetensors")
+    assert meta["purpose"] == "photo" and meta["strength_partner"] == "tiny-x4"
+    recorded = meta["scores"]["Set5-light"]
+    assert recorded["degraded"] == {"source": "Set5/HR", "preset": "light", "seed": 0}
+    make_degraded_set([str(shared_data / "Set5" / "HR")], str(tmp_path / "deg"), scale=4, preset="light", seed=0)
+    report = evaluate(str(weights / "photo-x4.safetensors"), tmp_path / "deg", scale=4, lr="LR_light")
+    assert recorded["psnr_y"] == report["psnr_y"] and recorded["psnr_y"] != meta["scores"]["Set5"]["psnr_y"]
+    assert [e["purpose"] for e in list_models() if e["name"] == "photo-x4"] == ["photo"]
+    # a partner of another network is refused (interpolation needs equal networks), nothing written
+    other = {**args, "channels": 6}
+    save_model(weights / "other-x4.safetensors", _trained_like("lumanet", **other), arch="lumanet", args=other)
+    assert ship.main([str(child), "pair-x4", "--sets", "Set5", "--data-root", str(shared_data),
+                      "--strength-partner", "other-x4"]) == 2
+    assert not (weights / "pair-x4.safetensors").exists()
+
 
 # --------------------------------------------------------------------------- `superres models`
 def test_cli_models_json_lists_every_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
