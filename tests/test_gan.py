@@ -382,3 +382,67 @@ def test_gan_under_ddp_two_cpu_processes(images: Path, tmp_path: Path) -> None:
             torch.testing.assert_close(d0[k], d1[k], rtol=0, atol=0)
     rows = _metrics(tmp_path / "run" / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3] and all(r["d_loss"] for r in rows)
+
+
+# --------------------------------------------------------------------------- the U-Net discriminator
+def test_unet_discriminator_gives_a_logit_per_pixel_and_needs_sides_of_8() -> None:
+    from superres.models.discriminators import UNetDiscriminator
+
+    torch.manual_seed(0)
+    d = UNetDiscriminator(in_channels=3, width=4)
+    assert d(torch.rand(2, 3, 16, 24)).shape == (2, 1, 16, 24)
+    assert UNetDiscriminator(in_channels=1, width=2)(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        d(torch.rand(1, 3, 16, 20))
+    # a logit depends on its neighbourhood: changing one corner pixel moves that corner's logit most
+    x = torch.rand(1, 3, 32, 32)
+    d.eval()
+    with torch.no_grad():
+        base = d(x)
+        y = x.clone()
+        y[..., :2, :2] += 0.5
+        change = (d(y) - base).abs()[0, 0]
+    assert change[:4, :4].mean() > 10 * change[-4:, -4:].mean()
+
+
+def test_unet_discriminator_is_spectrally_normalised() -> None:
+    """Spectral norm divides each inner weight by its largest singular value (after power iterations
+    in training mode), so the weights the layers use have a spectral norm of about 1."""
+    from superres.models.discriminators import UNetDiscriminator
+
+    torch.manual_seed(0)
+    d = UNetDiscriminator(in_channels=3, width=4)
+    with torch.no_grad():
+        for conv in d.down:
+            conv.parametrizations.weight.original.mul_(25.0)  # far from norm 1 before normalisation
+        for _ in range(30):
+            d(torch.rand(1, 3, 16, 16))
+    for conv in [*d.down, *d.up]:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    assert not hasattr(d.first, "parametrizations")  # the first and last convs are plain, as in the paper
+
+
+def test_gan_run_with_the_unet_discriminator_resumes_exactly(images: Path, tmp_path: Path) -> None:
+    """Spectral norm keeps power-iteration vectors as buffers: they must survive a resume."""
+    from safetensors.torch import load_file
+
+    config = _config(images, data={"patch_size": 8}, discriminator={"name": "unet", "options": {"width": 2}},
+                     loss=[{"type": "l1"}, {"type": "adversarial", "weight": 0.1, "kind": "vanilla"}],
+                     train={"iterations": 6, "save_every": 3, "log_every": 3})
+    train(config, run_dir=tmp_path / "full")
+    rows = _metrics(tmp_path / "full" / "metrics.csv")
+    assert all(np.isfinite(float(r["d_loss"])) for r in rows)
+
+    def stop(iteration: int, model: torch.nn.Module) -> None:
+        if iteration == 4:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(config, run_dir=tmp_path / "cut", callback=stop)
+    train(config, run_dir=tmp_path / "cut", resume=True)
+    _same(load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors")))
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["gan"]["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["gan"]["model"]
+    assert any(k.endswith("_u") for k in a)
+    _same(a, b)

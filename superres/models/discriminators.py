@@ -1,4 +1,5 @@
-"""Discriminators for adversarial SR training (SRGAN and a size-agnostic VGG-style variant).
+"""Discriminators for adversarial SR training (SRGAN, a size-agnostic VGG-style variant, and a
+per-pixel U-Net with spectral normalisation as Real-ESRGAN uses).
 
 Paper: C. Ledig, L. Theis, F. Huszar, J. Caballero, A. Cunningham, A. Acosta, A. Aitken, A. Tejani,
 J. Totz, Z. Wang and W. Shi, "Photo-Realistic Single Image Super-Resolution Using a Generative
@@ -27,12 +28,29 @@ Four stride-2 layers (padding 1) shrink an ``n``-pixel side to ``ceil(n / 16)`` 
   (useful when the training patch size changes, and far fewer parameters).
 
 Convolutions followed by BN have no bias (BN's shift makes it redundant).
+
+* :class:`UNetDiscriminator`: one logit per *pixel* (``N x 1 x H x W``), so the generator learns
+  where an image looks generated, not only whether it does. Paper: X. Wang, L. Xie, C. Dong and
+  Y. Shan, "Real-ESRGAN: Training Real-World Blind Super-Resolution with Pure Synthetic Data", ICCVW
+  2021 (Sec. 3.3, Fig. 6): a U-Net with skip connections, spectral normalisation on its inner
+  convolutions to keep training stable. With base width W, LeakyReLU(0.2) after every conv but the last:
+
+      conv 3x3 C -> W                                  x0 (full size)
+      SN conv 4x4 stride 2: W -> 2W -> 4W -> 8W         x1 (1/2), x2 (1/4), x3 (1/8)
+      up x2 (bilinear), SN conv 3x3 8W -> 4W, + x2
+      up x2 (bilinear), SN conv 3x3 4W -> 2W, + x1
+      up x2 (bilinear), SN conv 3x3 2W -> W,  + x0
+      SN conv 3x3 W -> W, SN conv 3x3 W -> W, conv 3x3 W -> 1
+
+  Height and width must be multiples of 8 (three halvings and three doublings).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from superres.models.blocks import check_channels
 
@@ -123,3 +141,51 @@ class VGGStyleDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N x C x H x W -> N x 1 logits."""
         return self.classifier(self.features(x))
+
+
+class UNetDiscriminator(nn.Module):
+    """Real-ESRGAN's U-Net discriminator with spectral normalisation (module docstring); returns
+    ``N x 1 x H x W`` logits, one per pixel.
+
+    Args:
+        in_channels: image channels (1, 3 or N bands).
+        width: base width W (64 in Real-ESRGAN).
+        skip: add the encoder features to the decoder's (True in Real-ESRGAN).
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 64, skip: bool = True) -> None:
+        super().__init__()
+        self.in_channels = check_channels(in_channels)
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        self.skip = skip
+        w = width
+        self.first = nn.Conv2d(in_channels, w, 3, padding=1)
+        self.down = nn.ModuleList(
+            spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1, bias=False)) for a, b in ((w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w))
+        )
+        self.up = nn.ModuleList(
+            spectral_norm(nn.Conv2d(a, b, 3, padding=1, bias=False)) for a, b in ((8 * w, 4 * w), (4 * w, 2 * w), (2 * w, w))
+        )
+        self.refine = nn.Sequential(
+            spectral_norm(nn.Conv2d(w, w, 3, padding=1, bias=False)), nn.LeakyReLU(0.2, inplace=True),
+            spectral_norm(nn.Conv2d(w, w, 3, padding=1, bias=False)), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(w, 1, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x C x H x W (H, W multiples of 8) -> N x 1 x H x W logits."""
+        if x.shape[-2] % 8 or x.shape[-1] % 8:
+            raise ValueError(f"UNetDiscriminator needs sides that are multiples of 8, got {x.shape[-2]}x{x.shape[-1]}")
+        h = F.leaky_relu(self.first(x), 0.2)
+        skips = [h]
+        for conv in self.down:
+            h = F.leaky_relu(conv(h), 0.2)
+            skips.append(h)
+        skips.pop()  # the deepest features are h itself
+        for conv in self.up:
+            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+            h = F.leaky_relu(conv(h), 0.2)
+            if self.skip:
+                h = h + skips.pop()
+        return self.refine(h)

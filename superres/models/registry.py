@@ -28,7 +28,7 @@ from torch import nn
 from superres.errors import SuperresError
 from superres.models.baseline import Baseline
 from superres.models.contract import ModelContract, describe
-from superres.models.discriminators import SRGANDiscriminator, VGGStyleDiscriminator
+from superres.models.discriminators import SRGANDiscriminator, UNetDiscriminator, VGGStyleDiscriminator
 from superres.models.edsr import EDSR
 from superres.models.enhanced import Enhanced
 from superres.models.espcn import ESPCN
@@ -68,10 +68,11 @@ OPTION_ALIASES: dict[type, dict[str, str]] = {
     LumaNet: {"num_convs": "blocks"},
 }
 
-#: Discriminators for adversarial training (they map an HR-sized image to one logit per sample).
+#: Discriminators for adversarial training (an HR-sized image to logits: one per sample, or per pixel for ``unet``).
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
     "srgan": SRGANDiscriminator,
     "vgg": VGGStyleDiscriminator,
+    "unet": UNetDiscriminator,
 }
 
 
