@@ -329,7 +329,7 @@ def test_override_errors_name_the_discriminator_key(images: Path, tmp_path: Path
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("patchgan", {}, "discriminator.name: unknown discriminator 'patchgan'; known: srgan, vgg"),
+        ("patchgan", {}, "discriminator.name: unknown discriminator 'patchgan'; known: srgan, unet, vgg"),
         ("vgg", {"depth": 3}, "discriminator.options: 'vgg' has no option 'depth'; its options: width, hidden"),
         ("vgg", {"width": 0}, "discriminator 'vgg': width and hidden must be >= 1"),
     ],
