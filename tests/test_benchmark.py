@@ -41,6 +41,7 @@ def model_file(tmp_path: Path) -> Path:
     return save_model(tmp_path / "tiny_x2.safetensors", net, arch="enhanced", args={"channels": 8, "num_blocks": 1})
 
 
+@pytest.mark.slow
 def test_rows_equal_evaluate_and_files_are_written(bench_root: Path, model_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     doc = run_benchmark(sets=["Tiny"], scales=[2, 3], models=[str(model_file)], peers=False,
@@ -98,6 +99,7 @@ def test_cli_benchmark_shows_a_line_per_row_and_a_bar_per_set(bench_root: Path, 
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_cli_benchmark_and_errors(bench_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from superres.cli import main
 

@@ -301,6 +301,7 @@ def test_seeded_runs_are_bit_identical(data, tmp_path):
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_compiled_step_trains_the_same_weights(data, tmp_path):
     """train.compile (here a CUDA-graph mode, which on the CPU compiles without graphs) changes how
     the step runs, not what it computes: the same weights as eager, up to float reassociation."""
@@ -362,6 +363,7 @@ def test_precision_policy(monkeypatch, device, amp, native_bf16, channels_last, 
         policy.channels_last = not policy.channels_last  # type: ignore[misc]
 
 
+@pytest.mark.slow
 def test_cpu_bf16_autocast_where_the_cpu_has_it(data, tmp_path, monkeypatch, capsys):
     """train.amp=bf16 on the CPU: without native bf16 it is ignored with a note (the run is then the
     fp32 run, bit for bit); with it, the step runs under bf16 autocast (other weights than fp32,
@@ -395,6 +397,7 @@ def test_cpu_bf16_autocast_where_the_cpu_has_it(data, tmp_path, monkeypatch, cap
     assert float(_metrics(run / "metrics.csv")[-1]["val_psnr_y"]) > 0
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
     from superres.config import save_config
 
@@ -488,6 +491,7 @@ def test_resume_restores_the_random_generators(data, tmp_path):
 
 
 # --------------------------------------------------------------------------- other data and stops
+@pytest.mark.slow
 def test_16_bit_gray_and_multiband_data_train(tmp_path):
     rng = np.random.default_rng(2)
     for kind, channels, peak, suffix in (("gray16", 1, 65535, ".png"), ("bands4", 4, 255, ".tif")):
