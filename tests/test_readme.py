@@ -90,6 +90,7 @@ SKIPPED: dict[str, str] = {
     "pip install -e .[serve]": "installs an extra (the test extra has the server's packages)",
     "superres demo": "trains two models for minutes; tests/test_demo.py runs the demo at a tiny size",
     "pytest -q": "the whole test suite, this file included (.ci/run runs it)",
+    "pytest -q -m not slow": "the test suite's quick subset, this file's quick tests included",
 }
 
 #: Trainings run with these overrides appended (later key=value pairs win): their data is the
