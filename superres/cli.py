@@ -187,7 +187,7 @@ def _cmd_data_degrade(args: argparse.Namespace) -> int:
     from superres.degrade import make_degraded_set
 
     summary = make_degraded_set(args.sources, args.out, scale=args.scale, preset=args.preset, seed=args.seed,
-                                overrides=args.overrides)
+                                overrides=args.overrides, progress=True)
     print(f"wrote {summary['count']} pairs to {summary['hr_dir']} and {summary['lr_dir']}")
     return 0
 

@@ -1,5 +1,5 @@
 """Progress bars on stderr for the steps a person waits for (``eval``, ``benchmark``, ``data patches``,
-``data stats``).
+``data stats``, ``data degrade``).
 
 A bar appears only once its step has run for :data:`DELAY_S` seconds: a step that ends sooner, or
 stops at once with an error, prints nothing, so quick runs and one-line errors stay as they are,
