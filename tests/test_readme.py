@@ -362,7 +362,8 @@ def _start(command: str, port: int, work: Path, env: dict[str, str]) -> subproce
 def test_readme_server_and_api(world: Path, tmp_path: Path) -> None:
     """``superres serve`` as the README starts it, then every ``curl`` call of the README against it:
     ``3f2c...`` and ``9a1b...`` stand for the ids of two jobs queued with the README's first call,
-    and the calls with a bearer token go to the README's server with ``--token``."""
+    and the calls with a bearer token go to the README's server with ``--token``. Each call runs
+    with ``--fail``, so an HTTP error answer fails the test."""
     work = _copy(world, tmp_path)
     env = _env(tmp_path)
     servers = [c for c in bash_commands() if c.startswith("superres serve")]
@@ -377,7 +378,10 @@ def test_readme_server_and_api(world: Path, tmp_path: Path) -> None:
             port = ports["Bearer" in call]
             for placeholder, value in ids.items():
                 call = call.replace(placeholder, value)
-            proc = _bash(call.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), work, env, timeout=60)
+            call = call.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            assert call.startswith("curl ")
+            # --fail: an HTTP error answer fails the call (curl -s alone exits 0 on a 404)
+            proc = _bash("curl --fail " + call[len("curl "):], work, env, timeout=60)
             assert proc.returncode == 0, f"{call}\n{proc.stderr}"
             return proc
 
