@@ -176,7 +176,8 @@ def run_benchmark(
     ``peers``, the peer models found in ``peers_dir`` (default: ``<data_root>/../peers``) on each of
     ``sets`` (folders under ``data_root``) at each of ``scales``; write ``out/benchmark.json`` and
     ``out/benchmark.md``. Returns the JSON document. ``command`` is recorded as the command line that
-    made the table; ``progress`` gets one line per finished row. ``perceptual`` (a metric name or a
+    made the table; ``progress`` gets one line per finished row (and each row's images show a
+    bar on stderr while it runs). ``perceptual`` (a metric name or a
     metric of :func:`superres.perceptual.build_perceptual`) adds that distance to every row
     (``row[name]``, ``row["perceptual"]``) and to the Markdown cells. ``lr`` names each set's LR folder
     (``LR_<preset>`` of ``superres data degrade``; see :func:`superres.evaluate.evaluate`).
@@ -222,7 +223,8 @@ def run_benchmark(
                 for folder in folders:
                     timer = _Timed(up)
                     timer.warm_up(_set_channels(folder))
-                    report = evaluate(label, folder, scale=scale, upscaler=timer, perceptual=perceptual, lr=lr)
+                    report = evaluate(label, folder, scale=scale, upscaler=timer, perceptual=perceptual, lr=lr,
+                                      progress=progress is not None)
                     rows.append(_row(report, kind, timer, params, gflops, path))
                     if perceptual is not None:
                         name = report["perceptual"]

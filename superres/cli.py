@@ -83,6 +83,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         perceptual=_perceptual_metric(args),
         lr=args.lr,
         precision=args.precision,
+        progress=True,
     )
     _device_announcer(args)(_concrete_device(args.device, args.backend))
     if args.json:
@@ -153,6 +154,7 @@ def _cmd_data_patches(args: argparse.Namespace) -> int:
         stride=args.stride,
         max_patches=args.max_patches,
         seed=args.seed,
+        progress=True,
     )
     notes = []
     if summary.get("stride_reduced"):
@@ -169,7 +171,7 @@ def _cmd_data_patches(args: argparse.Namespace) -> int:
 def _cmd_data_stats(args: argparse.Namespace) -> int:
     from superres.data.stats import compute_stats, format_stats, plot_stats
 
-    stats = compute_stats([Path(s) for s in args.sources])
+    stats = compute_stats([Path(s) for s in args.sources], progress=True)
     if args.plot:
         plot_stats(stats, Path(args.plot))
     if args.json:
@@ -185,7 +187,7 @@ def _cmd_data_degrade(args: argparse.Namespace) -> int:
     from superres.degrade import make_degraded_set
 
     summary = make_degraded_set(args.sources, args.out, scale=args.scale, preset=args.preset, seed=args.seed,
-                                overrides=args.overrides)
+                                overrides=args.overrides, progress=True)
     print(f"wrote {summary['count']} pairs to {summary['hr_dir']} and {summary['lr_dir']}")
     return 0
 
@@ -524,11 +526,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.io == "uint8":
         from superres.graphio import export_uint8_onnx
 
-        info = export_uint8_onnx(args.model, Path(args.out), opset=args.opset)
+        info = export_uint8_onnx(args.model, Path(args.out), opset=args.opset,
+                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
         print(f"wrote {info['path']} ({info['arch']}, x{info['scale']}; uint8 NHWC lr_u8 -> sr_u8; "
               f"at most {info['max_level_diff']} level from the float graph + rounding)")
         return 0
-    result = export_onnx(args.model, Path(args.out), opset=args.opset, check_image=args.check_image)
+    result = export_onnx(args.model, Path(args.out), opset=args.opset, check_image=args.check_image,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(result.summary())
     return 0
 

@@ -57,6 +57,7 @@ from superres.config import (
 from superres.data.folders import draw_uniforms
 from superres.errors import SuperresError
 from superres.io import Image, list_images, read_array, to_float, write_image
+from superres.progress import progress_bar
 from superres.resize import modcrop
 from superres.scales import SCALES
 
@@ -463,7 +464,7 @@ class Degrader:
 
 # --------------------------------------------------------------------------- degraded test sets
 def make_degraded_set(sources: Sequence[str], out: str, *, scale: int, preset: str, seed: int,
-                      overrides: Sequence[str] = ()) -> dict[str, object]:
+                      overrides: Sequence[str] = (), progress: bool = False) -> dict[str, object]:
     """``superres data degrade``: a paired test set from the images of ``sources``.
 
     Writes ``out/HR/<name>.png`` (the image mod-cropped to a multiple of ``scale``, samples as read,
@@ -472,7 +473,8 @@ def make_degraded_set(sources: Sequence[str], out: str, *, scale: int, preset: s
     image ``name`` drawn from ``(seed, crc32(name))``, so a set is the same whatever else is in it).
     The unsharp mask never applies here: the HR is the reference the LR is scored against.
     ``superres eval --lr LR_<preset>`` scores it. Everything is checked before the first write; each
-    file is written atomically. Returns a summary.
+    file is written atomically. Returns a summary. ``progress``: bars on stderr for the check and
+    for the writing pass (:func:`superres.progress.progress_bar`).
     """
     import zlib
 
@@ -515,10 +517,10 @@ def make_degraded_set(sources: Sequence[str], out: str, *, scale: int, preset: s
             raise SuperresError(f"{path}: {samples.shape[1]}x{samples.shape[0]} is too small for x{scale}")
         return samples
 
-    for path in paths:  # every input is checked before anything is written
+    for path in progress_bar(paths, enabled=progress, desc="check", unit="image"):  # all before any write
         checked(path)
     written = 0
-    for path in paths:
+    for path in progress_bar(paths, enabled=progress, desc=f"LR_{preset} x{scale}", unit="image"):
         hr = modcrop(checked(path), scale)
         x = torch.from_numpy(np.ascontiguousarray(to_float(hr))).permute(2, 0, 1)[None]
         lr, _ = degrader(x, zlib.crc32(path.stem.encode("utf-8")), [0])

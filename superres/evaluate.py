@@ -35,6 +35,7 @@ from superres.modelfile import load_model
 from superres.models.contract import describe
 from superres.perceptual import PERCEPTUAL_PROTOCOL, build_perceptual, image_distance
 from superres.precision import resolve_precision
+from superres.progress import progress_bar
 from superres.resize import imresize, modcrop
 from superres.scales import SCALES
 from superres.threads import apply_threads
@@ -127,6 +128,7 @@ def evaluate(
     lr: str = "LR_bicubic",
     precision: str = "fp32",
     threads: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Score ``model`` ("bicubic", a shipped model name or a model file) on the benchmark folder ``data``.
 
@@ -136,7 +138,8 @@ def evaluate(
     ``upscaler`` (``(lr_samples, hr_bit_depth) -> sr_samples``) replaces the one made from ``model``,
     which is then only the report's label: peers and timed wrappers are scored by the same code.
     ``precision`` is the model's autocast (:mod:`superres.precision`); ``threads`` (given: applied to
-    torch and onnxruntime, :func:`superres.threads.apply_threads`).
+    torch and onnxruntime, :func:`superres.threads.apply_threads`). ``progress``: a bar over the
+    images on stderr (images/s, ETA; :func:`superres.progress.progress_bar`), gone when the set is done.
 
     Returns a JSON-serialisable report::
 
@@ -190,7 +193,7 @@ def evaluate(
             raise SuperresError("perceptual: pass a metric name or a metric made by superres.perceptual.build_perceptual")
 
     images: list[dict[str, Any]] = []
-    for hr_path in hr_paths:
+    for hr_path in progress_bar(hr_paths, enabled=progress, desc=f"{data.name} x{s}", unit="image", leave=False):
         hr = read_array(hr_path)
         hr_crop = _named(hr_path, lambda: modcrop(hr, s))
         want = (hr_crop.shape[0] // s, hr_crop.shape[1] // s)

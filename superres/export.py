@@ -47,7 +47,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -293,10 +293,12 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check_image: str | os.PathLike[str] | None = None,
     tolerance: float = TOLERANCE,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export ``model`` (a module with ``scale``/``in_channels``, a shipped model name or a model file)
     to the ONNX file ``out``, verified against PyTorch with onnxruntime (module docstring).
 
+    ``progress`` gets one line as each step starts (export, then the onnxruntime check).
     The file is written atomically and only if both checks pass. Raises :class:`SuperresError` for
     an unknown model, an opset the exporter refuses, or a check above ``tolerance``.
     """
@@ -337,6 +339,8 @@ def export_onnx(
         props["int8"] = json.dumps([item.module for item in plan])
     dummy = torch.rand(1, channels, *_TRACE_SIZE, generator=torch.Generator().manual_seed(0))
 
+    say = progress or (lambda line: None)
+    say(f"exporting {props['arch']} x{scale} to ONNX (opset {opset}{', int8' if plan else ''})")
     with atomic_write(out) as tmp:
         with warnings.catch_warnings():
             # The TorchScript exporter announces its deprecation on every call (see module docstring).
@@ -373,6 +377,7 @@ def export_onnx(
         rng = np.random.default_rng(0)
         x_random = rng.random((2, channels, 37, 29), dtype=np.float32)
         x_image, image_what = check_image_input(channels, None if check_image is None else Path(check_image))
+        say(f"checking the graph with onnxruntime against PyTorch (a random input, {image_what})")
         diff_random = _max_diff(session, net, x_random)
         diff_image = _max_diff(session, net, x_image)
         if not (diff_random < tolerance and diff_image < tolerance):

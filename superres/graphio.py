@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -90,22 +90,25 @@ def _reference(session: Any, lr_u8: np.ndarray) -> np.ndarray:
     return np.stack([to_integer(np.clip(s.transpose(1, 2, 0), 0.0, 1.0), 8) for s in sr])
 
 
-def export_uint8_onnx(model: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int | None = None) -> dict[str, Any]:
+def export_uint8_onnx(model: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int | None = None,
+                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export ``model`` (a shipped name or model file with as many channels as its images) as a uint8
-    in/out ONNX file ``out``, verified (module docstring). Returns a summary dict."""
+    in/out ONNX file ``out``, verified (module docstring). Returns a summary dict. ``progress`` gets
+    one line as each step starts (:func:`superres.export.export_onnx`'s, then the uint8 graph's)."""
     import onnx
-
 
     out = Path(out)
     ort = _ort()
     with tempfile.TemporaryDirectory(prefix="superres-u8-") as tmp:
         float_path = Path(tmp) / "float.onnx"
-        result = export_onnx(model, float_path, opset=opset or DEFAULT_OPSET)
+        result = export_onnx(model, float_path, opset=opset or DEFAULT_OPSET, progress=progress)
         if result.in_channels != 3:
             raise SuperresError(
                 f"--io uint8: {result.arch} takes {result.in_channels} channel(s); the uint8 graph is offered for RGB models "
                 "(a Y model's colour conversion is not in the graph)"
             )
+        if progress is not None:
+            progress("adding the uint8 input/output and checking it against the float graph + rounding")
         float_session = _session(ort, float_path, threads=None)
         proto = add_uint8_io(onnx.load(str(float_path)))
         onnx.checker.check_model(proto)

@@ -41,6 +41,7 @@ def model_file(tmp_path: Path) -> Path:
     return save_model(tmp_path / "tiny_x2.safetensors", net, arch="enhanced", args={"channels": 8, "num_blocks": 1})
 
 
+@pytest.mark.slow
 def test_rows_equal_evaluate_and_files_are_written(bench_root: Path, model_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     doc = run_benchmark(sets=["Tiny"], scales=[2, 3], models=[str(model_file)], peers=False,
@@ -76,6 +77,29 @@ def test_rows_equal_evaluate_and_files_are_written(bench_root: Path, model_file:
     assert [p.name for p in out.iterdir()] and not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_cli_benchmark_shows_a_line_per_row_and_a_bar_per_set(bench_root: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --quiet: one line per finished row, and each row's images as a bar while it runs
+    (the shipped models are left out here: bicubic is the one row)."""
+    import superres.benchmark
+    import superres.progress
+    from superres.cli import main
+
+    monkeypatch.setattr(superres.benchmark, "_our_models", lambda models, scale: iter(()))
+    monkeypatch.setattr(superres.progress, "DELAY_S", 0)
+    assert main(["benchmark", "--sets", "Tiny", "--scales", "4", "--no-peers", "--data-root", str(bench_root),
+                 "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "Tiny x4:" in err and "/3 [" in err and "image/s" in err
+    rows = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("x4 Tiny")]
+    assert len(rows) == 1 and "bicubic" in rows[0] and " dB / " in rows[0]
+    assert main(["benchmark", "--sets", "Tiny", "--scales", "4", "--no-peers", "--data-root", str(bench_root),
+                 "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
 def test_cli_benchmark_and_errors(bench_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from superres.cli import main
 

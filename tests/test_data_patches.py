@@ -330,6 +330,21 @@ def test_cli_writes_both_files(src, tmp_path, capsys):
     assert load_patches(out / "hr_images.npz")[1] is None
 
 
+def test_cli_shows_progress(src, tmp_path, capsys, monkeypatch):
+    """`superres data patches` shows bars for reading and for the LR patches, and a line per large file
+    written (every file is large here)."""
+    import superres.data.patches
+    import superres.progress
+
+    monkeypatch.setattr(superres.progress, "DELAY_S", 0)
+    monkeypatch.setattr(superres.data.patches, "WRITE_LINE_MB", 0)
+    folder, _ = src
+    assert main(["data", "patches", str(folder), "--out", str(tmp_path / "p"), "--hr-size", "16", "--scale", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "read: 100%" in err and "3/3" in err and "LR x2: 100%" in err and "14/14" in err
+    assert f"writing {tmp_path / 'p' / 'hr_images.npz'}" in err and f"writing {tmp_path / 'p' / 'hr_lr_images.npz'}" in err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -109,6 +109,19 @@ def test_cli_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert out.startswith("images      7") and "R " in out and "gray" in out
 
 
+def test_cli_shows_a_bar_over_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import superres.progress
+
+    for i in range(3):
+        write_image(tmp_path / f"{i}.png", Image(np.full((4, 5, 3), 0.5, dtype=np.float32)))
+    monkeypatch.setattr(superres.progress, "DELAY_S", 0)
+    assert main(["data", "stats", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["count"] == 3
+    assert "stats: 100%" in captured.err and "3/3" in captured.err
+
+
 def test_cli_empty_folder_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -314,6 +314,18 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def test_cli_data_degrade_shows_progress(tmp_path, capsys, monkeypatch):
+    """`superres data degrade` shows a bar for the check and one for the LR it writes."""
+    import superres.progress
+    from superres.cli import main
+
+    monkeypatch.setattr(superres.progress, "DELAY_S", 0)
+    src = _sources(tmp_path)
+    assert main(["data", "degrade", str(src), "--scale", "4", "--preset", "medium", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "check: 100%" in err and "LR_medium x4: 100%" in err and "3/3" in err
+
+
 def test_cli_data_degrade_is_reproducible_and_scored_by_eval(tmp_path, capsys):
     from superres.cli import main
 

@@ -35,6 +35,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, result
 
 
+@pytest.mark.slow
 def test_metrics_json_has_the_three_models(demo_run: tuple[Path, dict]) -> None:
     from superres.models import build
 
@@ -54,6 +55,7 @@ def test_metrics_json_has_the_three_models(demo_run: tuple[Path, dict]) -> None:
         assert (Path(m["model_file"]).parent / "config.yaml").is_file()  # a superres.training run folder
 
 
+@pytest.mark.slow
 def test_comparison_figure_is_written(demo_run: tuple[Path, dict]) -> None:
     from PIL import Image
 
@@ -62,6 +64,7 @@ def test_comparison_figure_is_written(demo_run: tuple[Path, dict]) -> None:
         assert im.format == "PNG" and im.width > 500 and im.height > 500
 
 
+@pytest.mark.slow
 def test_layout_and_held_out_images(demo_run: tuple[Path, dict]) -> None:
     from superres.io import read_array
 

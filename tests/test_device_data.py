@@ -189,6 +189,7 @@ def test_both_paths_train_the_same_weights(folder, tmp_path, capsys):
 
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_on_the_device_path(folder, tmp_path):
     """Killed at iteration 8 (checkpoint at 5), resumed: the weights of an uninterrupted run. The
     resumed half runs on the DataLoader path, which must not matter either."""
@@ -266,6 +267,7 @@ def test_time_to_threshold_from_metrics(tmp_path):
     assert script.time_to([{"val_psnr_y": "30", "elapsed_s": "1", "iteration": "1"}], 31.5) is None
 
 
+@pytest.mark.slow
 def test_run_end_to_end_at_tiny_scale(tmp_path, capsys):
     """The whole device-call script on the CPU at tiny scale: two packed folders (their train/ merged,
     a third one missing), throughput for both data paths, training with Set5 and Set14 scored at each
@@ -313,6 +315,7 @@ def test_run_end_to_end_at_tiny_scale(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- benchmarks/train_throughput.py
+@pytest.mark.slow
 def test_throughput_benchmark_rows_and_table(folder, tmp_path, monkeypatch):
     """One row per (model, autocast, data path), ratios within the table, the JSON and Markdown files;
     a bf16 row on a CPU without native bf16 says the trainer ran it without autocast."""
@@ -351,6 +354,7 @@ def test_throughput_benchmark_rows_and_table(folder, tmp_path, monkeypatch):
         module.main(["--step", "graphs", "--device", "cpu"])
 
 
+@pytest.mark.slow
 def test_throughput_host_profile_names_the_ops(folder, tmp_path):
     """--host-profile appends, per row, a profiler table of the host's ops (here the CPU's convs)."""
     import importlib.util

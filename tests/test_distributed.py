@@ -55,6 +55,7 @@ def _images(folder: Path) -> None:
         Image.fromarray(image).save(folder / f"t{i}.png")
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
     _images(tmp_path / "train")
     (tmp_path / "val" / "HR").mkdir(parents=True)

@@ -197,6 +197,19 @@ def test_unsupported_scale_api() -> None:
         evaluate("bicubic", Path("."), scale=5)
 
 
+def test_cli_shows_a_bar_over_the_images(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`superres eval` draws a bar over the images on stderr (stdout stays the one JSON document);
+    a run shorter than superres.progress.DELAY_S draws nothing, so the delay is 0 here."""
+    import superres.progress
+
+    _bench(tmp_path / "B", {"a": (48, 52), "b": (40, 44), "c": (44, 40)}, 4)
+    monkeypatch.setattr(superres.progress, "DELAY_S", 0)
+    code, out, err = _run_cli(["eval", "--data", str(tmp_path / "B"), "--scale", "4", "--json"], capsys)
+    assert code == 0 and json.loads(out)["count"] == 3
+    assert "B x4:" in err and "/3 [" in err and "image/s" in err
+
+
 # --------------------------------------------------------------------------- CLI errors
 def test_cli_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope"

@@ -176,7 +176,10 @@ def test_cli_export_prints_the_agreement(tmp_path: Path, capsys: pytest.CaptureF
 
     path = _model_file(tmp_path, "espcn", 3, 1, {"features": 8, "hidden": 8})
     assert main(["export", str(path), "--out", str(tmp_path / "e.onnx"), "--opset", "13"]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert "max |diff|" in text and "opset 13" in text
+    # a line on stderr as each step starts: the export, then the onnxruntime check
+    steps = err.strip().splitlines()
+    assert len(steps) == 2 and "exporting espcn x3 to ONNX (opset 13)" in steps[0] and "onnxruntime" in steps[1], err
     assert onnx.load(str(tmp_path / "e.onnx")).opset_import[0].version == 13
     assert main(["export", "no-such-model", "--out", str(tmp_path / "f.onnx")]) == 2

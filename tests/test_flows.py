@@ -44,6 +44,7 @@ def _run(capsys, argv: list[str]) -> tuple[int, str, str]:
 
 
 # --------------------------------------------------------------------------- 2: any output scale
+@pytest.mark.slow
 def test_outscale_size_and_width_give_the_requested_size(tmp_path, capsys, model_file):
     src = tmp_path / "a.png"
     write_image(src, Image(_rgb(20, 16), None, 8))

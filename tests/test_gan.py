@@ -130,6 +130,7 @@ def test_generator_step_fools_frozen_d_and_d_step_leaves_g_alone(kind: str) -> N
     assert gan.log_values().keys() == {"loss_adversarial", "d_lr"}  # the window restarted
 
 
+@pytest.mark.slow
 def test_discriminator_overfits_against_a_frozen_generator(images: Path, tmp_path: Path) -> None:
     """With the generator held still (lr ~ 0), D must learn to tell its output from the real HR."""
     config = _config(
@@ -148,6 +149,7 @@ def test_discriminator_overfits_against_a_frozen_generator(images: Path, tmp_pat
 
 
 # --------------------------------------------------------------------------- a whole GAN run
+@pytest.mark.slow
 def test_gan_run_logs_d_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -370,6 +372,7 @@ _DDP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_gan_under_ddp_two_cpu_processes(images: Path, tmp_path: Path) -> None:
     """Both networks are trained under DDP: the ranks end with identical discriminators."""
     config = _config(images, train={"iterations": 3, "save_every": 3, "log_every": 1})

@@ -60,6 +60,7 @@ def test_graph_step_function_trains_the_ordinary_weights(folder, tmp_path, resid
     assert_same_weights(model_weights(plain), model_weights(graph))
 
 
+@pytest.mark.slow
 def test_resume_across_the_setting(folder, tmp_path):
     """Killed at iteration 8 with cuda_graph on (checkpoint at 5), resumed with it off: the weights of
     an uninterrupted run without it."""

@@ -47,4 +47,6 @@ def test_cli_export_io_uint8(tmp_path: Path, capsys) -> None:
     from superres.cli import main
 
     assert main(["export", "lumanet-x4", "--out", str(tmp_path / "m.onnx"), "--io", "uint8"]) == 0
-    assert "lr_u8 -> sr_u8" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "lr_u8 -> sr_u8" in out
+    assert "exporting" in err and "uint8" in err.strip().splitlines()[-1], err

@@ -204,7 +204,7 @@ def _run_measured(argv: list[str], tmp_path: Path, env: dict | None = None) -> t
 
 
 @pytest.mark.parametrize("kind", ["png16", "png8", "tiff"])
-@pytest.mark.parametrize("command", ["stats", "upscale"])
+@pytest.mark.parametrize("command", ["stats", pytest.param("upscale", marks=pytest.mark.slow)])
 def test_decompression_bomb_is_refused_before_decoding(tmp_path, kind, command):
     bomb = tmp_path / ("bomb.tif" if kind == "tiff" else "bomb.png")
     if kind == "tiff":
@@ -547,6 +547,7 @@ _HOLD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder(tmp_path, capsys):
     import os
     import subprocess
@@ -624,6 +625,7 @@ def strip_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_strips_give_the_same_pixels_as_one_piece(tmp_path, capsys, strip_calls):
     import tifffile
     from PIL import Image as PILImage

@@ -130,6 +130,7 @@ def test_tiled_equals_untiled_when_overlap_covers_receptive_field(name: str, sca
 
 
 @pytest.mark.parametrize("name,options", [("baseline", {}), ("enhanced", {"channels": 16})])
+@pytest.mark.slow
 def test_tiled_equals_untiled_full_depth_x4(name: str, options: dict) -> None:
     """``baseline`` exactly as registered; ``enhanced`` at its full depth (narrowed for speed)."""
     torch.manual_seed(4)

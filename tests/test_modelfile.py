@@ -204,6 +204,7 @@ def test_load_onto_device_string(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- scripts/ship_model.py
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_ship_model_scores_now_and_records_the_warm_start(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
@@ -305,6 +306,7 @@ def test_cli_models_json_lists_every_shipped_model(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_shipped_names_work_as_model_in_eval(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every shipped lumanet (fast enough for a test) scores on Set5 what its metadata says."""
     from superres.cli import main
@@ -317,6 +319,7 @@ def test_shipped_names_work_as_model_in_eval(shared_data: Path, capsys: pytest.C
         assert report["psnr_y"] == pytest.approx(recorded["psnr_y"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_output_into_a_closed_pipe_is_quiet() -> None:
     """`superres models | true`: the reader is gone before the first write (the child needs a second
     to import torch), so the write fails with EPIPE; that must end quietly with status 0."""

@@ -215,6 +215,7 @@ def _fake_heads(name: str, folder: Path, scale: float = 1.0) -> Path:
 
 
 @pytest.mark.parametrize("name", ["alex", "vgg", "squeeze"])
+@pytest.mark.slow
 def test_lpips_math_with_random_backbone(name: str, tmp_path: Path) -> None:
     backbone, _ = _fake_backbone(name, tmp_path)
     metric = LPIPS(name, backbone, _fake_heads(name, tmp_path))
@@ -311,6 +312,7 @@ def tiny_set(tmp_path: Path) -> Path:
 
 
 @needs_effnet
+@pytest.mark.slow
 def test_eval_cli_reports_perceptual(tiny_set: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from superres.cli import main
 
@@ -328,6 +330,7 @@ def test_eval_cli_reports_perceptual(tiny_set: Path, capsys: pytest.CaptureFixtu
 
 
 @needs_effnet
+@pytest.mark.slow
 def test_benchmark_perceptual_column(tiny_set: Path, tmp_path: Path) -> None:
     from superres.benchmark import run_benchmark
 
@@ -341,6 +344,7 @@ def test_benchmark_perceptual_column(tiny_set: Path, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- training validation
 @needs_effnet
+@pytest.mark.slow
 def test_training_validation_logs_effdist(tiny_set: Path, tmp_path: Path) -> None:
     """train.val_perceptual: metrics.csv gets val_effdist and bicubic_effdist at each validation; the
     last equals `superres eval --perceptual` on the exported model."""

@@ -156,6 +156,7 @@ def test_the_zoo_presets_exist() -> None:
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_preset_trains_exports_and_upscales(preset: Path, workspace: dict[str, Path], run_of: Callable[[str], Path]) -> None:
     config = load_config(preset)  # strict, as written
     assert config.data.val == "../shared/data/Set5"

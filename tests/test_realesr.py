@@ -367,6 +367,7 @@ needs_package = pytest.mark.skipif(realesrgan_dir() is None, reason="realesrgan-
 
 
 @needs_package
+@pytest.mark.slow
 def test_realesrgan_x4plus_converts_strictly_and_upscales(tmp_path: Path) -> None:
     from PIL import Image as PILImage
 
@@ -389,6 +390,7 @@ def test_realesrgan_x4plus_converts_strictly_and_upscales(tmp_path: Path) -> Non
 
 
 @needs_package
+@pytest.mark.slow
 def test_realesrgan_peers_in_models_and_benchmark_discovery(tmp_path: Path, capsys) -> None:
     from superres.peers import find_peers
 
@@ -463,6 +465,7 @@ def test_converted_models_compute_what_the_ncnn_graph_computes(stem: str) -> Non
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_without_the_package_a_peer_name_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import superres.ncnn
     from superres.peers import find_peers

@@ -383,6 +383,7 @@ def test_queue_full_is_429_with_retry_after(catalog, tmp_path):
         assert post(client, data, model=MODEL).status_code == 202
 
 
+@pytest.mark.slow
 def test_results_expire_and_abandoned_jobs_stop(catalog, tmp_path):
     engine = Engine(catalog)
     started = threading.Event()
@@ -457,6 +458,7 @@ def test_check_upload_reads_headers_only(tmp_path):
     assert (d.format, d.width, d.height) == ("BMP", 5, 3)
 
 
+@pytest.mark.slow
 def test_server_side_model_file(tmp_path):
     import shutil
 
@@ -485,6 +487,7 @@ PEERS = Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
 
 
 @pytest.mark.skipif(not (PEERS / "yjn870-pr6_fsrcnn_x4.pth").is_file(), reason="../shared/peers (peer weights) is not present")
+@pytest.mark.slow
 def test_peer_models(tmp_path):
     from superres.peers import yjn870_peer
 
@@ -525,6 +528,7 @@ def test_real_esrgan_peers_run_tiled_like_the_cli(catalog, client, tmp_path):
 
 
 # --------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_serve_options_and_non_loopback_warning(monkeypatch, capsys):
     import uvicorn
 

@@ -61,6 +61,7 @@ def test_bytes_per_input_pixel_grows_with_the_widest_layer() -> None:
     assert bytes_per_input_pixel(wide, 3) > narrow > 0
 
 
+@pytest.mark.slow
 def test_upscale_files_tile_auto_equals_untiled_and_shows_tile_progress(tmp_path: Path, monkeypatch, capsys) -> None:
     import superres.inference
     from superres.inference import upscale
@@ -140,6 +141,7 @@ def test_no_shipped_model_is_an_error() -> None:
         choose_default_model(CPU, entries=[], profile=PROFILE)
 
 
+@pytest.mark.slow
 def test_the_shipped_default_on_this_machine_fits_the_budget() -> None:
     name, why = choose_default_model(CPU)
     models = superres.precision.load_profile()["models"]

@@ -301,6 +301,7 @@ def test_seeded_runs_are_bit_identical(data, tmp_path):
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_compiled_step_trains_the_same_weights(data, tmp_path):
     """train.compile (here a CUDA-graph mode, which on the CPU compiles without graphs) changes how
     the step runs, not what it computes: the same weights as eager, up to float reassociation."""
@@ -362,6 +363,7 @@ def test_precision_policy(monkeypatch, device, amp, native_bf16, channels_last, 
         policy.channels_last = not policy.channels_last  # type: ignore[misc]
 
 
+@pytest.mark.slow
 def test_cpu_bf16_autocast_where_the_cpu_has_it(data, tmp_path, monkeypatch, capsys):
     """train.amp=bf16 on the CPU: without native bf16 it is ignored with a note (the run is then the
     fp32 run, bit for bit); with it, the step runs under bf16 autocast (other weights than fp32,
@@ -395,6 +397,7 @@ def test_cpu_bf16_autocast_where_the_cpu_has_it(data, tmp_path, monkeypatch, cap
     assert float(_metrics(run / "metrics.csv")[-1]["val_psnr_y"]) > 0
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_weights(data, tmp_path):
     from superres.config import save_config
 
@@ -488,6 +491,7 @@ def test_resume_restores_the_random_generators(data, tmp_path):
 
 
 # --------------------------------------------------------------------------- other data and stops
+@pytest.mark.slow
 def test_16_bit_gray_and_multiband_data_train(tmp_path):
     rng = np.random.default_rng(2)
     for kind, channels, peak, suffix in (("gray16", 1, 65535, ".png"), ("bands4", 4, 255, ".tif")):
@@ -520,6 +524,47 @@ def test_max_seconds_stops_validates_and_exports(data, tmp_path):
     from superres.modelfile import read_metadata
 
     assert read_metadata(model_path)["iterations"] == state["iteration"]
+
+
+def _last_bar(stderr: str) -> str:
+    """The training bar as last drawn (tqdm redraws its line after a carriage return)."""
+    bars = [seg for line in stderr.split("\n") for seg in line.split("\r") if "it/s" in seg or "s/it" in seg]
+    assert bars, stderr[-2000:]
+    return bars[-1]
+
+
+def test_max_seconds_bar_ends_at_the_real_stop(data, tmp_path, capsys):
+    """A run stopped by ``max_seconds`` long before ``train.iterations`` ends its bar at 100%, at the
+    iteration it stopped at (the bar used to count towards ``iterations`` and stop at a few %)."""
+    config = _config(data, train={"iterations": 100000, "max_seconds": 0.5, "val_every": 100000,
+                                  "save_every": 100000, "log_every": 100000})
+    train(config, run_dir=tmp_path / "run")
+    stopped = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"]
+    bar = _last_bar(capsys.readouterr().err)
+    assert "100%" in bar and f"{stopped}/{stopped}" in bar, bar
+
+
+def test_max_seconds_bar_re_estimates_the_total_from_the_rate(tmp_path):
+    """With a time budget the bar's total (and so its ETA) is the iteration the clock will stop the
+    run at, measured from the rate so far; never beyond ``train.iterations``, never below the
+    iteration reached. Driven with a made-up clock: ``rate`` iterations per second."""
+    from superres.training.logging import RunLog, expected_stop
+
+    iterations, budget, rate = 8000, 3600.0, 1.25
+    log = RunLog(tmp_path, enabled=True)
+    log.start_progress(total=iterations, initial=0, max_seconds=budget)
+    for i in range(1, 101):
+        log.advance(i / rate)
+    assert log._bar.total == rate * budget  # 4500 of 8000: where the clock stops the run
+    log.finish()
+    assert log._bar.total == log._bar.n == 100
+    log.close()
+    # a resumed run: the rate counts from the resume point, not from iteration 0
+    assert expected_stop(1100, 1000.0, since=(1000, 900.0), iterations=iterations, max_seconds=budget) == 1100 + 2600
+    # a fast run ends by iterations; an over-run one at the iteration reached; no time yet: iterations
+    assert expected_stop(100, 1.0, since=(0, 0.0), iterations=iterations, max_seconds=budget) == iterations
+    assert expected_stop(50, budget + 5, since=(0, 0.0), iterations=iterations, max_seconds=budget) == 50
+    assert expected_stop(0, 0.0, since=(0, 0.0), iterations=iterations, max_seconds=budget) == iterations
 
 
 # --------------------------------------------------------------------------- errors

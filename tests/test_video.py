@@ -99,6 +99,7 @@ def test_ten_second_360p_clip_with_audio_keeps_duration_frames_and_audio(tmp_pat
     assert got["samples"] == src["samples"]  # copied packet by packet, not re-encoded
 
 
+@pytest.mark.slow
 def test_video_options_and_failures(tmp_path, capsys, model_file):
     clip = tmp_path / "short.mp4"
     write_clip(clip, 64, 48, seconds=1, audio=False)
@@ -162,6 +163,7 @@ def test_torchrun_splits_one_clip_by_frame_ranges(tmp_path, model_file):
     assert max(np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(a, b)) < 3
 
 
+@pytest.mark.slow
 def test_a_folder_of_images_and_clips_keeps_its_layout(tmp_path, capsys, model_file):
     from superres.io import Image, read_raw, write_image
 

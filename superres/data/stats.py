@@ -26,6 +26,7 @@ import numpy as np
 
 from superres.errors import SuperresError
 from superres.io import atomic_write, list_images, read_raw
+from superres.progress import progress_bar
 
 __all__ = ["HISTOGRAM_BINS", "compute_stats", "format_stats", "plot_stats"]
 
@@ -95,7 +96,7 @@ class _ChannelGroup:
         }
 
 
-def compute_stats(sources: list[Path]) -> dict[str, Any]:
+def compute_stats(sources: list[Path], *, progress: bool = False) -> dict[str, Any]:
     """Statistics of the images in ``sources`` (files or folders, searched recursively).
 
     Returns a JSON-serialisable dict: ``count``; ``sources``; ``formats`` (by suffix); ``width`` and
@@ -105,7 +106,7 @@ def compute_stats(sources: list[Path]) -> dict[str, Any]:
     ``mean``, ``std`` (population, over all pixels, values in [0, 1]) and ``histogram`` (counts in
     ``histogram_bins`` equal bins over [0, 1]); ``files`` and ``sizes`` (``[width, height]`` per file,
     in the same order). Raises :class:`SuperresError` for a missing source, a folder without
-    images, or an unreadable image.
+    images, or an unreadable image. ``progress``: a bar over the files on stderr.
     """
     files = list_images(sources)
     groups: dict[int, _ChannelGroup] = {}
@@ -113,7 +114,7 @@ def compute_stats(sources: list[Path]) -> dict[str, Any]:
     depths: Counter[int] = Counter()
     formats: Counter[str] = Counter()
     with_alpha = 0
-    for path in files:
+    for path in progress_bar(files, enabled=progress, desc="stats", unit="image"):
         raw = read_raw(path)  # one image in memory at a time
         height, width, channels = raw.pixels.shape
         sizes.append([int(width), int(height)])

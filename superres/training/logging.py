@@ -37,6 +37,19 @@ FIXED_COLUMNS = ("iteration", "elapsed_s", "lr", "loss")
 VAL_COLUMNS = ("val_psnr_y", "val_ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
 
 
+def expected_stop(iteration: int, elapsed: float, *, since: tuple[int, float], iterations: int,
+                  max_seconds: float) -> int:
+    """The iteration a run with a time budget is expected to stop at: ``iterations``, or the one
+    reached at ``max_seconds`` if sooner, at the rate measured since ``since`` (an ``(iteration,
+    elapsed)`` pair: this process's start). Never below ``iteration`` (reached already); before any
+    time has passed, ``iterations``."""
+    done, spent = iteration - since[0], elapsed - since[1]
+    if done <= 0 or spent <= 0:
+        return iterations
+    projected = iteration + done / spent * max(0.0, max_seconds - elapsed)
+    return max(iteration, min(iterations, math.ceil(projected)))
+
+
 class RunLog:
     """Rank 0's reporter for one run folder."""
 
@@ -46,6 +59,9 @@ class RunLog:
         self.csv_path = self.run_dir / "metrics.csv"
         self.rows: dict[int, dict[str, Any]] = {}
         self._bar: Any = None
+        self._iterations = 0
+        self._max_seconds: float | None = None
+        self._since = (0, 0.0)
         self._tb: Any = None
         if not enabled:
             return
@@ -55,18 +71,39 @@ class RunLog:
         self._tb = _tensorboard_writer(self.run_dir / "tensorboard", purge_step=(resume_from or 0) + 1)
 
     # ----------------------------------------------------------------- progress
-    def start_progress(self, *, total: int, initial: int) -> None:
-        """A tqdm bar over iterations (shows it/s and the ETA), on stderr."""
+    def start_progress(self, *, total: int, initial: int, max_seconds: float | None = None,
+                       elapsed: float = 0.0) -> None:
+        """A tqdm bar over iterations (shows it/s and the ETA), on stderr.
+
+        ``total`` is ``train.iterations``. With a time budget (``max_seconds``; ``elapsed`` is the
+        wall time already spent, e.g. before a resume) the run may stop earlier, so the bar's total
+        is the iteration the run is expected to stop at: ``total``, or sooner the iteration reached
+        at ``max_seconds`` at the rate measured so far (re-estimated at each :meth:`advance`). The
+        ETA is then the time to whichever end comes first, and :meth:`finish` makes the bar end at
+        the real stop."""
         if not self.enabled:
             return
         from tqdm.auto import tqdm
 
+        self._iterations = total
+        self._max_seconds = max_seconds
+        self._since = (initial, elapsed)
         self._bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
 
-    def advance(self) -> None:
-        """One iteration done."""
-        if self._bar is not None:
-            self._bar.update(1)
+    def advance(self, elapsed: float | None = None) -> None:
+        """One iteration done; ``elapsed`` is the run's wall time now (needed with a time budget)."""
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if self._max_seconds is not None and elapsed is not None:
+            self._bar.total = expected_stop(self._bar.n, elapsed, since=self._since,
+                                            iterations=self._iterations, max_seconds=self._max_seconds)
+
+    def finish(self) -> None:
+        """The run stopped (by iterations or by time): the bar ends at the iteration reached, 100%."""
+        if self._bar is not None and self._bar.total != self._bar.n:
+            self._bar.total = self._bar.n
+            self._bar.refresh()
 
     def set_postfix(self, values: dict[str, str]) -> None:
         """Show ``values`` (loss, lr) after the bar; set at each metrics row, not every iteration,

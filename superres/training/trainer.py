@@ -349,7 +349,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             descriptors=self.graph_step is not None,  # a captured step makes its own batch
         )
-        self.log.start_progress(total=total, initial=self.iteration)
+        self.log.start_progress(total=total, initial=self.iteration, max_seconds=t.max_seconds, elapsed=self.elapsed)
         if self.iteration > 0:
             self.log.message(f"resumed from {self.checkpoint_path} at iteration {self.iteration}")
         for v in [self.validator, *self.extra_validators.values()] if self.validator is not None else []:
@@ -389,10 +389,11 @@ class Trainer:
             if i % t.save_every == 0:
                 self._save()
                 saved_at = i
-            self.log.advance()
+            self.log.advance(time.monotonic() - started)
             if self.callback is not None:
                 self.callback(i, self.model)
         del loader  # stops worker processes, if any
+        self.log.finish()  # the bar ends where the run stopped, iterations or max_seconds
 
         # The end, by iterations or by time: validate, checkpoint, export.
         self.elapsed = time.monotonic() - started
