@@ -566,6 +566,8 @@ def _benchmark_command(args: argparse.Namespace) -> str:
     if args.peers_dir is not None:
         parts += ["--peers-dir", args.peers_dir]
     parts += ["--threads", str(args.threads), "--backend", args.backend]
+    if args.device != "auto":
+        parts += ["--device", args.device]
     if args.precision != "fp32":
         parts += ["--precision", args.precision]
     parts += ["--out", args.out]
@@ -594,6 +596,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         perceptual=_perceptual_metric(args),
         lr=args.lr,
         progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+        device=args.device,
+        on_start=_device_announcer(args),
     )
     print(f"{len(doc['rows'])} rows written to {Path(args.out) / 'benchmark.md'} and {Path(args.out) / 'benchmark.json'}")
     return 0
@@ -619,6 +623,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="benchmark-out", help="output folder (default: ./benchmark-out)")
     p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for every method (default 1)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for our models")
+    p.add_argument("--device", default="auto", help="torch device for our models: auto (CUDA, then MPS, then CPU; the "
+                   "default), cpu, cuda, cuda:1, mps; bicubic, the peers and --backend onnx run on the CPU")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32", help=_PRECISION_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_perceptual_options(p)
