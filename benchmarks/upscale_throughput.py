@@ -15,8 +15,12 @@ fastest pass of each method is kept: on a shared machine other processes only ev
 * **video**: a 720p (1280 x 720) H.264 clip of ``--frames`` frames at 25 fps, upscaled by a tiny
   RGB x2 network (``enhanced``, 8 channels, one block; random weights: speed does not depend on
   them) to 2560 x 1440 H.264 (``--crf 23``). *naive*: decode a frame, ``superres.upscale`` it,
-  encode it, in one thread. *superres*: :func:`superres.video.upscale_video` (batches of frames,
-  encoding in a worker thread). Reported as frames/s.
+  encode it, in one thread. *superres*: :func:`superres.video.upscale_video` (a decode thread,
+  the model on batches of frames in the main thread, an encode thread; bounded queues between
+  them). Reported as frames/s.
+
+``--threads`` is torch's thread count for both methods (FFmpeg's decoder and libx264 pick their
+own threads, the same in both); ``--jobs`` runs one job only, ``--batch`` sets the video batch.
 
 Prints a Markdown table with the CPU (``superres.devices.cpu_name``), the thread count and the load
 average before and after, for docs/BENCHMARKS.md.

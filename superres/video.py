@@ -1,10 +1,10 @@
 """Video files and animated images through ``superres upscale``.
 
 * **Video** (``.mp4``, ``.mkv``, ``.mov``, ``.webm``, ``.avi``, ``.m4v``; PyAV, the ``[video]``
-  extra): decoded in one thread, upscaled in batches of frames (on the model's device) in the
-  calling thread and encoded in another thread, the three stages overlapping, with bounded queues
-  between them, so memory holds a few batches, not the clip. Every frame keeps its timestamp (the output video
-  stream has the input's time base and frame rate) and the audio streams are copied packet by packet,
+  extra): decoded in one thread, upscaled on the model's device in the calling thread (in batches
+  of frames on a GPU, one by one on the CPU: :func:`default_batch`) and encoded in another thread,
+  the three stages overlapping, with bounded queues between them, so memory holds a few batches,
+  not the clip. Every frame keeps its timestamp (the output video stream has the input's time base and frame rate) and the audio streams are copied packet by packet,
   not re-encoded. Codec: H.264 (``libx264``, ``yuv420p``) for MP4/MKV/MOV/AVI, VP9 for WebM;
   ``--codec`` and ``--crf`` (default 18, visually lossless for H.264) change it. The output is
   written to a hidden temporary file and renamed at the end, so an interrupted run leaves no
@@ -48,13 +48,22 @@ if TYPE_CHECKING:
     from superres.inference import Model
     from superres.outputs import OutputSize
 
-__all__ = ["VIDEO_SUFFIXES", "is_video", "videos_in", "plan_videos", "upscale_video", "upscale_videos"]
+__all__ = ["VIDEO_SUFFIXES", "is_video", "videos_in", "plan_videos", "default_batch", "upscale_video", "upscale_videos"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 #: Default constant rate factor (x264/VP9): visually lossless for H.264.
 DEFAULT_CRF = 18
-#: Frames upscaled together (one batch on the model's device).
+#: Frames upscaled together on a GPU (one batch on the model's device). On a CPU a batch of one is
+#: faster per frame (a 720p frame's activations already fill the caches; 4 frames at once measured
+#: 3-17% slower per frame with one thread, docs/BENCHMARKS.md), so ``batch=None`` means 1 there.
 DEFAULT_BATCH = 4
+
+
+def default_batch(net: "Model") -> int:
+    """Frames per model call for ``batch=None``: :data:`DEFAULT_BATCH` on a GPU, 1 on the CPU."""
+    import torch
+
+    return 1 if _model_device(net, torch.device("cpu")).type == "cpu" else DEFAULT_BATCH
 
 
 def is_video(path: Path) -> bool:
@@ -134,13 +143,13 @@ def _default_codec(dst: Path) -> str:
 
 def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_overlap: int = 16, half: bool = False,
                   output_size: "OutputSize | None" = None, codec: str | None = None, crf: int | None = None,
-                  batch: int = DEFAULT_BATCH, progress: bool = True,
+                  batch: int | None = None, progress: bool = True,
                   frame_range: "tuple[int, int | None] | None" = None, precision: str = "fp32") -> dict[str, Any]:
     """Upscale the first video stream of ``src`` into ``dst`` frame by frame, copying the audio.
     Returns ``{"frames": n, "size": (w, h), "codec": name}``.
 
     Three stages overlap (:class:`_Pipeline`): a decode thread demuxes, decodes and converts batches
-    of ``batch`` frames to RGB; the calling thread runs the model on each batch (``precision``: a
+    of ``batch`` frames (None: :func:`default_batch`) to RGB; the calling thread runs the model on each batch (``precision``: a
     resolved :mod:`superres.precision`, applied under autocast); an encode thread converts, encodes
     and muxes the results and the audio packets. PyAV and torch release the GIL in their work, so on
     a machine with idle cores the three run at the same time. The queues between the stages hold at
@@ -159,6 +168,7 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
     crf = DEFAULT_CRF if crf is None else int(crf)
     if not 0 <= crf <= 63:
         raise SuperresError(f"--crf {crf}: must be between 0 and 63")
+    batch = default_batch(net) if batch is None else batch
     if batch < 1:
         raise SuperresError(f"batch {batch}: must be >= 1")
     try:
@@ -372,7 +382,7 @@ class _Pipeline:
 def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, tile: int = 0, tile_overlap: int = 16,
                    device: str = "auto", half: bool = False, existing: str = "error", suffix: str = "",
                    ext: str = "auto", output_size: "OutputSize | None" = None, codec: str | None = None,
-                   crf: int | None = None, batch: int = DEFAULT_BATCH, progress: bool = True,
+                   crf: int | None = None, batch: int | None = None, progress: bool = True,
                    failures: list | None = None, on_start: "Any" = None, precision: str = "fp32",
                    note: "Any" = None) -> list[Path]:
     """``superres upscale CLIP.mp4 ...``: each video file (and the videos in folders, their layout

@@ -343,3 +343,12 @@ def test_frames_come_out_in_order_with_their_timestamps(tmp_path, model_file, mo
     means = [float(f.mean()) for f in video.frames(dst)]
     assert len(means) == n and all(a < b for a, b in zip(means, means[1:]))
     assert probe(dst)["pts"] == probe(clip)["pts"]
+
+
+def test_frames_are_batched_on_a_gpu_only(model_file):
+    import superres.video as video
+    from superres.inference import load_for_backend
+
+    net = load_for_backend(str(model_file), device="cpu")
+    assert video.default_batch(net) == 1
+    assert video.default_batch(net.to("meta")) == video.DEFAULT_BATCH > 1
