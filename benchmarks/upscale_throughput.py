@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/upscale_throughput.py --threads 2 --images 6 --frames 50
+    OMP_NUM_THREADS=1 python benchmarks/upscale_throughput.py --threads 1 --images 6 --frames 50 --repeats 2
 
 Two jobs, each run by both methods in the same process, alternating, ``--repeats`` times (the
 fastest pass of each method is kept: on a shared machine other processes only ever add time):
