@@ -64,8 +64,9 @@ def _add_precision_options(p: argparse.ArgumentParser, default: str) -> None:
                    "Set5/Set14 PSNR-Y stays within 0.01 dB of fp32, else fp32), fp32, bf16, fp16 "
                    f"(default: {default})")
     p.add_argument("--bf16", action="store_true",
-                   help="same as --precision bf16: bf16 autocast on a CPU (native with AVX512-BF16/AMX, else emulated, "
-                   "slower, with a note) or a GPU with bf16; refused on MPS, on a GPU without bf16 and with --backend onnx")
+                   help="same as --precision bf16: bf16 autocast on a CPU (native with AVX512-BF16/AMX, else "
+                   "emulated, slower, with a note) or a GPU with bf16; refused on MPS, on a GPU without bf16 and "
+                   "with --backend onnx")
     p.set_defaults(precision_default=default)
 
 

@@ -4,11 +4,12 @@
   extra): decoded in one thread, upscaled on the model's device in the calling thread (in batches
   of frames on a GPU, one by one on the CPU: :func:`default_batch`) and encoded in another thread,
   the three stages overlapping, with bounded queues between them, so memory holds a few batches,
-  not the clip. Every frame keeps its timestamp (the output video stream has the input's time base and frame rate) and the audio streams are copied packet by packet,
-  not re-encoded. Codec: H.264 (``libx264``, ``yuv420p``) for MP4/MKV/MOV/AVI, VP9 for WebM;
-  ``--codec`` and ``--crf`` (default 18, visually lossless for H.264) change it. The output is
-  written to a hidden temporary file and renamed at the end, so an interrupted run leaves no
-  half-written video; ``--skip-existing`` then resumes a folder of clips at the first one missing.
+  not the clip. Every frame keeps its timestamp (the output video stream has the input's time base
+  and frame rate) and the audio streams are copied packet by packet, not re-encoded. Codec: H.264
+  (``libx264``, ``yuv420p``) for MP4/MKV/MOV/AVI, VP9 for WebM; ``--codec`` and ``--crf`` (default
+  18, visually lossless for H.264) change it. The output is written to a hidden temporary file and
+  renamed at the end, so an interrupted run (or a failure in any stage) leaves no half-written
+  video; ``--skip-existing`` then resumes a folder of clips at the first one missing.
 * **Animations** (GIF, animated WebP) are in :mod:`superres.animation`.
 * **torchrun**: clips are shared between ranks as whole files; with fewer clips than ranks, each
   clip is split by frame ranges (one part per rank, joined by rank 0 with the audio).
@@ -19,7 +20,9 @@ The output size follows :class:`superres.outputs.OutputSize` as for images; H.26
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -149,10 +152,11 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
     Returns ``{"frames": n, "size": (w, h), "codec": name}``.
 
     Three stages overlap (:class:`_Pipeline`): a decode thread demuxes, decodes and converts batches
-    of ``batch`` frames (None: :func:`default_batch`) to RGB; the calling thread runs the model on each batch (``precision``: a
-    resolved :mod:`superres.precision`, applied under autocast); an encode thread converts, encodes
-    and muxes the results and the audio packets. PyAV and torch release the GIL in their work, so on
-    a machine with idle cores the three run at the same time. The queues between the stages hold at
+    of ``batch`` frames (None: :func:`default_batch`) to RGB; the calling thread runs the model on
+    each batch (``precision``: a resolved :mod:`superres.precision`, applied under autocast); an
+    encode thread converts, encodes and muxes the results and the audio packets. FFmpeg's codecs
+    (through PyAV) and torch do their work outside the GIL, so where cores are idle the three run at
+    the same time; on a fully busy CPU they only share it (docs/BENCHMARKS.md). The queues between the stages hold at
     most :data:`QUEUE_BATCHES` batches each, so memory stays bounded whatever the clip's length;
     frames keep their decoding order and timestamps. An error in any stage (or an interruption)
     stops the other two, removes the temporary output (nothing is left at ``dst``) and is raised
@@ -305,9 +309,6 @@ class _Pipeline:
     _END = object()
 
     def __init__(self, produce: "Any", transform: "Any", consume: "Any", depth: int = QUEUE_BATCHES) -> None:
-        import queue
-        import threading
-
         self.produce, self.transform, self.consume = produce, transform, consume
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
@@ -315,8 +316,6 @@ class _Pipeline:
         self.outbox: queue.Queue = queue.Queue(maxsize=depth)
 
     def _put(self, q: Any, item: Any) -> None:
-        import queue
-
         while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.05)
@@ -326,8 +325,6 @@ class _Pipeline:
         raise _Stopped
 
     def _get(self, q: Any) -> Any:
-        import queue
-
         while not self.stop.is_set():
             try:
                 return q.get(timeout=0.05)
@@ -357,8 +354,6 @@ class _Pipeline:
             self._fail(exc)
 
     def run(self) -> None:
-        import threading
-
         threads = [threading.Thread(target=self._decode, name="superres-decode", daemon=True),
                    threading.Thread(target=self._encode, name="superres-encode", daemon=True)]
         for thread in threads:
