@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/upscale_throughput.py --threads 2 --images 6 --frames 50
+    OMP_NUM_THREADS=1 python benchmarks/upscale_throughput.py --threads 1 --images 6 --frames 50 --repeats 2
 
 Two jobs, each run by both methods in the same process, alternating, ``--repeats`` times (the
 fastest pass of each method is kept: on a shared machine other processes only ever add time):
@@ -15,8 +15,12 @@ fastest pass of each method is kept: on a shared machine other processes only ev
 * **video**: a 720p (1280 x 720) H.264 clip of ``--frames`` frames at 25 fps, upscaled by a tiny
   RGB x2 network (``enhanced``, 8 channels, one block; random weights: speed does not depend on
   them) to 2560 x 1440 H.264 (``--crf 23``). *naive*: decode a frame, ``superres.upscale`` it,
-  encode it, in one thread. *superres*: :func:`superres.video.upscale_video` (batches of frames,
-  encoding in a worker thread). Reported as frames/s.
+  encode it, in one thread. *superres*: :func:`superres.video.upscale_video` (a decode thread,
+  the model on batches of frames in the main thread, an encode thread; bounded queues between
+  them). Reported as frames/s.
+
+``--threads`` is torch's thread count for both methods (FFmpeg's decoder and libx264 pick their
+own threads, the same in both); ``--jobs`` runs one job only, ``--batch`` sets the video batch.
 
 Prints a Markdown table with the CPU (``superres.devices.cpu_name``), the thread count and the load
 average before and after, for docs/BENCHMARKS.md.
@@ -112,6 +116,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--model", default="lumanet-x4")
+    parser.add_argument("--jobs", nargs="+", choices=("photos", "video"), default=["photos", "video"],
+                        help="which jobs to run (default: both)")
+    parser.add_argument("--batch", type=int, default=None, help="frames per model batch for the video job "
+                        "(default: upscale_video's)")
     args = parser.parse_args()
 
     import torch
@@ -127,38 +135,42 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "photos").mkdir()
-        paths = make_photos(tmp / "photos", args.images)
-        net = load_for_backend(args.model)
-        best = {"naive": float("inf"), "superres": float("inf")}
-        for _ in range(args.repeats):
-            for name in ("naive", "superres"):
-                out = tmp / f"out_{name}"
-                out.mkdir(exist_ok=True)
-                t = time.perf_counter()
-                naive_photos(net, paths, out) if name == "naive" else ours_photos(args.model, paths, out)
-                best[name] = min(best[name], time.perf_counter() - t)
-        rows.append((f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model})", "images/s",
-                     args.images / best["naive"], args.images / best["superres"]))
-
-        clip = tmp / "clip.mp4"
-        make_clip(clip, args.frames)
-        torch.manual_seed(0)
-        model_file = save_model(tmp / "tiny.safetensors", build("enhanced", scale=2, channels=8, blocks=1),
-                                arch="enhanced", args={"channels": 8, "blocks": 1})
-        tiny = load_for_backend(str(model_file))
-        best = {"naive": float("inf"), "superres": float("inf")}
-        for _ in range(args.repeats):
-            for name in ("naive", "superres"):
-                dst = tmp / f"{name}.mp4"
-                t = time.perf_counter()
-                if name == "naive":
-                    naive_video(tiny, clip, dst, 23)
-                else:
-                    upscale_video(tiny, clip, dst, tile=0, crf=23, progress=False)
-                best[name] = min(best[name], time.perf_counter() - t)
-        rows.append((f"{args.frames} frames 1280x720 H.264 -> x2 H.264 (tiny enhanced)", "frames/s",
-                     args.frames / best["naive"], args.frames / best["superres"]))
+        if "photos" in args.jobs:
+            (tmp / "photos").mkdir()
+            paths = make_photos(tmp / "photos", args.images)
+            net = load_for_backend(args.model)
+            best = {"naive": float("inf"), "superres": float("inf")}
+            for _ in range(args.repeats):
+                for name in ("naive", "superres"):
+                    out = tmp / f"out_{name}"
+                    out.mkdir(exist_ok=True)
+                    t = time.perf_counter()
+                    naive_photos(net, paths, out) if name == "naive" else ours_photos(args.model, paths, out)
+                    best[name] = min(best[name], time.perf_counter() - t)
+            rows.append((f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model})", "images/s",
+                         args.images / best["naive"], args.images / best["superres"]))
+        if "video" not in args.jobs:
+            args.frames = 0
+        if args.frames:
+            clip = tmp / "clip.mp4"
+            make_clip(clip, args.frames)
+            torch.manual_seed(0)
+            model_file = save_model(tmp / "tiny.safetensors", build("enhanced", scale=2, channels=8, blocks=1),
+                                    arch="enhanced", args={"channels": 8, "blocks": 1})
+            tiny = load_for_backend(str(model_file))
+            batch = {} if args.batch is None else {"batch": args.batch}
+            best = {"naive": float("inf"), "superres": float("inf")}
+            for _ in range(args.repeats):
+                for name in ("naive", "superres"):
+                    dst = tmp / f"{name}.mp4"
+                    t = time.perf_counter()
+                    if name == "naive":
+                        naive_video(tiny, clip, dst, 23)
+                    else:
+                        upscale_video(tiny, clip, dst, tile=0, crf=23, progress=False, **batch)
+                    best[name] = min(best[name], time.perf_counter() - t)
+            rows.append((f"{args.frames} frames 1280x720 H.264 -> x2 H.264 (tiny enhanced)", "frames/s",
+                         args.frames / best["naive"], args.frames / best["superres"]))
     load_after = os.getloadavg()
     print(f"CPU: {cpu_name()}; torch threads: {args.threads}; load average (1 min) {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after; fastest of {args.repeats} interleaved passes\n")

@@ -34,13 +34,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from superres.devices import cpu_name
+from superres.devices import cpu_name, resolve_device
 from superres.errors import SuperresError
 from superres.evaluate import PROTOCOL, evaluate, make_upscaler
 from superres.io import atomic_write, list_images, read_array
 from superres.modelfile import WEIGHTS_DIR, list_models, load_model, read_metadata
 from superres.models.complexity import count_flops, count_parameters
 from superres.peers import find_peers
+from superres.precision import resolve_precision
 from superres.perceptual import build_perceptual
 from superres.scales import SCALES
 
@@ -171,6 +172,8 @@ def run_benchmark(
     progress: Callable[[str], None] | None = None,
     perceptual: Any = None,
     lr: str = "LR_bicubic",
+    device: str = "auto",
+    on_start: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark bicubic, every shipped model (plus ``models``: shipped names or model files) and, with
     ``peers``, the peer models found in ``peers_dir`` (default: ``<data_root>/../peers``) on each of
@@ -182,6 +185,10 @@ def run_benchmark(
     (``row[name]``, ``row["perceptual"]``) and to the Markdown cells. ``lr`` names each set's LR folder
     (``LR_<preset>`` of ``superres data degrade``; see :func:`superres.evaluate.evaluate`).
     ``precision`` is our models' autocast (:mod:`superres.precision`; ``auto`` resolved per model).
+    ``device`` (``auto``: CUDA, then MPS, then the CPU, :func:`superres.devices.resolve_device`) is
+    where our models run (the onnx backend, bicubic and the peers run on the CPU); it is checked
+    before any work, recorded as ``doc["device"]``, and ``on_start`` is called with it once every
+    option is checked, before the first row. ``ms_per_mp`` is then that device's time.
     """
     import torch
 
@@ -197,6 +204,9 @@ def run_benchmark(
         if s not in SCALES:
             raise SuperresError(f"--scales {s}: unsupported scale")
     pdir = Path(peers_dir) if peers_dir is not None else root.parent / "peers"
+    dev = "cpu" if backend == "onnx" else str(resolve_device(device))
+    if precision in ("bf16", "fp16"):  # refused before any work where the device cannot run it
+        resolve_precision(precision, torch.device(dev), None, backend=backend)
     if isinstance(perceptual, str):
         perceptual = build_perceptual(perceptual)
 
@@ -206,13 +216,15 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     t0 = time.perf_counter()
+    if on_start is not None:
+        on_start(dev)
     try:
         for scale in scales:
             entries: list[tuple[str, str, _Upscaler, int | None, float | None, str | None]] = []
             entries.append(("bicubic", "bicubic", make_upscaler("bicubic", scale), 0, None, None))
             for label, model in _our_models(models, scale):
                 params, flops = _model_costs(model)
-                up = make_upscaler(model, scale, backend=backend, precision=precision)
+                up = make_upscaler(model, scale, device=dev, backend=backend, precision=precision)
                 entries.append((label, "ours", up, params, _flops_512(flops, scale), model))
             if peers:
                 found, skipped = _find_peers(pdir, scale, threads)
@@ -245,6 +257,7 @@ def run_benchmark(
         "backend": backend,
         "perceptual": None if perceptual is None else perceptual.metric_name,
         "precision": precision,
+        "device": dev,
         "context": context,
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -304,7 +317,8 @@ def format_markdown(doc: dict[str, Any]) -> str:
             if r["method"] not in methods:
                 methods.append(r["method"])
         lines += ["", f"**x{scale}**", ""]
-        header = ["method", "params", "GFLOPs", "CPU ms/MP"] + sets
+        where = "CPU" if doc.get("device", "cpu") == "cpu" else doc["device"]
+        header = ["method", "params", "GFLOPs", f"{where} ms/MP"] + sets
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for method in methods:

@@ -57,10 +57,27 @@ def _tile(text: str) -> int | str:
     return "auto" if text == "auto" else _non_negative_int(text)
 
 
-_PRECISION_HELP = (
-    "model precision: auto (bf16 where the CPU/GPU computes it natively and the model's measured Set5/Set14 "
-    "PSNR-Y stays within 0.01 dB of fp32, else fp32), fp32, bf16, fp16 (default: %(default)s)"
-)
+def _add_precision_options(p: argparse.ArgumentParser, default: str) -> None:
+    """``--precision`` and its alias ``--bf16`` (resolved by :func:`_precision`, which knows ``default``)."""
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+                   help="model precision: auto (bf16 where the CPU/GPU computes it natively and the model's measured "
+                   "Set5/Set14 PSNR-Y stays within 0.01 dB of fp32, else fp32), fp32, bf16, fp16 "
+                   f"(default: {default})")
+    p.add_argument("--bf16", action="store_true",
+                   help="same as --precision bf16: bf16 autocast on a CPU (native with AVX512-BF16/AMX, else "
+                   "emulated, slower, with a note) or a GPU with bf16; refused on MPS, on a GPU without bf16 and "
+                   "with --backend onnx")
+    p.set_defaults(precision_default=default)
+
+
+def _precision(args: argparse.Namespace) -> str:
+    """The precision ``--precision``/``--bf16`` ask for (the command's default when neither is given);
+    ``--bf16`` with another ``--precision`` is an error."""
+    if args.bf16:
+        if args.precision not in (None, "bf16"):
+            raise SuperresError(f"--bf16 and --precision {args.precision} conflict: give one of them")
+        return "bf16"
+    return args.precision or args.precision_default
 
 
 def _print_json(obj: object) -> None:
@@ -72,6 +89,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from superres.evaluate import evaluate, format_report
     from superres.threads import apply_threads
 
+    args.precision = _precision(args)
     apply_threads(args.threads)
     report = evaluate(
         args.model,
@@ -137,7 +155,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_perceptual_options(p)
     p.add_argument("--lr", default="LR_bicubic", metavar="NAME",
                    help="LR folder DATA/NAME/X{s} (default LR_bicubic; e.g. LR_medium from `superres data degrade`)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32", help=_PRECISION_HELP)
+    _add_precision_options(p, "fp32")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch and onnxruntime (default: the physical cores not busy at the start)")
     p.set_defaults(func=_cmd_eval)
 
@@ -282,6 +300,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     from superres.threads import apply_threads, physical_cores
 
     size = OutputSize(outscale=args.outscale, size=args.size, width=args.width)
+    args.precision = _precision(args)
     announce = _device_announcer(args)
     threads = apply_threads(args.threads)
     cores = physical_cores()
@@ -332,7 +351,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
             **common,
         )
     if videos:
-        written += upscale_videos(videos, codec=args.codec, crf=args.crf, failures=failures, **common)
+        written += upscale_videos(videos, codec=args.codec, crf=args.crf, failures=failures, precision=args.precision,
+                                  note=None if args.quiet else note, **common)
     return _upscale_summary(args, written, failures)
 
 
@@ -452,7 +472,7 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="run the model in half precision (GPU)")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None,
                    help="inference backend (default: onnx for an .onnx --model, else torch)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help=_PRECISION_HELP)
+    _add_precision_options(p, "auto")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch and onnxruntime (default: the physical cores not busy at the start)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     size = p.add_mutually_exclusive_group()
@@ -597,6 +617,8 @@ def _benchmark_command(args: argparse.Namespace) -> str:
     if args.peers_dir is not None:
         parts += ["--peers-dir", args.peers_dir]
     parts += ["--threads", str(args.threads), "--backend", args.backend]
+    if args.device != "auto":
+        parts += ["--device", args.device]
     if args.precision != "fp32":
         parts += ["--precision", args.precision]
     parts += ["--out", args.out]
@@ -610,6 +632,7 @@ def _benchmark_command(args: argparse.Namespace) -> str:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from superres.benchmark import run_benchmark
 
+    args.precision = _precision(args)
     doc = run_benchmark(
         sets=args.sets,
         scales=args.scales,
@@ -625,6 +648,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         perceptual=_perceptual_metric(args),
         lr=args.lr,
         progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),
+        device=args.device,
+        on_start=_device_announcer(args),
     )
     print(f"{len(doc['rows'])} rows written to {Path(args.out) / 'benchmark.md'} and {Path(args.out) / 'benchmark.json'}")
     return 0
@@ -650,7 +675,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="benchmark-out", help="output folder (default: ./benchmark-out)")
     p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for every method (default 1)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend for our models")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32", help=_PRECISION_HELP)
+    p.add_argument("--device", default="auto", help="torch device for our models: auto (CUDA, then MPS, then CPU; the "
+                   "default), cpu, cuda, cuda:1, mps; bicubic, the peers and --backend onnx run on the CPU")
+    _add_precision_options(p, "fp32")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_perceptual_options(p)
     p.add_argument("--lr", default="LR_bicubic", metavar="NAME",
@@ -839,7 +866,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_max_pixels(args.max_pixels)
         return int(args.func(args) or 0)
     except SuperresError as exc:
-        print(f"superres: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if getattr(args, "bf16", False) and message.startswith("--precision bf16:"):
+            message = "--bf16" + message[len("--precision bf16"):]  # name the option the user gave
+        print(f"superres: error: {message}", file=sys.stderr)
         return 2
     except MemoryError:
         print("superres: error: out of memory (try a smaller --tile or a smaller input)", file=sys.stderr)

@@ -1,13 +1,15 @@
 """Video files and animated images through ``superres upscale``.
 
 * **Video** (``.mp4``, ``.mkv``, ``.mov``, ``.webm``, ``.avi``, ``.m4v``; PyAV, the ``[video]``
-  extra): decoded, upscaled in batches of frames (on the model's device) and encoded frame by
-  frame, so memory holds one batch, not the clip. Every frame keeps its timestamp (the output video
-  stream has the input's time base and frame rate) and the audio streams are copied packet by packet,
-  not re-encoded. Codec: H.264 (``libx264``, ``yuv420p``) for MP4/MKV/MOV/AVI, VP9 for WebM;
-  ``--codec`` and ``--crf`` (default 18, visually lossless for H.264) change it. The output is
-  written to a hidden temporary file and renamed at the end, so an interrupted run leaves no
-  half-written video; ``--skip-existing`` then resumes a folder of clips at the first one missing.
+  extra): decoded in one thread, upscaled on the model's device in the calling thread (in batches
+  of frames on a GPU, one by one on the CPU: :func:`default_batch`) and encoded in another thread,
+  the three stages overlapping, with bounded queues between them, so memory holds a few batches,
+  not the clip. Every frame keeps its timestamp (the output video stream has the input's time base
+  and frame rate) and the audio streams are copied packet by packet, not re-encoded. Codec: H.264
+  (``libx264``, ``yuv420p``) for MP4/MKV/MOV/AVI, VP9 for WebM; ``--codec`` and ``--crf`` (default
+  18, visually lossless for H.264) change it. The output is written to a hidden temporary file and
+  renamed at the end, so an interrupted run (or a failure in any stage) leaves no half-written
+  video; ``--skip-existing`` then resumes a folder of clips at the first one missing.
 * **Animations** (GIF, animated WebP) are in :mod:`superres.animation`.
 * **torchrun**: clips are shared between ranks as whole files; with fewer clips than ranks, each
   clip is split by frame ranges (one part per rank, joined by rank 0 with the audio).
@@ -18,7 +20,9 @@ The output size follows :class:`superres.outputs.OutputSize` as for images; H.26
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -39,6 +43,7 @@ from superres.inference import (
 )
 from superres.io import atomic_write
 from superres.outputs import OutputSize, rank_and_world, recorded, rename_outputs, shard
+from superres.precision import resolve_precision
 from superres.resize import imresize
 from superres.speed import auto_tile, choose_default_model
 
@@ -46,13 +51,22 @@ if TYPE_CHECKING:
     from superres.inference import Model
     from superres.outputs import OutputSize
 
-__all__ = ["VIDEO_SUFFIXES", "is_video", "videos_in", "plan_videos", "upscale_video", "upscale_videos"]
+__all__ = ["VIDEO_SUFFIXES", "is_video", "videos_in", "plan_videos", "default_batch", "upscale_video", "upscale_videos"]
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 #: Default constant rate factor (x264/VP9): visually lossless for H.264.
 DEFAULT_CRF = 18
-#: Frames upscaled together (one batch on the model's device).
+#: Frames upscaled together on a GPU (one batch on the model's device). On a CPU a batch of one is
+#: faster per frame (a 720p frame's activations already fill the caches; 4 frames at once measured
+#: 3-17% slower per frame with one thread, docs/BENCHMARKS.md), so ``batch=None`` means 1 there.
 DEFAULT_BATCH = 4
+
+
+def default_batch(net: "Model") -> int:
+    """Frames per model call for ``batch=None``: :data:`DEFAULT_BATCH` on a GPU, 1 on the CPU."""
+    import torch
+
+    return 1 if _model_device(net, torch.device("cpu")).type == "cpu" else DEFAULT_BATCH
 
 
 def is_video(path: Path) -> bool:
@@ -94,7 +108,7 @@ def _import_av():
 
 # --------------------------------------------------------------------------- frames
 def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | str", tile_overlap: int, half: bool,
-                   out_hw: tuple[int, int]) -> np.ndarray:
+                   out_hw: tuple[int, int], precision: str = "fp32") -> np.ndarray:
     """``N`` uint8 ``H x W x 3`` frames -> uint8 ``N x H' x W' x 3`` at ``out_hw``. A 3-channel model
     runs on the whole batch at once (:func:`superres.inference.upscale_tensor`); other models frame
     by frame through :func:`superres.inference.upscale` (the channel rules)."""
@@ -107,11 +121,11 @@ def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | s
                          tile_overlap=tile_overlap)
     if _model_channels(net) == 3:
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        y = upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, half=half)
+        y = upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, half=half, precision=precision)
     else:
         y = torch.stack([
             torch.from_numpy(upscale(net, f.astype(np.float32) / 255.0, tile=tile, tile_overlap=tile_overlap,
-                                     device="cpu", half=half)).permute(2, 0, 1)
+                                     device="cpu", half=half, precision=precision)).permute(2, 0, 1)
             for f in frames
         ])
     with torch.inference_mode():
@@ -132,10 +146,21 @@ def _default_codec(dst: Path) -> str:
 
 def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_overlap: int = 16, half: bool = False,
                   output_size: "OutputSize | None" = None, codec: str | None = None, crf: int | None = None,
-                  batch: int = DEFAULT_BATCH, progress: bool = True,
-                  frame_range: "tuple[int, int | None] | None" = None) -> dict[str, Any]:
+                  batch: int | None = None, progress: bool = True,
+                  frame_range: "tuple[int, int | None] | None" = None, precision: str = "fp32") -> dict[str, Any]:
     """Upscale the first video stream of ``src`` into ``dst`` frame by frame, copying the audio.
     Returns ``{"frames": n, "size": (w, h), "codec": name}``.
+
+    Three stages overlap (:class:`_Pipeline`): a decode thread demuxes, decodes and converts batches
+    of ``batch`` frames (None: :func:`default_batch`) to RGB; the calling thread runs the model on
+    each batch (``precision``: a resolved :mod:`superres.precision`, applied under autocast); an
+    encode thread converts, encodes and muxes the results and the audio packets. FFmpeg's codecs
+    (through PyAV) and torch do their work outside the GIL, so where cores are idle the three run at
+    the same time; on a fully busy CPU they only share it (docs/BENCHMARKS.md). The queues between the stages hold at
+    most :data:`QUEUE_BATCHES` batches each, so memory stays bounded whatever the clip's length;
+    frames keep their decoding order and timestamps. An error in any stage (or an interruption)
+    stops the other two, removes the temporary output (nothing is left at ``dst``) and is raised
+    here: an FFmpeg error as :class:`SuperresError` naming ``src``.
 
     ``frame_range=(lo, hi)`` (timestamps of the video stream; ``hi`` None: to the end) writes only
     the frames with ``lo <= pts < hi``, without audio and without B-frames, as one part of a clip
@@ -147,6 +172,9 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
     crf = DEFAULT_CRF if crf is None else int(crf)
     if not 0 <= crf <= 63:
         raise SuperresError(f"--crf {crf}: must be between 0 and 63")
+    batch = default_batch(net) if batch is None else batch
+    if batch < 1:
+        raise SuperresError(f"batch {batch}: must be >= 1")
     try:
         av.codec.Codec(codec, "w")
     except Exception:  # noqa: BLE001
@@ -187,93 +215,178 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                 if frame_range is not None:
                     ovs.options.update({"bf": "0"})  # parts joined end to end need increasing dts
                 oas = {a.index: out.add_stream_from_template(a) for a in audio}
-                pending: list = []
-                # Encoding and muxing run in one worker thread, in submission order (PyAV releases
-                # the GIL in FFmpeg calls), so a batch is encoded while the next one is upscaled.
-                # At most two upscaled batches wait, which bounds memory (audio packets are small).
-                from collections import deque
-                from concurrent.futures import ThreadPoolExecutor
 
-                encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superres-encode")
-                queued: deque = deque()
-                batches: deque = deque()
+                def decoded() -> Iterator[tuple]:
+                    """The decode stage: ``("audio", packet)`` (already pointed at its output stream)
+                    and ``("video", [(pts, time_base)...], [rgb array...])`` batches, in demux order."""
+                    pending: list = []
 
-                def later(fn, *fn_args) -> None:
-                    future = encoder.submit(fn, *fn_args)
-                    queued.append(future)
-                    if fn is encode:
-                        batches.append(future)
-                    while len(batches) > 2:
-                        batches.popleft().result()
-                    while queued and queued[0].done():
-                        queued.popleft().result()  # raises an encoder error here
+                    def take() -> tuple:
+                        item = ("video", [(f.pts, f.time_base) for f in pending],
+                                [f.to_ndarray(format="rgb24") for f in pending])
+                        pending.clear()
+                        return item
 
-                def encode(frames_out: list) -> None:
-                    for new in frames_out:
-                        for packet in ovs.encode(new):
-                            out.mux(packet)
+                    for packet in inp.demux(vs, *audio):
+                        if packet.stream.type == "audio":
+                            if packet.dts is not None:
+                                packet.stream = oas[packet.stream.index]
+                                yield ("audio", packet)
+                            continue
+                        for frame in packet.decode():
+                            if lo is not None and (frame.pts is None or frame.pts < lo):
+                                continue
+                            if hi is not None and frame.pts >= hi:
+                                if pending:
+                                    yield take()
+                                return
+                            pending.append(frame)
+                            if len(pending) >= batch:
+                                yield take()
+                    if pending:
+                        yield take()
 
-                def flush() -> None:
+                def model(item: tuple) -> tuple:
+                    """The model stage (this thread): a batch of RGB frames -> the upscaled batch."""
                     nonlocal count
-                    if not pending:
-                        return
-                    arrays = [f.to_ndarray(format="rgb24") for f in pending]
-                    result = _upscale_batch(net, arrays, tile=tile, tile_overlap=tile_overlap, half=half,
-                                            out_hw=(out_h, out_w))
-                    frames_out = []
-                    for frame, pixels in zip(pending, result):
-                        new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-                        new.pts, new.time_base = frame.pts, frame.time_base
-                        frames_out.append(new)
-                    later(encode, frames_out)
-                    count += len(pending)
-                    bar.update(len(pending))
-                    pending.clear()
+                    if item[0] != "video":
+                        return item
+                    result = _upscale_batch(net, item[2], tile=tile, tile_overlap=tile_overlap, half=half,
+                                            out_hw=(out_h, out_w), precision=precision)
+                    count += len(item[2])
+                    bar.update(len(item[2]))
+                    return ("video", item[1], result)
 
-                done = False
-                for packet in inp.demux(vs, *audio):
-                    if packet.stream.type == "audio":
-                        if packet.dts is None:
-                            continue
-                        packet.stream = oas[packet.stream.index]
-                        later(out.mux, packet)
-                        continue
-                    for frame in packet.decode():
-                        if lo is not None and (frame.pts is None or frame.pts < lo):
-                            continue
-                        if hi is not None and frame.pts >= hi:
-                            done = True
-                            break
-                        pending.append(frame)
-                        if len(pending) >= batch:
-                            flush()
-                    if done:
-                        break
-                flush()
-                later(encode, [None])  # flush the encoder
-                for future in queued:
-                    future.result()
+                def encode(item: tuple | None) -> None:
+                    """The encode stage: mux an audio packet, or encode a batch (None: flush the encoder)."""
+                    if item is None:
+                        for packet in ovs.encode(None):
+                            out.mux(packet)
+                    elif item[0] == "audio":
+                        out.mux(item[1])
+                    else:
+                        _encode_frames(av, ovs, out, item[1], item[2])
+
+                _Pipeline(decoded, model, encode).run()
             except SuperresError:
                 raise
             except av.error.FFmpegError as exc:
                 raise SuperresError(f"{src}: video decode/encode failed ({' '.join(str(exc).split())})") from None
             finally:
-                if "encoder" in locals():
-                    encoder.shutdown(wait=True, cancel_futures=True)
                 out.close()
                 bar.close()
     return {"frames": count, "size": (out_w, out_h), "codec": codec}
 
 
+def _encode_frames(av: Any, ovs: Any, out: Any, stamps: Sequence[tuple], pixels: np.ndarray) -> None:
+    """Encode upscaled uint8 frames (``N x H x W x 3``) with their ``(pts, time_base)`` and mux the packets."""
+    for (pts, time_base), rgb in zip(stamps, pixels):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        for packet in ovs.encode(frame):
+            out.mux(packet)
+
+
+#: Items (batches of frames, audio packets) each queue between two pipeline stages may hold.
+QUEUE_BATCHES = 2
+
+
+class _Stopped(Exception):
+    """Raised inside a stage when another stage has failed or the run was interrupted."""
+
+
+class _Pipeline:
+    """``produce`` (a generator, in a decode thread) -> ``transform`` (the calling thread) ->
+    ``consume`` (an encode thread; called with ``None`` once at the end), joined by FIFO queues of
+    :data:`QUEUE_BATCHES` items, so items keep their order and memory holds a bounded number of them.
+
+    :meth:`run` returns once ``consume(None)`` has returned. The first error of any stage (including
+    a ``KeyboardInterrupt`` in the calling thread) stops the others at their next queue operation;
+    :meth:`run` joins both threads before it raises that error, so no thread touches the containers
+    after it returns.
+    """
+
+    _END = object()
+
+    def __init__(self, produce: "Any", transform: "Any", consume: "Any", depth: int = QUEUE_BATCHES) -> None:
+        self.produce, self.transform, self.consume = produce, transform, consume
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.inbox: queue.Queue = queue.Queue(maxsize=depth)
+        self.outbox: queue.Queue = queue.Queue(maxsize=depth)
+
+    def _put(self, q: Any, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def _get(self, q: Any) -> Any:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        raise _Stopped
+
+    def _fail(self, exc: BaseException) -> None:
+        if not isinstance(exc, _Stopped):
+            self.errors.append(exc)
+        self.stop.set()
+
+    def _decode(self) -> None:
+        try:
+            for item in self.produce():
+                self._put(self.inbox, item)
+            self._put(self.inbox, self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            self._fail(exc)
+
+    def _encode(self) -> None:
+        try:
+            while (item := self._get(self.outbox)) is not self._END:
+                self.consume(item)
+            self.consume(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            self._fail(exc)
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._decode, name="superres-decode", daemon=True),
+                   threading.Thread(target=self._encode, name="superres-encode", daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            while (item := self._get(self.inbox)) is not self._END:
+                self._put(self.outbox, self.transform(item))
+            self._put(self.outbox, self._END)
+            while threads[1].is_alive():  # the encoder flushes; a failure there stops the wait
+                threads[1].join(timeout=0.05)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+
 def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, tile: int = 0, tile_overlap: int = 16,
                    device: str = "auto", half: bool = False, existing: str = "error", suffix: str = "",
                    ext: str = "auto", output_size: "OutputSize | None" = None, codec: str | None = None,
-                   crf: int | None = None, batch: int = DEFAULT_BATCH, progress: bool = True,
-                   failures: list | None = None, on_start: "Any" = None) -> list[Path]:
+                   crf: int | None = None, batch: int | None = None, progress: bool = True,
+                   failures: list | None = None, on_start: "Any" = None, precision: str = "fp32",
+                   note: "Any" = None) -> list[Path]:
     """``superres upscale CLIP.mp4 ...``: each video file (and the videos in folders, their layout
     kept) into ``out_dir`` (same name; ``ext`` other than ``auto`` is not a video container and is
     refused). Under ``torchrun`` the clips are shared
-    between ranks. Returns the paths written."""
+    between ranks. Returns the paths written. ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``)
+    is resolved for the model before any work (:func:`superres.precision.resolve_precision`: a
+    precision the device cannot run is a :class:`SuperresError`); ``note`` receives its one-line
+    reason, as for images."""
 
     _import_av()
     if ext != "auto":
@@ -286,18 +399,23 @@ def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, 
     pairs = _check_out_dir(Path(out_dir), sorted(pairs) if split else shard(sorted(pairs)), existing)
     if not pairs:
         return []
-    net = load_for_backend(model if model is not None else choose_default_model(dev)[0], device=str(dev))
+    model = model if model is not None else choose_default_model(dev)[0]
+    precision, why = resolve_precision(precision, dev, model)
+    if half:
+        precision = "fp32"  # --half is float16 autocast on CUDA
+    if note is not None:
+        note("precision: fp16 (--half)" if half else why or f"precision: {precision}")
+    net = load_for_backend(model, device=str(dev))
     if on_start is not None:
         on_start(str(dev))
     options = dict(tile=tile, tile_overlap=tile_overlap, half=half, output_size=output_size, codec=codec, crf=crf,
-                   batch=batch, progress=progress)
+                   batch=batch, progress=progress, precision=precision)
     if split:
         return _upscale_split(net, pairs, rank, world, failures, options)
     written = []
     for src, dst in pairs:
         with recorded(failures, src):
-            upscale_video(net, src, dst, tile=tile, tile_overlap=tile_overlap, half=half, output_size=output_size,
-                          codec=codec, crf=crf, batch=batch, progress=progress)
+            upscale_video(net, src, dst, **options)
             written.append(dst)
     return written
 

@@ -119,3 +119,50 @@ def test_cli_benchmark_and_errors(bench_root: Path, tmp_path: Path, capsys: pyte
         run_benchmark(sets=["Tiny"], scales=[2], peers=True, data_root=bench_root, peers_dir=tmp_path / "none", out=out)
     with pytest.raises(SuperresError, match="--models"):
         run_benchmark(sets=["Tiny"], scales=[2], models=["no-such"], peers=False, data_root=bench_root, out=out)
+
+
+def test_cli_benchmark_device_auto_is_the_default_and_printed_once(
+    bench_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import superres.benchmark
+    import superres.devices
+    from superres.cli import main
+
+    # auto resolves through superres.devices.auto_device; the device it picks (a GPU here, pretended:
+    # the spy records it and runs the model on the CPU) must reach every model's upscaler
+    picked = torch.device("cuda")
+    monkeypatch.setattr(superres.devices, "auto_device", lambda: picked)
+    real, devices_used = superres.benchmark.make_upscaler, []
+
+    def spy(model, scale, **kwargs):
+        devices_used.append((model, kwargs.get("device")))
+        return real(model, scale, **{**kwargs, "device": "cpu"})
+
+    monkeypatch.setattr(superres.benchmark, "make_upscaler", spy)
+    out = tmp_path / "auto"
+    code = main(["benchmark", "--sets", "Tiny", "--scales", "2", "--no-peers", "--data-root", str(bench_root),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("(--device auto)") == 1 and "superres: device cuda (--device auto)" in err
+    models = [d for m, d in devices_used if m != "bicubic"]
+    assert models and set(models) == {"cuda"}
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert doc["device"] == "cuda" and "--device" not in doc["command"]
+    assert "| cuda ms/MP |" in (out / "benchmark.md").read_text()
+    devices_used.clear()
+
+    # an explicit device is not announced, and is in the recorded command
+    code = main(["benchmark", "--sets", "Tiny", "--scales", "2", "--no-peers", "--data-root", str(bench_root),
+                 "--out", str(out), "--device", "cpu", "--quiet"])
+    assert code == 0 and "(--device auto)" not in capsys.readouterr().err
+    assert {d for m, d in devices_used if m != "bicubic"} == {"cpu"}
+    assert json.loads((out / "benchmark.json").read_text())["command"].endswith("--device cpu --out " + str(out))
+
+    # an absent device: one line, exit 2, before any work
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["benchmark", "--sets", "Tiny", "--scales", "2", "--no-peers", "--data-root", str(bench_root),
+                 "--out", str(tmp_path / "none"), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--device cuda: CUDA is not available" in err
+    assert not (tmp_path / "none").exists()

@@ -204,3 +204,153 @@ def test_an_interrupted_clip_leaves_no_partial_file(tmp_path, capsys, model_file
     assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet",
                  "--skip-existing"]) == 0
     assert probe(out / "clip.mp4")["frames"] == FPS
+
+
+# --------------------------------------------------------------------------- the decode/model/encode pipeline
+def _pipeline_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name in ("superres-decode", "superres-encode")]
+
+
+def test_pipeline_keeps_order_and_bounds_the_batches_in_flight():
+    """Random delays in every stage: items come out in the order they went in, and the encode side
+    never has more than the queue's worth (plus the one being encoded, the one being handed over)
+    waiting, however slow the encoder."""
+    import random
+    import time
+
+    import superres.video as video
+
+    rng = random.Random(0)
+    produced, upscaled, encoded = [], [], []
+    waiting = []
+
+    def produce():
+        for k in range(40):
+            time.sleep(rng.random() * 0.002)
+            produced.append(k)
+            yield ("video", k)
+
+    def transform(item):
+        time.sleep(rng.random() * 0.002)
+        upscaled.append(item[1])
+        waiting.append(len(upscaled) - len(encoded))
+        return ("video", item[1] * 10)
+
+    def consume(item):
+        time.sleep(0.004)  # the slowest stage
+        encoded.append(None if item is None else item[1])
+
+    video._Pipeline(produce, transform, consume).run()
+    assert encoded == [10 * k for k in range(40)] + [None]
+    assert max(waiting) <= video.QUEUE_BATCHES + 2
+    assert not _pipeline_threads()
+
+
+@pytest.mark.parametrize("stage", ["produce", "transform", "consume"])
+def test_pipeline_error_in_any_stage_stops_the_others_and_is_raised(stage):
+    import superres.video as video
+
+    seen = []
+
+    def produce():
+        for k in range(1000):
+            if stage == "produce" and k == 5:
+                raise OSError(28, "No space left on device")
+            yield k
+
+    def transform(item):
+        if stage == "transform" and item == 5:
+            raise KeyboardInterrupt
+        return item
+
+    def consume(item):
+        if stage == "consume" and item == 5:
+            raise OSError(28, "No space left on device")
+        seen.append(item)
+
+    with pytest.raises(KeyboardInterrupt if stage == "transform" else OSError):
+        video._Pipeline(produce, transform, consume).run()
+    assert not _pipeline_threads()  # both threads joined before the error is raised
+    assert None not in seen and len(seen) < 1000  # the encoder was neither flushed nor run to the end
+
+
+def test_an_encoder_error_is_one_line_and_leaves_no_output(tmp_path, capsys, model_file, monkeypatch):
+    """An FFmpeg error in the encode thread (a full disk, here raised on the second batch) stops the
+    run: one line naming the clip, exit 2, no clip and no hidden temporary file; a later run works."""
+    import superres.video as video
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, 32, 24, seconds=1)
+    real, calls = video._encode_frames, []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise av.error.OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video, "_encode_frames", full_disk)
+    out = tmp_path / "out"
+    code = main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "clip.mp4" in err[0] and "video decode/encode failed" in err[0] and "No space left" in err[0]
+    assert not out.exists() or list(out.iterdir()) == []
+    assert not _pipeline_threads()
+    monkeypatch.setattr(video, "_encode_frames", real)
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet"]) == 0
+    got = probe(out / "clip.mp4")
+    assert got["frames"] == FPS and got["pts"] == probe(clip)["pts"]
+
+
+def test_frames_come_out_in_order_with_their_timestamps(tmp_path, model_file, monkeypatch):
+    """Each frame of the clip has its own brightness; batches of 3 with uneven model times: the
+    output's frames have the input's timestamps and brightness order (the model with zero weights is
+    its bicubic x2 path alone, so brightness is kept)."""
+    import random
+    import time
+
+    import superres.video as video
+    from superres.inference import load_for_backend
+
+    clip = tmp_path / "ramp.mp4"
+    n = 20
+    with av.open(str(clip), "w") as container:
+        vs = container.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = 32, 24, "yuv420p"
+        vs.options = {"preset": "ultrafast", "crf": "0"}
+        for k in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 20 + 10 * k, np.uint8), format="rgb24")
+            frame.pts = k
+            for packet in vs.encode(frame):
+                container.mux(packet)
+        for packet in vs.encode():
+            container.mux(packet)
+    rng, real = random.Random(1), video._upscale_batch
+
+    def uneven(net, frames, **kwargs):
+        time.sleep(rng.random() * 0.02)
+        return real(net, frames, **kwargs)
+
+    monkeypatch.setattr(video, "_upscale_batch", uneven)
+    dst = tmp_path / "out.mp4"
+    net = load_for_backend(str(model_file))
+    with torch.no_grad():  # zero weights: the model is its bicubic x2 path alone, brightness is kept
+        for p in net.parameters():
+            p.zero_()
+    result = video.upscale_video(net, clip, dst, batch=3, crf=0, progress=False)
+    assert result["frames"] == n
+    means = [float(f.mean()) for f in video.frames(dst)]
+    assert len(means) == n and all(a < b for a, b in zip(means, means[1:]))
+    assert probe(dst)["pts"] == probe(clip)["pts"]
+
+
+def test_frames_are_batched_on_a_gpu_only(model_file):
+    import superres.video as video
+    from superres.inference import load_for_backend
+
+    net = load_for_backend(str(model_file), device="cpu")
+    assert video.default_batch(net) == 1
+    assert video.default_batch(net.to("meta")) == video.DEFAULT_BATCH > 1
