@@ -333,7 +333,6 @@ def test_baseline_global_skip_starts_at_bicubic_with_the_same_parameters() -> No
     """``global_skip``: the output is bicubic plus a small correction at initialisation (the plain
     baseline's is far from the image), with the same learnable tensors (the bicubic filters are a
     non-persistent buffer), so files of either kind load by their recorded options."""
-
     torch.manual_seed(0)
     x = torch.rand(1, 3, 12, 12)
     bicubic = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
