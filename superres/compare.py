@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image as PILImage
@@ -157,6 +157,7 @@ def compare_images(
     device: str = "cpu",
     tile: int = 0,
     say: Callable[[str], None] = print,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write ``<out_dir>/<stem>_compare.png`` for every image of ``inputs`` and ``metrics.json``.
 
@@ -165,6 +166,8 @@ def compare_images(
     input) or a folder holding files of the same base names. ``crop``: the zoomed window in output
     pixels (``None``: :func:`auto_crop` with ``crop_side``). ``perceptual``: a metric of
     :func:`superres.perceptual.build_perceptual` (or its name) to report beside PSNR/SSIM.
+    ``labels``: a panel title for some of ``models`` (e.g. a short name for a model file; the others
+    are titled with their name as given; the report keys stay the names as given).
     Returns the metrics written to ``metrics.json``: per image, per model, the scores.
     """
     if not models:
@@ -238,7 +241,7 @@ def compare_images(
                 scores[m] = s
                 lines = [f"PSNR-Y {s['psnr_y']:.2f}", f"SSIM {s['ssim_y']:.3f}"]
                 lines += [f"{k} {v:.3f}" for k, v in s.items() if k not in ("psnr_y", "ssim_y")]
-            panels.append((m, floats[m], lines))
+            panels.append(((labels or {}).get(m, m), floats[m], lines))
         if reference is not None:
             panels.append(("HR", to_float(reference), []))
         sheet = _sheet(panels, window)

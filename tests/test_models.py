@@ -327,3 +327,17 @@ def test_bicubic_upsample_is_torch_bicubic_with_a_075(scale: int, shape: tuple[i
     assert got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-5)
     assert not BicubicUpsample(scale, shape[1]).state_dict()  # fixed filters: nothing saved with a model
+
+
+def test_baseline_global_skip_starts_at_bicubic_with_the_same_parameters() -> None:
+    """``global_skip``: the output is bicubic plus a small correction at initialisation (the plain
+    baseline's is far from the image), with the same learnable tensors (the bicubic filters are a
+    non-persistent buffer), so files of either kind load by their recorded options."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 12, 12)
+    bicubic = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    skip, plain = build("baseline", scale=4, global_skip=True), build("baseline", scale=4)
+    with torch.no_grad():
+        off_skip, off_plain = (skip(x) - bicubic).abs().mean(), (plain(x) - bicubic).abs().mean()
+    assert off_skip < 0.1 * off_plain
+    assert skip.state_dict().keys() == plain.state_dict().keys()

@@ -8,8 +8,12 @@ Layers (defaults: 64 features, 4 residual blocks, pixelshuffle upsampler)::
            (pixelshuffle: 3x3 conv 64 -> 64*f^2, PixelShuffle(f))
     tail   3x3 conv, 64 -> in_channels                          (HR)
 
-It learns the whole image (no global skip), so it has to reproduce the low frequencies itself; the
-``enhanced`` model adds its output to a bicubic upscale instead. The stages after the first
+By default it learns the whole image (no global skip), so it has to reproduce the low frequencies
+itself, colours included: early in training its output has a colour cast (a few levels per channel
+after ~100 Adam steps) that only long training removes. ``global_skip=True`` adds the output to a
+bicubic upscale of the input instead, as ``enhanced`` does, with the tail conv starting at 0.1x its
+default initialisation: it starts at bicubic quality and colour (``superres demo`` trains it so).
+The shipped ``baseline-x4`` has no global skip. The stages after the first
 upsampling run at 2x/4x resolution, which is where most of its FLOPs go.
 """
 
@@ -20,6 +24,8 @@ from torch import nn
 
 from superres.models.blocks import (
     MODEL_SCALES,
+    TORCH_CUBIC_A,
+    BicubicUpsample,
     ResidualBlock,
     UpsamplerKind,
     check_channels,
@@ -27,6 +33,7 @@ from superres.models.blocks import (
     check_upsampler,
     conv3x3,
     make_upsampler,
+    scale_init_,
 )
 from superres.models.contract import ModelContract
 
@@ -42,6 +49,8 @@ class Baseline(nn.Module):
             :func:`superres.models.build`).
         upsampler: ``"pixelshuffle"``, ``"deconv"``, ``"nearest"`` or ``"bicubic"``
             (see :mod:`superres.models.blocks`), used in feature mode.
+        global_skip: add the output to a bicubic upscale of the input (PyTorch's cubic, as in
+            ``enhanced``), the tail starting at 0.1x its default initialisation (module docstring).
     """
 
     #: Any channel count, scales 2, 3 and 4 (superres.models.contract).
@@ -54,6 +63,7 @@ class Baseline(nn.Module):
         channels: int = 64,
         blocks: int = 4,
         upsampler: UpsamplerKind = "pixelshuffle",
+        global_skip: bool = False,
     ) -> None:
         super().__init__()
         self.scale = check_scale(scale)
@@ -65,10 +75,15 @@ class Baseline(nn.Module):
         self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
         self.up = make_upsampler(upsampler, channels, scale)
         self.tail = conv3x3(channels, in_channels)
+        self.global_skip = bool(global_skip)
+        if self.global_skip:
+            scale_init_(self.tail, 0.1)
+            self.bicubic = BicubicUpsample(self.scale, in_channels, a=TORCH_CUBIC_A)
 
     def contract(self) -> ModelContract:
         return self.CONTRACT.bind(self.scale, self.in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x h x w`` in [0, 1] -> ``N x C x (h*scale) x (w*scale)``."""
-        return self.tail(self.up(self.body(self.head(x))))
+        out = self.tail(self.up(self.body(self.head(x))))
+        return self.bicubic(x) + out if self.global_skip else out
