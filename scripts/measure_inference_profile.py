@@ -11,6 +11,9 @@ For every shipped model:
   float out, torch backend) on one 256x256 LR crop of scikit-image's astronaut photo, one thread, in
   each precision; fastest of ``--repeats`` passes after a warm-up, the passes of all rows interleaved.
 
+``--models`` also takes a blend ``NAME@S`` (``upscale --strength``), profiled under that key, e.g. the
+``--for photo`` default ``realworld-x4-gan@0.5``.
+
 Usage (from the repository root)::
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python scripts/measure_inference_profile.py --part quality
@@ -50,10 +53,11 @@ def precisions() -> list[str]:
 
 def measure_quality(doc: dict, data_root: Path, names: list[str]) -> None:
     from superres.evaluate import evaluate
-    from superres.modelfile import read_metadata, WEIGHTS_DIR
+    from superres.modelfile import read_metadata, split_strength, WEIGHTS_DIR
 
     for name in names:
-        scale = int(read_metadata(WEIGHTS_DIR / f"{name}.safetensors")["scale"])
+        # NAME@S (a blend, superres.modelfile.load_model) has its model's scale
+        scale = int(read_metadata(WEIGHTS_DIR / f"{split_strength(name)[0]}.safetensors")["scale"])
         entry = doc["models"].setdefault(name, {})
         psnr: dict[str, dict[str, float]] = {}
         for prec in precisions():
@@ -124,12 +128,17 @@ def main() -> int:
     doc["tolerance_db"] = TOLERANCE_DB
     doc["cpu"] = cpu_name()
     doc["threads"] = 1
-    if args.part in ("quality", "all"):
-        measure_quality(doc, Path(args.data_root), names)
-        doc["quality_measured"] = stamp
-    if args.part in ("speed", "all"):
-        measure_speed(doc, names, args.repeats)
-        doc["speed_measured"] = stamp
+    # Where the figures come from: the whole file's stamp for a run over every shipped model; with
+    # --models, a stamp in each named model's entry (the others keep theirs).
+    for part, measure in (("quality", lambda: measure_quality(doc, Path(args.data_root), names)),
+                          ("speed", lambda: measure_speed(doc, names, args.repeats))):
+        if args.part in (part, "all"):
+            measure()
+            if args.models:
+                for name in names:
+                    doc["models"][name][f"{part}_measured"] = stamp
+            else:
+                doc[f"{part}_measured"] = stamp
     doc["models"] = dict(sorted(doc["models"].items()))
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {out}")
