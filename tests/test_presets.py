@@ -18,6 +18,7 @@ A new preset whose model has no entry in ``SMALL_OPTIONS`` fails here on purpose
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -115,7 +116,10 @@ def _overrides(preset: Path, ws: dict[str, Path], run_of: Callable[[str], Path])
             out.append(f"loss.{i}.weights_path={ws['vgg']}")
     d = raw.get("discriminator")
     if d is not None:
-        out += [f"discriminator.options.{k}={v}" for k, v in SMALL_DISCRIMINATOR.items()]
+        from superres.models.registry import DISCRIMINATORS
+
+        accepted = inspect.signature(DISCRIMINATORS[d.get("name", "srgan")]).parameters
+        out += [f"discriminator.options.{k}={v}" for k, v in SMALL_DISCRIMINATOR.items() if k in accepted]
         if d["name"] == "srgan":
             out.append(f"discriminator.options.input_size={PATCH}")
     init = raw["model"].get("init_from")
