@@ -580,23 +580,9 @@ def _plan_outputs(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Pat
         else:
             for path in list_images([source]):
                 pairs.append((path, out_dir / path.name))
-    seen: dict[Path, Path] = {}
-    sources = {_resolved(p) for p, _ in pairs}
-    for src, dst in pairs:
-        key = _resolved(dst)
-        if key in seen:
-            raise SuperresError(f"{src} and {seen[key]} would both be written to {dst}; upscale them into different --out folders")
-        if key in sources:
-            raise SuperresError(f"{dst}: the output would overwrite an input image; choose another --out folder")
-        seen[key] = src
+    outputs.check_destinations(pairs, fix_shared="upscale them into different --out folders",
+                               fix_input="choose another --out folder")
     return pairs
-
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
-        raise SuperresError(f"{path}: cannot resolve the path ({' '.join(str(exc).split())})") from None
 
 
 #: What ``superres upscale`` does with an output file that already exists: stop before any work

@@ -26,6 +26,7 @@ __all__ = [
     "OUTPUT_EXTS",
     "OutputSize",
     "rename_outputs",
+    "check_destinations",
     "parse_size",
     "rank_and_world",
     "rank_device",
@@ -59,25 +60,29 @@ def rename_outputs(pairs: Sequence[tuple[Path, Path]], *, suffix: str = "", ext:
     for src, dst in pairs:
         new_suffix = dst.suffix if ext == "auto" else "." + ext
         renamed.append((src, dst.with_name(dst.stem + suffix + new_suffix)))
-    sources = {_resolved(s) for s, _ in renamed}
+    check_destinations(renamed, fix_shared="use --ext auto or a --suffix, or upscale them into different --out folders",
+                       fix_input="choose another --out or --suffix")
+    return renamed
+
+
+def check_destinations(pairs: Sequence[tuple[Path, Path]], *, fix_shared: str, fix_input: str) -> None:
+    """Refuse, before anything is written, two sources with one destination and a destination that
+    is one of the sources (paths compared resolved); ``fix_shared``/``fix_input`` end the messages."""
+    sources = {_resolved(s) for s, _ in pairs}
     seen: dict[Path, Path] = {}
-    for src, dst in renamed:
+    for src, dst in pairs:
         key = _resolved(dst)
         if key in seen:
-            raise SuperresError(
-                f"{src} and {seen[key]} would both be written to {dst}; use --ext auto or a --suffix, "
-                "or upscale them into different --out folders"
-            )
+            raise SuperresError(f"{src} and {seen[key]} would both be written to {dst}; {fix_shared}")
         if key in sources:
-            raise SuperresError(f"{dst}: the output would overwrite an input image; choose another --out or --suffix")
+            raise SuperresError(f"{dst}: the output would overwrite an input image; {fix_input}")
         seen[key] = src
-    return renamed
 
 
 def _resolved(path: Path) -> Path:
     try:
         return path.resolve()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
         raise SuperresError(f"{path}: cannot resolve the path ({' '.join(str(exc).split())})") from None
 
 
