@@ -234,13 +234,15 @@ class JobQueue:
 
     # ------------------------------------------------------------------ worker side
     def _finish_locked(self, job: Job, state: str, error: dict[str, str] | None = None) -> None:
-        job.state = state
-        job.error = error
-        job.finished = time.time()
-        job.finished_mono = time.monotonic()
+        # The folder goes first and the state last: a reader that sees a failed or cancelled state
+        # (even one that looks without the lock) never finds the folder still there.
         if state != DONE:
             shutil.rmtree(job.folder, ignore_errors=True)
             job.result_path = None
+        job.error = error
+        job.finished = time.time()
+        job.finished_mono = time.monotonic()
+        job.state = state
 
     def _work(self) -> None:
         while True:
