@@ -569,7 +569,8 @@ def default_model_name() -> str:
 def _plan_outputs(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Path]]:
     """(source, destination) pairs: files keep their name, folders keep their inner layout.
 
-    Refuses, before anything is written, to write two results to one path or over a source file.
+    Not checked here: :func:`superres.outputs.rename_outputs` applies ``--suffix``/``--ext`` and
+    then refuses two results for one path or a result over a source file, on the final names.
     """
     pairs: list[tuple[Path, Path]] = []
     for source in inputs:
@@ -580,8 +581,6 @@ def _plan_outputs(inputs: Sequence[Path], out_dir: Path) -> list[tuple[Path, Pat
         else:
             for path in list_images([source]):
                 pairs.append((path, out_dir / path.name))
-    outputs.check_destinations(pairs, fix_shared="upscale them into different --out folders",
-                               fix_input="choose another --out folder")
     return pairs
 
 

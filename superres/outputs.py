@@ -48,20 +48,23 @@ MAX_OUTSCALE = 16.0
 def rename_outputs(pairs: Sequence[tuple[Path, Path]], *, suffix: str = "", ext: str = "auto") -> list[tuple[Path, Path]]:
     """``(source, destination)`` pairs with ``suffix`` added to each destination's stem and its
     extension replaced by ``ext`` (``auto``: kept). Refuses a suffix that is a path, and, before
-    anything is written, two sources that would now share a destination (``a.png`` and ``a.jpg``
-    with ``--ext png``) or a destination that is a source."""
+    anything is written, two sources that would share a destination (``a.png`` and ``a.jpg`` with
+    ``--ext png``) or a destination that is a source, judged on the final names (so ``--out`` may be
+    the input folder when ``--suffix`` makes the names new)."""
     if ext not in OUTPUT_EXTS:
         raise SuperresError(f"--ext {ext}: use one of {', '.join(OUTPUT_EXTS)}")
     if "/" in suffix or os.sep in suffix or "\0" in suffix:
         raise SuperresError(f"--suffix {suffix!r}: must not contain a path separator")
     if not suffix and ext == "auto":
-        return list(pairs)
-    renamed = []
-    for src, dst in pairs:
-        new_suffix = dst.suffix if ext == "auto" else "." + ext
-        renamed.append((src, dst.with_name(dst.stem + suffix + new_suffix)))
-    check_destinations(renamed, fix_shared="use --ext auto or a --suffix, or upscale them into different --out folders",
-                       fix_input="choose another --out or --suffix")
+        renamed = list(pairs)
+        fix_shared = "upscale them into different --out folders"
+    else:
+        renamed = []
+        for src, dst in pairs:
+            new_suffix = dst.suffix if ext == "auto" else "." + ext
+            renamed.append((src, dst.with_name(dst.stem + suffix + new_suffix)))
+        fix_shared = "use --ext auto or a --suffix, or upscale them into different --out folders"
+    check_destinations(renamed, fix_shared=fix_shared, fix_input="choose another --out folder or add a --suffix")
     return renamed
 
 

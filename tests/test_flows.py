@@ -132,6 +132,24 @@ def test_ext_collision_is_refused_before_any_work(tmp_path, capsys, model_file):
     assert not (tmp_path / "o").exists()
 
 
+def test_out_may_be_the_input_folder_when_a_suffix_makes_new_names(tmp_path, capsys, model_file):
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(_rgb(8, 8), None, 8))
+    write_image(src / "sub" / "b.png", Image(_rgb(6, 10, seed=1), None, 8))
+    before = {p: p.read_bytes() for p in src.rglob("*.png")}
+    argv = ["upscale", str(src), "--model", str(model_file), "--out", str(src), "--quiet", "--device", "cpu"]
+    code, _, err = _run(capsys, argv)  # no suffix: every output would replace its input
+    assert code == 2 and "overwrite an input" in err and "--suffix" in err
+    assert {p: p.read_bytes() for p in src.rglob("*.png")} == before
+    code, _, err = _run(capsys, argv + ["--suffix", "_x2"])
+    assert code == 0, err
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*.png")) == ["a.png", "a_x2.png", "sub/b.png", "sub/b_x2.png"]
+    assert all(p.read_bytes() == data for p, data in before.items())
+    # a suffix that still lands on an input (a.png -> a_x2.png, which is an input now) is refused too
+    code, _, err = _run(capsys, argv + ["--suffix", "_x2", "--overwrite"])
+    assert code == 2 and "a_x2.png" in err and "overwrite an input" in err
+
+
 def test_a_failing_file_is_reported_skipped_and_counted(tmp_path, capsys, model_file):
     src = _folder(tmp_path)
     (src / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

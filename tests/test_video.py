@@ -119,6 +119,13 @@ def test_video_options_and_failures(tmp_path, capsys, model_file):
     assert "already exist" in capsys.readouterr().err
     assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(out), "--quiet",
                  "--suffix", "_x2", "--skip-existing"]) == 0
+    # the clip's own folder as --out: refused without a suffix (it would overwrite the clip), fine with one
+    before = clip.read_bytes()
+    code = main(["upscale", str(clip), "--model", str(model_file), "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    assert code == 2 and "overwrite an input" in capsys.readouterr().err and clip.read_bytes() == before
+    assert main(["upscale", str(clip), "--model", str(model_file), "--out", str(tmp_path), "--quiet", "--device", "cpu",
+                 "--suffix", "_up"]) == 0
+    assert probe(tmp_path / "short_up.mp4")["size"] == (128, 96) and clip.read_bytes() == before
     # a broken video is one line naming it
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
