@@ -189,10 +189,16 @@ def choose_default_model(
     models = profile.get("models") or {}
     speeds: dict[str, tuple[float, str]] = {}
     for e in shipped:
-        prec = precision_for(str(e["name"]))
-        ms = ((models.get(e["name"]) or {}).get("ms_per_mp") or {}).get(prec)
+        # A photo model with a strength partner runs blended (at DEFAULT_PHOTO_STRENGTH unless --strength
+        # says otherwise): its speed is that of the blend, whose precision may differ from the model's own.
+        run = str(e["name"])
+        if purpose == "photo" and e.get("strength_partner"):
+            blend = superres.modelfile.with_strength(run, DEFAULT_PHOTO_STRENGTH)
+            run = blend if blend in models else run
+        prec = precision_for(run)
+        ms = ((models.get(run) or {}).get("ms_per_mp") or {}).get(prec)
         if isinstance(ms, (int, float)):
-            speeds[str(e["name"])] = (float(ms), prec)
+            speeds[str(e["name"])] = (float(ms), prec if run == e["name"] else f"{prec} at strength {DEFAULT_PHOTO_STRENGTH:g}")
     where = f"{profile.get('cpu', 'a CPU')}, {profile.get('threads', 1)} thread"
     fitting = [e for e in shipped if e["name"] in speeds and speeds[e["name"]][0] <= budget]
     if fitting:

@@ -120,6 +120,21 @@ def test_photo_models_are_chosen_only_for_photos() -> None:
         _choose("video")
 
 
+def test_the_photo_choice_quotes_the_speed_of_the_blend_that_runs() -> None:
+    """The GAN alone measured slow in fp32, its default blend fast in bf16: the blend's figure decides and is quoted."""
+    blend = f"gan@{DEFAULT_PHOTO_STRENGTH:g}"
+    profile = {"cpu": "Test CPU", "threads": 1, "models": {
+        "fid": {"ms_per_mp": {"fp32": 100.0}}, "gan": {"ms_per_mp": {"fp32": 1500.0}},
+        blend: {"ms_per_mp": {"fp32": 1500.0, "bf16": 400.0}}}}
+    name, why = choose_default_model(CPU, entries=ENTRIES, profile=profile, purpose="photo",
+                                     precision_for=lambda n: "bf16" if "@" in n else "fp32")
+    assert name == "gan" and "400 ms/MP in bf16 at strength" in why, why
+    # without a profiled blend the model's own figure counts: over the 1000 ms budget, so the fidelity model
+    del profile["models"][blend]
+    name, why = choose_default_model(CPU, entries=ENTRIES, profile=profile, purpose="photo", precision_for=lambda n: "fp32")
+    assert name == "fid" and "100 ms/MP in fp32 measured" in why, why
+
+
 def test_model_for_applies_the_default_strength_and_refuses_mixed_options(weights: Path) -> None:
     assert model_for(None, CPU) == (None, [])
     spec, notes = model_for(None, CPU, purpose="photo", entries=ENTRIES, profile=PROFILE)
