@@ -309,11 +309,15 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     pending = [] if args.threads is not None else [
         f"threads: {threads} ({cores} physical core(s), {cores - threads} busy at the start; --threads sets it)"]
 
+    said: set[str] = set()
+
     def note(line: str) -> None:
-        for earlier in pending:
-            print(earlier, file=sys.stderr, flush=True)
+        # Images and videos each announce their choices: a choice is said once per run.
+        for text in [*pending, line]:
+            if text not in said:
+                said.add(text)
+                print(text, file=sys.stderr, flush=True)
         pending.clear()
-        print(line, file=sys.stderr, flush=True)
 
     model = args.model
     if args.purpose is not None or args.strength is not None:

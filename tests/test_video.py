@@ -182,8 +182,11 @@ def test_a_folder_of_images_and_clips_keeps_its_layout(tmp_path, capsys, model_f
     write_clip(src / "only_clips" / "b.mov", 32, 24, seconds=1, audio=False)
     out = tmp_path / "out"
     code = main(["upscale", str(src), str(src / "only_clips"), "--model", str(model_file), "--out", str(out),
-                 "--device", "cpu", "--quiet", "--skip-existing"])
-    assert code == 0, capsys.readouterr().err
+                 "--device", "cpu", "--skip-existing"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    # images and clips each resolve the precision: the choice is said once
+    assert sum(line.startswith("precision") for line in err.splitlines()) == 1, err
     assert read_raw(out / "a.png").pixels.shape == (16, 12, 3)
     assert probe(out / "trip" / "clip.mp4")["size"] == (64, 48)
     assert probe(out / "only_clips" / "b.mov")["frames"] == FPS
