@@ -11,7 +11,8 @@ fastest pass of each method is kept: on a shared machine other processes only ev
   astronaut and coffee), upscaled x4 by ``--model`` (default ``lumanet-x4``) into PNGs.
   *naive*: for each file ``read_image`` -> ``superres.upscale`` -> ``write_image``, one after the
   other. *superres*: :func:`superres.inference.upscale_files` (the result of one image is encoded
-  by a background thread while the next runs). Reported as images/s.
+  by a background thread while the next runs). Both write PNGs at each of ``--png-levels`` (zlib
+  levels; 1 is ``superres upscale``'s default, 6 Pillow's), a row each. Reported as images/s.
 * **video**: a 720p (1280 x 720) H.264 clip of ``--frames`` frames at 25 fps, upscaled by a tiny
   RGB x2 network (``enhanced``, 8 channels, one block; random weights: speed does not depend on
   them) to 2560 x 1440 H.264 (``--crf 23``). *naive*: decode a frame, ``superres.upscale`` it,
@@ -74,19 +75,19 @@ def make_clip(path: Path, frames: int) -> None:
             out.mux(packet)
 
 
-def naive_photos(net, paths: list[Path], out: Path) -> None:
+def naive_photos(net, paths: list[Path], out: Path, png_level: int) -> None:
     from superres import upscale
     from superres.io import read_image, write_image
 
     for path in paths:
-        write_image(out / path.name, upscale(net, read_image(path), tile=256))
+        write_image(out / path.name, upscale(net, read_image(path), tile=256), png_level=png_level)
 
 
-def ours_photos(model: str, paths: list[Path], out: Path) -> None:
+def ours_photos(model: str, paths: list[Path], out: Path, png_level: int) -> None:
     from superres.inference import upscale_files
 
     upscale_files([paths[0].parent], model=model, out_dir=out, tile=256, device="cpu", progress=False,
-                  existing="overwrite")
+                  existing="overwrite", png_level=png_level)
 
 
 def naive_video(net, src: Path, dst: Path, crf: int) -> None:
@@ -118,6 +119,9 @@ def main() -> None:
     parser.add_argument("--model", default="lumanet-x4")
     parser.add_argument("--jobs", nargs="+", choices=("photos", "video"), default=["photos", "video"],
                         help="which jobs to run (default: both)")
+    parser.add_argument("--png-levels", type=int, nargs="+", default=[1, 6],
+                        help="PNG zlib levels of the photo job, each run by both methods (default: 1, the "
+                             "default of superres upscale, and 6, Pillow's)")
     parser.add_argument("--batch", type=int, default=None, help="frames per model batch for the video job "
                         "(default: upscale_video's)")
     args = parser.parse_args()
@@ -139,16 +143,23 @@ def main() -> None:
             (tmp / "photos").mkdir()
             paths = make_photos(tmp / "photos", args.images)
             net = load_for_backend(args.model)
-            best = {"naive": float("inf"), "superres": float("inf")}
+            best = {(name, level): float("inf") for level in args.png_levels for name in ("naive", "superres")}
+            sizes = {}
             for _ in range(args.repeats):
-                for name in ("naive", "superres"):
-                    out = tmp / f"out_{name}"
+                for name, level in best:
+                    out = tmp / f"out_{name}_{level}"
                     out.mkdir(exist_ok=True)
                     t = time.perf_counter()
-                    naive_photos(net, paths, out) if name == "naive" else ours_photos(args.model, paths, out)
-                    best[name] = min(best[name], time.perf_counter() - t)
-            rows.append((f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model})", "images/s",
-                         args.images / best["naive"], args.images / best["superres"]))
+                    if name == "naive":
+                        naive_photos(net, paths, out, level)
+                    else:
+                        ours_photos(args.model, paths, out, level)
+                    best[name, level] = min(best[name, level], time.perf_counter() - t)
+                    sizes[level] = sum(p.stat().st_size for p in out.iterdir()) / len(paths) / 1e6
+            for level in args.png_levels:
+                rows.append((f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model}), PNG level {level}, "
+                             f"{sizes[level]:.1f} MB per output", "images/s",
+                             args.images / best["naive", level], args.images / best["superres", level]))
         if "video" not in args.jobs:
             args.frames = 0
         if args.frames:

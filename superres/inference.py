@@ -46,6 +46,7 @@ from superres.errors import SuperresError
 from superres.export import load_onnx
 from superres.io import (
     Image,
+    PNG_LEVEL,
     STREAM_SUFFIXES,
     list_images,
     read_raw,
@@ -716,7 +717,7 @@ def _mb(size: int) -> str:
 
 
 def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_overlap: int, half: bool,
-                       precision: str = "fp32") -> None:
+                       precision: str = "fp32", png_level: int = PNG_LEVEL) -> None:
     """Upscale ``raw`` band by band straight into ``dst``: the same pixels :func:`upscale` gives
     (same float conversion, tiles, blending, clamping and rounding), in memory bounded by the tile."""
     import torch
@@ -743,7 +744,7 @@ def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_o
             samples = to_integer(data, raw.bit_depth)
             yield np.array(samples, copy=True) if samples is data or samples.base is not None else samples
 
-    write_image_rows(dst, pixels.shape[0] * scale, pixels.shape[1] * scale, c, raw.bit_depth, bands())
+    write_image_rows(dst, pixels.shape[0] * scale, pixels.shape[1] * scale, c, raw.bit_depth, bands(), png_level=png_level)
 
 
 def upscale_files(
@@ -766,6 +767,7 @@ def upscale_files(
     on_start: Callable[[str], None] | None = None,
     precision: str = "auto",
     note: Callable[[str], None] | None = None,
+    png_level: int = PNG_LEVEL,
 ) -> list[Path]:
     """``superres upscale``: upscale image files and folders into ``out_dir``; returns the paths written.
 
@@ -793,6 +795,7 @@ def upscale_files(
     ``suffix``/``ext`` rename the outputs and ``output_size`` (a :class:`superres.outputs.OutputSize`)
     resizes each result after the model (:mod:`superres.outputs`); ICC profile, DPI and EXIF are
     carried over (:mod:`superres.metadata`); animated GIF/WebP go through :mod:`superres.animation`.
+    PNG outputs are compressed at zlib level ``png_level`` (0-9; ``superres upscale --png-level``).
     With a ``failures`` list, a file that fails is appended to it as ``(source, message)`` and the
     others go on. Under ``torchrun`` each rank takes its share of the planned files. ``on_start`` is
     called with the device once everything is checked and the model is loaded.
@@ -806,6 +809,8 @@ def upscale_files(
         raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
     if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
         raise SuperresError(f"--tile {tile}: use auto or a size >= 0")
+    if isinstance(png_level, bool) or not isinstance(png_level, int) or not 0 <= png_level <= 9:
+        raise SuperresError(f"--png-level {png_level}: use an integer from 0 (fastest) to 9 (smallest files)")
 
     say = note or (lambda line: None)
     size = output_size if output_size is not None else outputs.OutputSize()
@@ -858,7 +863,8 @@ def upscale_files(
                                         "need the whole result in memory; raise --max-memory")
                 writer.drain()  # a result too large for memory: nothing else held while it streams
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                _upscale_in_strips(net, raw, dst, tile=run_tile, tile_overlap=tile_overlap, half=half, precision=precision)
+                _upscale_in_strips(net, raw, dst, tile=run_tile, tile_overlap=tile_overlap, half=half, precision=precision,
+                                   png_level=png_level)
                 written.append(dst)
                 continue
             image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)
@@ -872,7 +878,7 @@ def upscale_files(
             )
             result = outputs.finish(result, size.target(h, w, _model_scale_attr(net), str(src)), ext)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            writer.submit(src, dst, write_image, dst, result, metadata=read_metadata(src))
+            writer.submit(src, dst, write_image, dst, result, metadata=read_metadata(src), png_level=png_level)
     written += writer.close()
     bar.close()
     return written

@@ -150,6 +150,29 @@ def test_out_may_be_the_input_folder_when_a_suffix_makes_new_names(tmp_path, cap
     assert code == 2 and "a_x2.png" in err and "overwrite an input" in err
 
 
+def test_png_level_sets_the_compression_of_png_outputs(tmp_path, capsys, model_file):
+    src = tmp_path / "in.png"
+    yy, xx = np.mgrid[0:24, 0:32]
+    smooth = np.stack([np.sin(xx / 5.0), np.cos(yy / 4.0), np.sin((xx + yy) / 6.0)], -1) * 0.4 + 0.5
+    write_image(src, Image(smooth.astype(np.float32), None, 8))
+    sizes, pixels = {}, {}
+    for level in (None, "0", "1", "9"):
+        out = tmp_path / f"out{level}"
+        argv = ["upscale", str(src), "--model", str(model_file), "--out", str(out), "--quiet", "--device", "cpu"]
+        code, _, err = _run(capsys, argv + ([] if level is None else ["--png-level", level]))
+        assert code == 0, err
+        sizes[level] = (out / "in.png").stat().st_size
+        pixels[level] = read_raw(out / "in.png").pixels
+    assert all(np.array_equal(p, pixels["0"]) for p in pixels.values())
+    assert sizes["0"] > sizes["1"] > sizes["9"], sizes
+    assert (tmp_path / "outNone" / "in.png").read_bytes() == (tmp_path / "out1" / "in.png").read_bytes()  # the default is 1
+    with pytest.raises(SystemExit) as exit_info:  # a usage error: argparse exits 2 with the subcommand's usage
+        main(["upscale", str(src), "--model", str(model_file), "--out", str(tmp_path / "bad"), "--png-level", "10"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--png-level" in err and "superres upscale" in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_failing_file_is_reported_skipped_and_counted(tmp_path, capsys, model_file):
     src = _folder(tmp_path)
     (src / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -495,3 +495,41 @@ def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+
+
+# --------------------------------------------------------------------------- PNG compression level
+@pytest.mark.parametrize("depth,channels", [(8, 3), (16, 1), (8, 4)])
+def test_png_level_changes_the_size_not_the_pixels(tmp_path: Path, depth: int, channels: int) -> None:
+    from superres.io import write_image_rows
+
+    # a smooth image (8-bit: with a little noise): compressible, so the levels differ in size
+    yy, xx = np.mgrid[0:96, 0:128]
+    base = (np.sin(xx / 9.0) + np.cos(yy / 7.0) + 2.0) / 4.0
+    noise = RNG.normal(0, 0.01, (96, 128, channels)) if depth == 8 else 0.0  # 16-bit noise would not compress
+    data = np.clip(np.repeat(base[:, :, None], channels, 2) + noise, 0, 1)
+    image = Image(data[:, :, :3].astype(np.float32) if channels == 4 else data.astype(np.float32),
+                  data[:, :, 3].astype(np.float32) if channels == 4 else None, depth)
+    sizes = {}
+    for level in (0, 1, 9):
+        write_image(tmp_path / f"l{level}.png", image, png_level=level)
+        sizes[level] = (tmp_path / f"l{level}.png").stat().st_size
+        assert np.array_equal(stored(read_raw(tmp_path / f"l{level}.png")), stored(read_raw(tmp_path / "l0.png")))
+    assert sizes[0] > sizes[1] > sizes[9], sizes
+    if channels != 4:  # the strip writer (no alpha): the same pixels as write_image, and it takes the level too
+        samples = image.to_integer()
+        write_image_rows(tmp_path / "rows9.png", 96, 128, channels, depth, [samples[:50], samples[50:]], png_level=9)
+        write_image_rows(tmp_path / "rows0.png", 96, 128, channels, depth, [samples], png_level=0)
+        assert np.array_equal(stored(read_raw(tmp_path / "rows9.png")), stored(read_raw(tmp_path / "l0.png")))
+        assert (tmp_path / "rows0.png").stat().st_size > (tmp_path / "rows9.png").stat().st_size
+
+
+@pytest.mark.parametrize("level", [-1, 10, 1.5, True])
+def test_png_level_out_of_range_is_refused_before_writing(tmp_path: Path, level) -> None:
+    from superres.io import write_image_rows
+
+    image = Image(np.zeros((4, 4, 3), np.float32), None, 8)
+    with pytest.raises(SuperresError, match="compression level"):
+        write_image(tmp_path / "a.png", image, png_level=level)
+    with pytest.raises(SuperresError, match="compression level"):
+        write_image_rows(tmp_path / "b.png", 4, 4, 3, 8, [np.zeros((4, 4, 3), np.uint8)], png_level=level)
+    assert list(tmp_path.iterdir()) == []
