@@ -16,8 +16,11 @@ Thread counts: ``--threads`` values, ``0`` meaning the default of ``superres ups
 (:func:`superres.threads.default_threads`: the physical cores not busy when the run starts).
 
 Pool settings: ``new`` = this code (``superres.threads``: torch and onnxruntime set to the same count,
-``OMP_WAIT_POLICY=PASSIVE``, onnxruntime ``allow_spinning=0``); ``old`` = the settings before it
-(OpenMP's default wait policy, onnxruntime's spinning workers). Scenarios: ``idle`` (nothing else
+``OMP_WAIT_POLICY=PASSIVE``, onnxruntime ``allow_spinning=0``; with more than one thread a compact
+onnx model runs in horizontal bands, one per thread, :class:`superres.export.OnnxModel`); ``pool`` =
+the same without the band split (onnxruntime's pool splits each layer); ``bands2`` = two bands per
+thread; ``old`` = the settings before this work (OpenMP's default wait policy, onnxruntime's
+spinning workers, no bands). Scenarios: ``idle`` (nothing else
 started by the benchmark; the machine's own load is recorded) and ``busy`` (one extra process spinning
 on a core for the whole measurement). Rounds are interleaved over all rows; the table gives the median
 over rounds.
@@ -47,7 +50,13 @@ def worker(args: argparse.Namespace) -> None:
     from superres.threads import apply_threads
 
     apply_threads(args.threads or None)  # 0: the default (superres.threads.default_threads)
+    if args.settings in ("pool", "old"):  # no band split: onnxruntime's pool splits each layer
+        import superres.export
+
+        superres.export.MAX_BAND_HALO = -1
     net = load_for_backend(args.model, backend=args.backend)
+    if args.settings == "bands2":
+        net.bands_per_thread = 2
     if args.settings == "old" and args.backend == "onnx":  # the session as made before superres.threads
         import onnxruntime as ort
 
@@ -110,8 +119,10 @@ def main() -> int:
     for scenario in args.scenarios:
         for model, backend in CASES:
             for n in args.threads:
-                for settings in ("new", "old"):
-                    if (n == 1 or n == 0) and settings == "old":
+                for settings in ("new", "pool", "bands2", "old"):
+                    if (n == 1 or n == 0) and settings != "new":
+                        continue
+                    if backend != "onnx" and settings in ("pool", "bands2"):
                         continue
                     rows.append((scenario, model, backend, n, settings))
     results: dict[tuple, list[float]] = {r: [] for r in rows}

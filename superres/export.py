@@ -58,7 +58,7 @@ from superres.modelfile import load_model
 from superres.models import describe, fold, quant
 from superres.models.contract import ModelContract
 from superres.resize import imresize
-from superres.threads import session_options
+from superres.threads import current_threads, session_options
 
 if TYPE_CHECKING:
     import torch
@@ -414,6 +414,47 @@ def _session(ort: Any, path: Path, threads: int | None) -> Any:
         raise SuperresError(f"{path}: onnxruntime cannot load the file ({str(exc).strip().splitlines()[0]})") from None
 
 
+#: Operators a band-split run (:class:`OnnxModel`) may meet: per-pixel arithmetic, shape plumbing
+#: and the stride-1 convolutions whose reach :func:`receptive_radius` adds up. Anything else (pools,
+#: resizes, transposed convolutions ...) keeps the model on one intra-op pool.
+_BAND_SAFE_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "Round", "Floor", "Max", "Min",
+    "Cast", "Constant", "ConstantOfShape", "Identity", "Concat", "Split", "Slice", "Reshape", "Transpose", "Tile",
+    "Expand", "Shape", "Gather", "Unsqueeze", "Squeeze", "ReduceSum", "DepthToSpace", "Pad",
+    "QuantizeLinear", "DequantizeLinear", "Conv", "QLinearConv", "ConvInteger",
+})
+_CONV_OPS = ("Conv", "QLinearConv", "ConvInteger")
+
+#: Largest receptive radius (input pixels) worth splitting into bands: each band recomputes this
+#: many rows on each inner side.
+MAX_BAND_HALO = 16
+#: A band holds at least this many rows of its own (besides the halo), so the halo costs at most
+#: about a quarter more work.
+MIN_BAND_ROWS = 64
+
+
+def receptive_radius(graph: Any) -> int | None:
+    """Input pixels on each side that can reach an output pixel of ``graph`` (an ``onnx.GraphProto``),
+    bounded from above by adding up the reach of every stride-1 convolution; ``None`` when the graph
+    holds an operator outside :data:`_BAND_SAFE_OPS`, a strided convolution, or a subgraph."""
+    import onnx
+
+    radius = 0
+    for node in graph.node:
+        if node.op_type not in _BAND_SAFE_OPS:
+            return None
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            return None
+        if node.op_type in _CONV_OPS:
+            kernel = attrs.get("kernel_shape")
+            if kernel is None or any(s != 1 for s in attrs.get("strides", [1])):
+                return None
+            dilations = attrs.get("dilations", [1] * len(kernel))
+            radius += max(d * (k - 1) // 2 + (k - 1) % 2 for k, d in zip(kernel, dilations))
+    return radius
+
+
 class OnnxModel:
     """An exported ``.onnx`` file run by onnxruntime, usable wherever a model is:
     :func:`superres.inference.upscale_tensor`, :func:`~superres.inference.upscale` and
@@ -423,6 +464,15 @@ class OnnxModel:
     satisfies the model contract (:mod:`superres.models.contract`): ``scale``, ``in_channels``,
     ``contract()`` and ``superres_meta``, taken from the file's ``metadata_props`` (written by
     :func:`export_onnx`). It runs float32 only (no half, no bfloat16).
+
+    **Threads.** With ``threads`` above 1, a compact graph (only the operators of
+    :data:`_BAND_SAFE_OPS`, receptive radius at most :data:`MAX_BAND_HALO`) runs as horizontal bands
+    of the input, one per thread, each on a one-thread session call with ``radius`` extra rows on its
+    inner sides that are cut from the output: the layers of such a model are too small to split well
+    inside onnxruntime's own pool, while whole bands scale with the cores. Before it is used, the
+    split is checked on a probe input against one whole run (equal within 1e-5, else the model keeps
+    onnxruntime's pool); ``banded`` says which way it runs. Inputs with fewer than
+    :data:`MIN_BAND_ROWS` rows per band run whole.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
@@ -430,7 +480,11 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise SuperresError(f"{self.path}: ONNX file not found")
-        self.session = _session(ort, self.path, threads)
+        self.threads = int(threads if threads is not None else current_threads())
+        self.session = _session(ort, self.path, 1 if self.threads > 1 else self.threads)
+        self.halo: int | None = None
+        self.bands_per_thread = 1
+        self._pool: Any = None
         props: Mapping[str, str] = self.session.get_modelmeta().custom_metadata_map
         try:
             self.scale = int(props["scale"])
@@ -448,6 +502,55 @@ class OnnxModel:
         names = [i.name for i in self.session.get_inputs()]
         if names != [INPUT_NAME]:
             raise SuperresError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {names}")
+        if self.threads > 1 and not self._try_bands():
+            self.session = _session(ort, self.path, self.threads)  # one session, onnxruntime's own pool
+
+    @property
+    def banded(self) -> bool:
+        """True when calls are split into bands run on :attr:`threads` threads (class docstring)."""
+        return self._pool is not None
+
+    def _try_bands(self) -> bool:
+        """Set up the band split when the graph allows it and a probe run agrees with a whole run."""
+        import onnx
+        from concurrent.futures import ThreadPoolExecutor
+
+        radius = receptive_radius(onnx.load(str(self.path), load_external_data=False).graph)
+        if radius is None or radius > MAX_BAND_HALO:
+            return False
+        self.halo = radius
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="superres-onnx-band")
+        rows = self.threads * (MIN_BAND_ROWS + 2 * radius)
+        probe = np.random.default_rng(0).random((1, self.in_channels, rows, 24), dtype=np.float32)
+        whole = self._run(probe)
+        if whole.shape[-2] % rows or np.abs(self._run_bands(probe) - whole).max() > 1e-5:
+            self._pool.shutdown()
+            self._pool, self.halo = None, None
+            return False
+        return True
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
+
+    def _run_bands(self, array: np.ndarray) -> np.ndarray:
+        """``array`` in horizontal bands, each with :attr:`halo` rows of context, run on :attr:`threads` threads.
+
+        Up to :attr:`bands_per_thread` bands a thread, each of at least :data:`MIN_BAND_ROWS` rows of
+        its own: more bands than threads let a thread whose core is shared with another process fall
+        behind without holding up the rest, at the price of more halo rows computed twice.
+        """
+        assert self.halo is not None
+        height, halo = array.shape[-2], self.halo
+        bands = max(self.threads, min(self.threads * self.bands_per_thread, height // MIN_BAND_ROWS))
+        cuts = [round(height * k / bands) for k in range(bands + 1)]
+
+        def band(k: int) -> np.ndarray:
+            top, bottom = max(0, cuts[k] - halo), min(height, cuts[k + 1] + halo)
+            out = self._run(np.ascontiguousarray(array[:, :, top:bottom]))
+            scale = out.shape[-2] // (bottom - top)
+            return out[:, :, (cuts[k] - top) * scale:(cuts[k + 1] - top) * scale]
+
+        return np.concatenate(list(self._pool.map(band, range(bands))), axis=2)
 
     def contract(self) -> "ModelContract":
         """The exported model's contract: its scale and channels, float32 only."""
@@ -457,8 +560,9 @@ class OnnxModel:
         import torch
 
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
-        return torch.from_numpy(out)
+        if self._pool is not None and array.shape[-2] >= self.threads * MIN_BAND_ROWS:
+            return torch.from_numpy(self._run_bands(array))
+        return torch.from_numpy(self._run(array))
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.path)!r}, arch={self.arch!r}, scale={self.scale}, in_channels={self.in_channels})"

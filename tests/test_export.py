@@ -6,6 +6,7 @@ The reference for every check is the PyTorch model itself: onnxruntime must repr
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,68 @@ def test_cli_export_prints_the_agreement(tmp_path: Path, capsys: pytest.CaptureF
     assert len(steps) == 2 and "exporting espcn x3 to ONNX (opset 13)" in steps[0] and "onnxruntime" in steps[1], err
     assert onnx.load(str(tmp_path / "e.onnx")).opset_import[0].version == 13
     assert main(["export", "no-such-model", "--out", str(tmp_path / "f.onnx")]) == 2
+
+
+# --------------------------------------------------------------------------- band-split runs
+def _graph(*nodes: onnx.NodeProto) -> onnx.GraphProto:
+    return onnx.helper.make_graph(list(nodes), "g", [], [])
+
+
+def _conv(kernel: int, dilation: int = 1, stride: int = 1) -> onnx.NodeProto:
+    return onnx.helper.make_node("Conv", ["a", "w"], ["b"], kernel_shape=[kernel, kernel],
+                                 dilations=[dilation, dilation], strides=[stride, stride])
+
+
+def test_receptive_radius_adds_up_the_convolutions_and_refuses_what_it_cannot_bound() -> None:
+    from superres.export import MAX_BAND_HALO, receptive_radius
+
+    relu = onnx.helper.make_node("Relu", ["b"], ["c"])
+    assert receptive_radius(_graph(_conv(3), relu, _conv(3), _conv(5))) == 1 + 1 + 2
+    assert receptive_radius(_graph(_conv(3, dilation=2))) == 2
+    assert receptive_radius(_graph(_conv(2))) == 1  # an even kernel reaches one pixel further on one side
+    assert receptive_radius(_graph(relu)) == 0
+    assert receptive_radius(_graph(_conv(3, stride=2))) is None
+    for op in ("Resize", "MaxPool", "ConvTranspose", "GlobalAveragePool"):
+        assert receptive_radius(_graph(_conv(3), onnx.helper.make_node(op, ["b"], ["c"]))) is None, op
+    assert MAX_BAND_HALO >= 7  # the shipped compact models reach 6-7 input pixels
+
+
+@pytest.mark.parametrize("name,halo", [("lumanet-x4", 6), ("lumanet-x4-deep-int8", 7)])
+def test_two_threads_run_a_compact_model_in_bands_that_equal_one_whole_run(name: str, halo: int) -> None:
+    from superres.export import MIN_BAND_ROWS
+
+    one, two = load_onnx(name, threads=1), load_onnx(name, threads=2)
+    assert not one.banded and two.banded and two.halo == halo
+    generator = torch.Generator().manual_seed(3)
+    # at the limit (exactly MIN_BAND_ROWS rows per band), one row short of it (whole run), odd sizes,
+    # and two bands per thread
+    for rows in (2 * MIN_BAND_ROWS, 2 * MIN_BAND_ROWS - 1, 301):
+        x = torch.rand(2, 3, rows, 37, generator=generator)
+        assert torch.equal(one(x), two(x)), rows
+    two.bands_per_thread = 2
+    x = torch.rand(1, 3, 4 * MIN_BAND_ROWS + 5, 20, generator=generator)
+    assert torch.equal(one(x), two(x))
+
+
+def test_a_graph_whose_bands_disagree_with_the_whole_keeps_onnxruntimes_pool(tmp_path: Path) -> None:
+    """A global sum passes the operator check (radius 0), but the probe run catches it."""
+    from superres.export import INPUT_NAME, OUTPUT_NAME
+
+    class Global(torch.nn.Module):
+        def forward(self, x):
+            return x.repeat_interleave(2, 2).repeat_interleave(2, 3) + x.sum(dim=(2, 3), keepdim=True) * 1e-3
+
+    path = tmp_path / "global.onnx"
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notes (export_onnx does the same)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Global(), (torch.rand(1, 3, 8, 8),), str(path), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "n", 2: "h", 3: "w"}}, dynamo=False)
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, {"scale": "2", "in_channels": "3"})
+    onnx.save(graph, str(path))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "ReduceSum" in ops, ops
+    model = OnnxModel(path, threads=2)
+    assert not model.banded
+    x = torch.rand(1, 3, 200, 20)
+    assert torch.allclose(model(x), OnnxModel(path, threads=1)(x))
