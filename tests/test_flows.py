@@ -373,3 +373,16 @@ def test_eval_runs_on_the_auto_device_by_default(tmp_path, capsys, model_file):
     assert code == 0, err
     assert json.loads(out)  # stdout stays one JSON object
     assert err.count("(--device auto)") == 1 and f"superres: device {auto_device()}" in err
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--tile", "-1", "expected an integer >= 0, got -1"),
+    ("--tile", "x", "expected an integer >= 0, got 'x'"),
+    ("--max-memory", "0", "expected a positive integer, got 0"),
+    ("--crf", "-2", "expected an integer >= 0, got -2"),
+])
+def test_integer_options_below_their_minimum_are_usage_errors(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), option, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{option}: {message}" in err and "superres upscale" in err, err
