@@ -1,22 +1,27 @@
-"""Write ``notebooks/*.ipynb`` from the cell sources in this file.
+"""Write ``notebooks/*.ipynb`` from the cell sources in this file, and run them for the committed outputs.
 
-The notebooks are generated, not edited in Jupyter, for two reasons:
+The notebooks are generated, not edited in Jupyter:
 
-* **Readable diffs.** A notebook saved by Jupyter carries outputs (base64 images), execution counts
-  and per-user metadata; a one-line code change becomes a diff of thousands of lines. The sources
-  here are plain Python strings, and the ``.ipynb`` files written from them have no outputs, no
-  execution counts, fixed cell ids and only the ``kernelspec``/``language_info`` metadata, so the
-  committed JSON changes exactly where a cell changes.
-* **Reproducibility.** What CI executes (``tests/test_notebooks.py``) is what is committed, and the
-  test also checks that the committed files equal what this script writes, so the two cannot drift.
+* **Readable sources and diffs.** The cell sources here are plain Python strings; the ``.ipynb``
+  files have fixed cell ids and only the ``kernelspec``/``language_info`` metadata and cell tags,
+  so a change to a cell shows here as ordinary code.
+* **Outputs a reader can see, from one run.** The committed notebooks hold the outputs of one
+  top-to-bottom full run (``--execute full``: ``SUPERRES_SMALL=0``), made in a fresh kernel of this
+  interpreter, with progress-bar redraws settled and large PNGs given a palette. Rebuilding without
+  ``--execute`` keeps the outputs of unchanged cells only, and ``tests/test_notebooks.py`` then asks
+  for a new run, so outputs never mix two versions of a notebook.
+* **Reproducibility.** The test checks that the committed cells equal the sources here, and
+  executes copies built from these sources in SMALL mode.
 
 Usage (from the repository root)::
 
-    python scripts/build_notebooks.py            # (re)write notebooks/*.ipynb
-    python scripts/build_notebooks.py --check    # exit 1 if a committed notebook differs
+    python scripts/build_notebooks.py                   # rewrite the sources, keep unchanged cells' outputs
+    python scripts/build_notebooks.py --execute full    # run both notebooks (about 70 min on 2 cores) and write them
+    python scripts/build_notebooks.py --check           # exit 1 if a committed notebook's cells differ
 
-To change a notebook, edit its cells below and run the script. Both notebooks are independent (each
-makes the data it needs) and honour ``SUPERRES_SMALL`` (default 1: a quick tour that CI runs).
+To change a notebook, edit its cells below, run it with ``--execute full`` and commit. Both notebooks
+are independent (each makes the data it needs) and honour ``SUPERRES_SMALL`` (default 1: a quick tour
+that CI runs).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -490,7 +496,8 @@ MODELLING: list[Cell] = [
 4. validation during training (PSNR-Y and SSIM-Y against bicubic, from each run's `metrics.csv`)
    and the training curves;
 5. visual comparison LR | bicubic | baseline | enhanced | HR, zoomed crops and error maps;
-6. where to go next: a model from the zoo.
+6. the shipped models (`superres models`) scored beside the live runs, and what this run showed;
+7. where to go next: a model from the zoo.
 
 With `SUPERRES_SMALL=1` (the default, and what CI runs) the models are narrower than the presets
 and train for a few tens of seconds each, so the scores say little about the architectures: the
@@ -804,7 +811,71 @@ fig.suptitle(f"{item['name']} (x{SCALE}); error maps on one scale, 0 to {emax:.0
 fig.tight_layout()
 '''),
     md('''
-## 6. Where to go next
+## 6. The shipped models beside the live runs
+
+The package ships trained weights (`superres models` lists them; `superres.load_model(NAME)` loads
+one). `baseline-x4` and `enhanced-x4` are the same two presets trained for their 30 minutes on one
+CPU thread (docs/BENCHMARKS.md), so in the full mode of this notebook the live runs above should
+land close to them; `enhanced-x4-perceptual` adds the EfficientNet-Lite0 perceptual term (sharper
+texture, a little lower PSNR) and `edsr-baseline-x4` is EDSR's small model, trained longer. All are
+scored here on the validation set (and, in full mode with the shared data, on Set14 too) by the same
+code: `superres.upscale`, 8-bit output, PSNR-Y/SSIM-Y with `scale` pixels shaved. The last cell
+writes its conclusion from these figures, so the text and the table cannot disagree.
+'''),
+    code('''
+from IPython.display import Markdown
+
+SHIPPED = ("baseline-x4", "enhanced-x4", "enhanced-x4-perceptual", "edsr-baseline-x4") if SCALE == 4 else ()
+score_sets = {Path(VAL).name: val_set}
+if USE_SHARED and not SMALL:
+    score_sets["Set14"] = PairedFolderDataset(SHARED / "Set14", SCALE)
+
+
+def mean_scores(run) -> dict[str, tuple[float, float]]:
+    """Mean PSNR-Y and SSIM-Y of ``run`` (a function LR uint8 -> SR uint8) on each scoring set."""
+    result = {}
+    for set_name, dataset in score_sets.items():
+        rows = [score(run(it["lr"]), it["hr"], SCALE) for it in dataset.items]
+        result[set_name] = (float(np.mean([r["psnr_y"] for r in rows])), float(np.mean([r["ssim_y"] for r in rows])))
+    return result
+
+
+def with_model(model):
+    return lambda lr: to_uint8(upscale(model, lr.astype(np.float32) / 255.0, tile=0))
+
+
+table = {"bicubic": mean_scores(lambda lr: imresize(lr, SCALE))}
+for name, path in runs.items():
+    table[f"{name} (this run)"] = mean_scores(with_model(load_model(path)))
+for name in SHIPPED:
+    table[f"{name} (shipped)"] = mean_scores(with_model(load_model(name)))
+
+header = "".join(f"{set_name + ' PSNR-Y':>16}{'SSIM-Y':>8}" for set_name in score_sets)
+print(f"{'model':<32}{header}")
+for label, scores_by_set in table.items():
+    print(f"{label:<32}" + "".join(f"{p:>16.2f}{s:>8.4f}" for p, s in scores_by_set.values()))
+'''),
+    code('''
+first = next(iter(score_sets))
+psnr = {label: scores_by_set[first][0] for label, scores_by_set in table.items()}
+live_e, live_b, bic = psnr["enhanced (this run)"], psnr["baseline (this run)"], psnr["bicubic"]
+lines = [
+    f"**What this run showed** ({'SMALL' if SMALL else 'full'} mode, {first} x{SCALE}, PSNR-Y): "
+    f"`enhanced` {live_e:.2f} dB, `baseline` {live_b:.2f} dB, bicubic {bic:.2f} dB, so `enhanced` is "
+    f"{live_e - bic:+.2f} dB over bicubic and {live_e - live_b:+.2f} dB over `baseline`."
+]
+if "enhanced-x4 (shipped)" in psnr:
+    lines.append(
+        f"The shipped `enhanced-x4` scores {psnr['enhanced-x4 (shipped)']:.2f} dB and `baseline-x4` "
+        f"{psnr['baseline-x4 (shipped)']:.2f} dB: this run is {live_e - psnr['enhanced-x4 (shipped)']:+.2f} dB "
+        f"and {live_b - psnr['baseline-x4 (shipped)']:+.2f} dB from them."
+    )
+if SMALL:
+    lines.append("SMALL mode trains narrow models for seconds: these figures show the workflow, not the architectures.")
+display(Markdown(" ".join(lines)))
+'''),
+    md('''
+## 7. Where to go next
 
 **The model zoo.** `superres.models.names()` lists the registered architectures; every one is built
 with `superres.models.build(name, scale=..., in_channels=..., **options)` and trains with the same
@@ -886,8 +957,134 @@ def build(name: str) -> NotebookNode:
 
 
 def render(name: str) -> str:
-    """The exact file text of notebook ``name`` (nbformat's JSON layout, newline at the end)."""
+    """The exact file text of notebook ``name`` without outputs (nbformat's JSON layout, newline at the end)."""
     return nbformat.writes(build(name)) + "\n"
+
+
+def source_differences(name: str, notebook: NotebookNode) -> list[str]:
+    """How ``notebook``'s cells differ from the sources here (ids, kinds, sources, tags); outputs are not compared."""
+    expected = build(name).cells
+    found = notebook.cells
+    problems = []
+    if len(found) != len(expected):
+        problems.append(f"{len(found)} cells, the sources here have {len(expected)}")
+    for want, got in zip(expected, found):
+        where = f"cell {want.id}"
+        if got.get("id") != want.id:
+            problems.append(f"{where}: found id {got.get('id')!r}")
+        elif got.cell_type != want.cell_type:
+            problems.append(f"{where}: a {got.cell_type} cell, the sources here have {want.cell_type}")
+        elif got.source != want.source:
+            problems.append(f"{where}: the source differs")
+        elif list(got.metadata.get("tags", [])) != list(want.metadata.get("tags", [])):
+            problems.append(f"{where}: tags {got.metadata.get('tags', [])} instead of {want.metadata.get('tags', [])}")
+    return problems
+
+
+def merge_outputs(name: str, committed: NotebookNode | None) -> NotebookNode:
+    """The notebook from the sources here, keeping the committed outputs of every code cell whose source is unchanged.
+
+    A changed cell loses its outputs (and execution count); ``tests/test_notebooks.py`` then asks for a
+    new full run (``--execute full``), so a committed notebook never mixes outputs of two versions.
+    """
+    notebook = build(name)
+    if committed is None:
+        return notebook
+    old = {cell.get("id"): cell for cell in committed.cells}
+    for cell in notebook.cells:
+        previous = old.get(cell.id)
+        if cell.cell_type == "code" and previous is not None and previous.source == cell.source:
+            cell.outputs = previous.outputs
+            cell.execution_count = previous.execution_count
+    return notebook
+
+
+#: Largest PNG kept in a committed notebook, and the largest notebook file (both checked by the test).
+MAX_PNG_BYTES = 400_000
+MAX_NOTEBOOK_BYTES = 5_000_000
+
+
+#: A PNG output larger than this is stored with a 256-colour palette (photos in a figure: about 3x smaller).
+SHRINK_PNG_ABOVE = 300_000
+
+
+def _shrink_png(data: str) -> str:
+    """A base64 PNG, re-encoded with an adaptive 256-colour palette when it is over :data:`SHRINK_PNG_ABOVE` bytes."""
+    import base64
+    import io
+
+    from PIL import Image as PILImage
+
+    raw = base64.b64decode(data)
+    if len(raw) <= SHRINK_PNG_ABOVE:
+        return data
+    buffer = io.BytesIO()
+    PILImage.open(io.BytesIO(raw)).convert("RGB").quantize(colors=256).save(buffer, "PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii") + "\n"
+
+
+def _settle_carriage_returns(text: str) -> str:
+    """Each line as a terminal would leave it: the text after its last carriage return (progress bars)."""
+    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    return "\n".join(line for i, line in enumerate(lines) if line.strip() or i == len(lines) - 1)
+
+
+def _strip(notebook: NotebookNode) -> NotebookNode:
+    """Only the kernelspec/language name and cell tags as metadata; outputs small and readable.
+
+    Consecutive stream outputs of one cell are joined and their progress-bar redraws settled to the
+    final state of each line; large PNGs get a palette (:func:`_shrink_png`); transient parts go.
+    """
+    notebook.metadata = nbformat.from_dict(METADATA)
+    for cell in notebook.cells:
+        cell.metadata = nbformat.from_dict({"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {})
+        outputs = []
+        for output in cell.get("outputs", []):
+            output.pop("transient", None)
+            if output.get("output_type") == "stream" and outputs and outputs[-1].get("output_type") == "stream" \
+                    and outputs[-1]["name"] == output["name"]:
+                outputs[-1]["text"] += output["text"]
+                continue
+            if "image/png" in output.get("data", {}):
+                output["data"]["image/png"] = _shrink_png(output["data"]["image/png"])
+            outputs.append(output)
+        for output in outputs:
+            if output.get("output_type") == "stream":
+                output["text"] = _settle_carriage_returns(output["text"])
+        if cell.cell_type == "code":
+            cell.outputs = outputs
+    return notebook
+
+
+def execute(name: str, *, small: bool, work: Path, timeout: int = 3600) -> NotebookNode:
+    """Run notebook ``name`` from the sources here in a fresh kernel of this interpreter; return it stripped.
+
+    The kernel's working directory is ``notebooks/`` (as Jupyter's), its work folder ``work`` and
+    ``SUPERRES_SMALL`` set from ``small``. A cell that raises stops the run (nbclient's
+    ``CellExecutionError``, with the cell's source and traceback).
+    """
+    import json
+
+    import nbclient
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    with tempfile.TemporaryDirectory(prefix="superres-kernels-") as kernels:
+        spec_dir = Path(kernels) / "superres-build"
+        spec_dir.mkdir()
+        spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "superres (this interpreter)", "language": "python"}
+        (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+        specs = KernelSpecManager(kernel_dirs=[kernels])
+        notebook = build(name)
+        env = dict(os.environ, SUPERRES_SMALL="1" if small else "0", SUPERRES_NOTEBOOK_OUT=str(work))
+        env.pop("MPLBACKEND", None)  # the inline backend, so figures become PNG outputs
+        client = nbclient.NotebookClient(
+            notebook, km=KernelManager(kernel_name="superres-build", kernel_spec_manager=specs),
+            timeout=timeout, record_timing=False, resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+        )
+        client.execute(env=env)
+    return _strip(notebook)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -905,21 +1102,33 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if a committed notebook differs from its source")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a committed notebook's cells differ from their sources here")
+    parser.add_argument("--execute", choices=("full", "small"), help="run the notebooks (SUPERRES_SMALL=0 or 1) and commit them with their outputs")
+    parser.add_argument("--only", choices=sorted(NOTEBOOKS), help="one notebook instead of all")
+    parser.add_argument("--work", type=Path, help="work folder of the executed notebooks (default: a new temporary folder)")
     args = parser.parse_args(argv)
+    names = [args.only] if args.only else list(NOTEBOOKS)
     stale = []
-    for name in NOTEBOOKS:
+    for name in names:
         path = NOTEBOOK_DIR / name
-        text = render(name)
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current == text:
-            continue
+        committed = nbformat.read(path, as_version=nbformat.NO_CONVERT) if path.is_file() else None
         if args.check:
-            stale.append(name)
+            problems = ["missing"] if committed is None else source_differences(name, committed)
+            if problems:
+                stale.append(f"{name} ({'; '.join(problems)})")
+            continue
+        if args.execute:
+            work = args.work or Path(tempfile.mkdtemp(prefix="superres-notebook-"))
+            started = time.monotonic()
+            notebook = execute(name, small=args.execute == "small", work=work / Path(name).stem)
+            print(f"ran {name} ({args.execute}) in {time.monotonic() - started:.0f} s; work folder {work}")
         else:
+            notebook = merge_outputs(name, committed)
+        text = nbformat.writes(notebook) + "\n"
+        if committed is None or text != path.read_text(encoding="utf-8"):
             NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, text)
-            print(f"wrote {path.relative_to(REPO)}")
+            print(f"wrote {path.relative_to(REPO)} ({len(text.encode()) / 1e6:.2f} MB)")
     if stale:
         print(f"out of date: {', '.join(stale)}; run python scripts/build_notebooks.py", file=sys.stderr)
         return 1
