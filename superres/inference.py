@@ -48,6 +48,7 @@ from superres.io import (
     Image,
     PNG_LEVEL,
     STREAM_SUFFIXES,
+    check_png_level,
     list_images,
     read_raw,
     to_float,
@@ -809,8 +810,7 @@ def upscale_files(
         raise SuperresError("--half: the onnx backend runs float32 on the CPU; drop --half")
     if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
         raise SuperresError(f"--tile {tile}: use auto or a size >= 0")
-    if isinstance(png_level, bool) or not isinstance(png_level, int) or not 0 <= png_level <= 9:
-        raise SuperresError(f"--png-level {png_level}: use an integer from 0 (fastest) to 9 (smallest files)")
+    check_png_level(png_level, "--png-level")
 
     say = note or (lambda line: None)
     size = output_size if output_size is not None else outputs.OutputSize()

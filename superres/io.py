@@ -55,8 +55,10 @@ from superres.metadata import pillow_options, tiff_options
 __all__ = [
     "IMAGE_SUFFIXES",
     "Image",
+    "PNG_LEVEL",
     "RawImage",
     "atomic_write",
+    "check_png_level",
     "list_images",
     "max_pixels",
     "read_array",
@@ -629,9 +631,10 @@ _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
 PNG_LEVEL = 6
 
 
-def _check_png_level(level: int) -> int:
+def check_png_level(level: int, what: str = "PNG compression level") -> int:
+    """``level`` when it is a zlib level (an integer 0-9), else a :class:`SuperresError` naming ``what``."""
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
-        raise SuperresError(f"PNG compression level {level!r}: use an integer from 0 (none, fastest) to 9 (smallest)")
+        raise SuperresError(f"{what} {level!r}: use an integer from 0 (none, fastest) to 9 (smallest)")
     return level
 
 
@@ -672,7 +675,7 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
                 f"{path}: PNG holds gray or RGB (plus alpha) and this image has {channels} bands; write it as .tif"
             )
 
-    _check_png_level(png_level)
+    check_png_level(png_level)
     samples = image.to_integer(include_alpha=True)
     try:
         with atomic_write(path) as tmp:
@@ -755,7 +758,7 @@ def write_image_rows(
         )
     if suffix == ".png" and (bit_depth == 32 or channels not in (1, 3)):
         raise SuperresError(f"{path}: PNG holds 8- or 16-bit gray or RGB; write it as .tif")
-    _check_png_level(png_level)
+    check_png_level(png_level)
     dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}[bit_depth]
 
     def checked(band_iter: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

@@ -428,6 +428,9 @@ def test_upscale_files_refuses_bad_options_before_any_work(tmp_path: Path, model
     with pytest.raises(SuperresError, match="overwrite an input"):
         upscale_files([tmp_path], model=str(model_file), device="cpu", half=False, backend="torch",
                       **{**common, "out_dir": tmp_path})
+    with pytest.raises(SuperresError, match="--png-level 10"):
+        upscale_files([tmp_path / "a.png"], model=str(model_file), device="cpu", half=False, backend="torch",
+                      png_level=10, **common)
     import superres.modelfile
 
     monkeypatch.setattr(superres.modelfile, "list_models", lambda: [{"name": "baseline", "shipped": False}])
