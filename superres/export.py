@@ -481,7 +481,14 @@ class OnnxModel:
         if not self.path.is_file():
             raise SuperresError(f"{self.path}: ONNX file not found")
         self.threads = int(threads if threads is not None else current_threads())
-        self.session = _session(ort, self.path, 1 if self.threads > 1 else self.threads)
+        # A graph that may run in bands gets a one-thread session; any other one onnxruntime's pool.
+        radius = None
+        if self.threads > 1:
+            import onnx
+
+            radius = receptive_radius(onnx.load(str(self.path), load_external_data=False).graph)
+            radius = radius if radius is not None and radius <= MAX_BAND_HALO else None
+        self.session = _session(ort, self.path, self.threads if radius is None else 1)
         self.halo: int | None = None
         self.bands_per_thread = 1
         self._pool: Any = None
@@ -502,22 +509,18 @@ class OnnxModel:
         names = [i.name for i in self.session.get_inputs()]
         if names != [INPUT_NAME]:
             raise SuperresError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {names}")
-        if self.threads > 1 and not self._try_bands():
-            self.session = _session(ort, self.path, self.threads)  # one session, onnxruntime's own pool
+        if radius is not None and not self._try_bands(radius):
+            self.session = _session(ort, self.path, self.threads)  # the probe disagreed: onnxruntime's own pool
 
     @property
     def banded(self) -> bool:
         """True when calls are split into bands run on :attr:`threads` threads (class docstring)."""
         return self._pool is not None
 
-    def _try_bands(self) -> bool:
-        """Set up the band split when the graph allows it and a probe run agrees with a whole run."""
-        import onnx
+    def _try_bands(self, radius: int) -> bool:
+        """Set up the band split with ``radius`` rows of context when a probe run agrees with a whole run."""
         from concurrent.futures import ThreadPoolExecutor
 
-        radius = receptive_radius(onnx.load(str(self.path), load_external_data=False).graph)
-        if radius is None or radius > MAX_BAND_HALO:
-            return False
         self.halo = radius
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="superres-onnx-band")
         rows = self.threads * (MIN_BAND_ROWS + 2 * radius)
