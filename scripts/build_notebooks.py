@@ -32,10 +32,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import nbformat
 from nbformat import NotebookNode
+
+if TYPE_CHECKING:
+    from jupyter_client.kernelspec import KernelSpecManager
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -1063,28 +1066,39 @@ def execute(name: str, *, small: bool, work: Path, timeout: int = 3600) -> Noteb
     ``SUPERRES_SMALL`` set from ``small``. A cell that raises stops the run (nbclient's
     ``CellExecutionError``, with the cell's source and traceback).
     """
-    import json
-
     import nbclient
-    from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
     with tempfile.TemporaryDirectory(prefix="superres-kernels-") as kernels:
-        spec_dir = Path(kernels) / "superres-build"
-        spec_dir.mkdir()
-        spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": "superres (this interpreter)", "language": "python"}
-        (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-        specs = KernelSpecManager(kernel_dirs=[kernels])
         notebook = build(name)
         env = dict(os.environ, SUPERRES_SMALL="1" if small else "0", SUPERRES_NOTEBOOK_OUT=str(work))
         env.pop("MPLBACKEND", None)  # the inline backend, so figures become PNG outputs
         client = nbclient.NotebookClient(
-            notebook, km=KernelManager(kernel_name="superres-build", kernel_spec_manager=specs),
+            notebook, km=KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=kernel_specs(Path(kernels))),
             timeout=timeout, record_timing=False, resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
         )
-        client.execute(env=env)
+        client.execute(env=env)  # CellExecutionError (cell source + traceback) propagates
     return _strip(notebook)
+
+
+#: The kernel :func:`execute` runs: this interpreter's ipykernel, found only in :func:`kernel_specs`.
+KERNEL_NAME = "superres-build"
+
+
+def kernel_specs(folder: Path) -> KernelSpecManager:
+    """A kernelspec manager that knows one kernel, :data:`KERNEL_NAME`: ``sys.executable -m
+    ipykernel_launcher``, written into ``folder``, so neither the PATH nor an installed ``python3``
+    kernelspec can pick another Python."""
+    import json
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec_dir = folder / KERNEL_NAME
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "superres (this interpreter)", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+    return KernelSpecManager(kernel_dirs=[str(folder)])
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import json
-import os
 import re
 import sys
 import time
@@ -149,44 +147,17 @@ def test_modelling_notebook_full_run_shows_enhanced_ahead() -> None:
 
 
 # --------------------------------------------------------------------------- execution
-@pytest.fixture(scope="module")
-def kernel_manager_factory(tmp_path_factory: pytest.TempPathFactory):
-    """Make kernel managers whose kernel is ``sys.executable -m ipykernel_launcher``."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
+def test_the_notebooks_run_on_this_interpreter(tmp_path: Path) -> None:
+    specs = _builder().kernel_specs(tmp_path)
+    assert specs.get_kernel_spec(_builder().KERNEL_NAME).argv[0] == sys.executable
 
+
+def _execute(name: str, work: Path) -> tuple[object, float]:
+    """Run notebook ``name`` (built from its sources: a copy, not the committed file) in SMALL mode,
+    as ``scripts/build_notebooks.py --execute small`` does; return it and its wall time."""
     pytest.importorskip("ipykernel")
-    kernels = tmp_path_factory.mktemp("kernels")
-    spec_dir = kernels / "superres-test"
-    spec_dir.mkdir()
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "superres test (this interpreter)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    specs = KernelSpecManager(kernel_dirs=[str(kernels)])
-    assert specs.get_kernel_spec("superres-test").argv[0] == sys.executable
-
-    def make() -> AsyncKernelManager:
-        return AsyncKernelManager(kernel_name="superres-test", kernel_spec_manager=specs)
-
-    return make
-
-
-def _execute(name: str, work: Path, make_km) -> tuple[object, float]:
-    """Run notebook ``name`` (built from its sources: a copy, not the committed file) in SMALL mode; return it and its wall time."""
-    nb = _builder().build(name)
-    env = dict(os.environ, SUPERRES_SMALL="1", SUPERRES_NOTEBOOK_OUT=str(work))
-    env.pop("MPLBACKEND", None)  # the kernel picks its inline backend only when none is forced (e.g. Agg in CI)
-    client = nbclient.NotebookClient(
-        nb,
-        km=make_km(),
-        timeout=CELL_TIMEOUT_S,
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},  # the kernel's working directory
-    )
     started = time.monotonic()
-    client.execute(env=env)  # CellExecutionError (cell source + traceback) propagates
+    nb = _builder().execute(name, small=True, work=work, timeout=CELL_TIMEOUT_S)
     return nb, time.monotonic() - started
 
 
@@ -199,9 +170,9 @@ def _check_figures(nb, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_exploratory_notebook_runs(tmp_path: Path, kernel_manager_factory) -> None:
+def test_exploratory_notebook_runs(tmp_path: Path) -> None:
     work = tmp_path / "work"
-    nb, seconds = _execute("0.0-exploratory.ipynb", work, kernel_manager_factory)
+    nb, seconds = _execute("0.0-exploratory.ipynb", work)
     print(f"0.0-exploratory.ipynb: {seconds:.1f} s")
     _check_figures(nb, "0.0-exploratory.ipynb")
     assert (work / "stats.png").is_file()
@@ -210,9 +181,9 @@ def test_exploratory_notebook_runs(tmp_path: Path, kernel_manager_factory) -> No
 
 
 @pytest.mark.slow
-def test_modelling_notebook_runs(tmp_path: Path, kernel_manager_factory) -> None:
+def test_modelling_notebook_runs(tmp_path: Path) -> None:
     work = tmp_path / "work"  # empty: the notebook must make its own patch file
-    nb, seconds = _execute("0.1-modeling-and-training.ipynb", work, kernel_manager_factory)
+    nb, seconds = _execute("0.1-modeling-and-training.ipynb", work)
     print(f"0.1-modeling-and-training.ipynb: {seconds:.1f} s")
     _check_figures(nb, "0.1-modeling-and-training.ipynb")
     assert (work / "patches" / "hr_lr_images.npz").is_file()
