@@ -17,9 +17,10 @@ Thread counts: ``--threads`` values, ``0`` meaning the default of ``superres ups
 
 Pool settings: ``new`` = this code (``superres.threads``: torch and onnxruntime set to the same count,
 ``OMP_WAIT_POLICY=PASSIVE``, onnxruntime ``allow_spinning=0``; with more than one thread a compact
-onnx model runs in horizontal bands, one per thread, :class:`superres.export.OnnxModel`); ``pool`` =
-the same without the band split (onnxruntime's pool splits each layer); ``bands2`` = two bands per
-thread; ``old`` = the settings before this work (OpenMP's default wait policy, onnxruntime's
+onnx model runs in horizontal bands, one per thread while the cores are free of other processes,
+:class:`superres.export.OnnxModel`); ``fixed`` = bands on every thread whatever the other processes
+do (the band split before it followed the load); ``pool`` = the same without the band split
+(onnxruntime's pool splits each layer); ``bands2`` = two bands per thread; ``old`` = the settings before this work (OpenMP's default wait policy, onnxruntime's
 spinning workers, no bands). Scenarios: ``idle`` (nothing else
 started by the benchmark; the machine's own load is recorded) and ``busy`` (one extra process spinning
 on a core for the whole measurement). Rounds are interleaved over all rows; the table gives the median
@@ -57,6 +58,8 @@ def worker(args: argparse.Namespace) -> None:
     net = load_for_backend(args.model, backend=args.backend)
     if args.settings == "bands2":
         net.bands_per_thread = 2
+    if args.settings == "fixed" and getattr(net, "banded", False):  # bands on every thread, whatever the load
+        net._load, net.active_threads = None, net.threads
     if args.settings == "old" and args.backend == "onnx":  # the session as made before superres.threads
         import onnxruntime as ort
 
@@ -119,10 +122,10 @@ def main() -> int:
     for scenario in args.scenarios:
         for model, backend in CASES:
             for n in args.threads:
-                for settings in ("new", "pool", "bands2", "old"):
+                for settings in ("new", "fixed", "pool", "bands2", "old"):
                     if (n == 1 or n == 0) and settings != "new":
                         continue
-                    if backend != "onnx" and settings in ("pool", "bands2"):
+                    if backend != "onnx" and settings in ("fixed", "pool", "bands2"):
                         continue
                     rows.append((scenario, model, backend, n, settings))
     results: dict[tuple, list[float]] = {r: [] for r in rows}

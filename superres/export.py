@@ -58,7 +58,7 @@ from superres.modelfile import load_model
 from superres.models import describe, fold, quant
 from superres.models.contract import ModelContract
 from superres.resize import imresize
-from superres.threads import current_threads, session_options
+from superres.threads import OtherLoad, current_threads, idle_cpus, session_options
 
 if TYPE_CHECKING:
     import torch
@@ -431,6 +431,9 @@ MAX_BAND_HALO = 16
 #: A band holds at least this many rows of its own (besides the halo), so the halo costs at most
 #: about a quarter more work.
 MIN_BAND_ROWS = 64
+#: Seconds of calls over which :class:`OnnxModel` measures the other processes' load before it
+#: changes the number of bands (``/proc/stat`` counts in 10 ms ticks).
+LOAD_WINDOW = 0.1
 
 
 def receptive_radius(graph: Any) -> int | None:
@@ -473,6 +476,12 @@ class OnnxModel:
     split is checked on a probe input against one whole run (equal within 1e-5, else the model keeps
     onnxruntime's pool); ``banded`` says which way it runs. Inputs with fewer than
     :data:`MIN_BAND_ROWS` rows per band run whole.
+
+    **Other processes.** A band on a core that another process keeps busy finishes last and holds up
+    the call (two bands beside one busy process ran slower than one thread). So the bands in use,
+    :attr:`active_threads`, follow the cores left free by other processes: sampled for 50 ms when the
+    model is made, then measured (:class:`superres.threads.OtherLoad`) over the model's own calls,
+    at least :data:`LOAD_WINDOW` seconds at a time, and one band means a whole one-thread run.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None) -> None:
@@ -491,7 +500,9 @@ class OnnxModel:
         self.session = _session(ort, self.path, self.threads if radius is None else 1)
         self.halo: int | None = None
         self.bands_per_thread = 1
+        self.active_threads = self.threads
         self._pool: Any = None
+        self._load: OtherLoad | None = None
         props: Mapping[str, str] = self.session.get_modelmeta().custom_metadata_map
         try:
             self.scale = int(props["scale"])
@@ -526,17 +537,32 @@ class OnnxModel:
         rows = self.threads * (MIN_BAND_ROWS + 2 * radius)
         probe = np.random.default_rng(0).random((1, self.in_channels, rows, 24), dtype=np.float32)
         whole = self._run(probe)
-        if whole.shape[-2] % rows or np.abs(self._run_bands(probe) - whole).max() > 1e-5:
+        if whole.shape[-2] % rows or np.abs(self._run_bands(probe, self.threads) - whole).max() > 1e-5:
             self._pool.shutdown()
             self._pool, self.halo = None, None
             return False
+        idle = idle_cpus(0.05)
+        if idle is not None:
+            self.active_threads = self._fit(idle)
+        self._load = OtherLoad(LOAD_WINDOW)
         return True
+
+    def _fit(self, free_cpus: float) -> int:
+        """The bands to run with ``free_cpus`` CPUs left by other processes: 1 to :attr:`threads`."""
+        return max(1, min(self.threads, int(free_cpus + 0.5)))
+
+    def _bands_now(self) -> int:
+        """:attr:`active_threads`, updated when a load window has closed (class docstring)."""
+        others = self._load.poll() if self._load is not None else None
+        if others is not None:
+            self.active_threads = self._fit((os.cpu_count() or 1) - others)
+        return self.active_threads
 
     def _run(self, array: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
 
-    def _run_bands(self, array: np.ndarray) -> np.ndarray:
-        """``array`` in horizontal bands, each with :attr:`halo` rows of context, run on :attr:`threads` threads.
+    def _run_bands(self, array: np.ndarray, threads: int) -> np.ndarray:
+        """``array`` in horizontal bands, each with :attr:`halo` rows of context, run on ``threads`` threads.
 
         Up to :attr:`bands_per_thread` bands a thread, each of at least :data:`MIN_BAND_ROWS` rows of
         its own: more bands than threads let a thread whose core is shared with another process fall
@@ -544,7 +570,7 @@ class OnnxModel:
         """
         assert self.halo is not None
         height, halo = array.shape[-2], self.halo
-        bands = max(self.threads, min(self.threads * self.bands_per_thread, height // MIN_BAND_ROWS))
+        bands = max(threads, min(threads * self.bands_per_thread, height // MIN_BAND_ROWS))
         cuts = [round(height * k / bands) for k in range(bands + 1)]
 
         def band(k: int) -> np.ndarray:
@@ -564,7 +590,9 @@ class OnnxModel:
 
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         if self._pool is not None and array.shape[-2] >= self.threads * MIN_BAND_ROWS:
-            return torch.from_numpy(self._run_bands(array))
+            threads = self._bands_now()
+            if threads > 1:
+                return torch.from_numpy(self._run_bands(array, threads))
         return torch.from_numpy(self._run(array))
 
     def __repr__(self) -> str:

@@ -24,7 +24,10 @@ from typing import Any
 
 from superres.errors import SuperresError
 
-__all__ = ["physical_cores", "idle_cpus", "default_threads", "apply_threads", "current_threads", "session_options", "prefer_passive_waits"]
+__all__ = [
+    "physical_cores", "idle_cpus", "OtherLoad", "default_threads", "apply_threads", "current_threads", "session_options",
+    "prefer_passive_waits",
+]
 
 _threads: int | None = None  # the count set by apply_threads; None: follow torch
 
@@ -49,6 +52,15 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(total, idle + iowait) clock ticks of the whole machine from ``/proc/stat``, or None."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return sum(values), values[3] + values[4]
+
+
 def idle_cpus(window: float = 0.2) -> float | None:
     """How many CPUs were idle over the next ``window`` seconds (``/proc/stat``), or None where not readable.
 
@@ -56,21 +68,52 @@ def idle_cpus(window: float = 0.2) -> float | None:
     """
     import time
 
-    def sample() -> tuple[int, int]:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        values = [int(v) for v in fields[:8]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
+    before = _cpu_ticks()
+    time.sleep(window)
+    after = _cpu_ticks()
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return (os.cpu_count() or 1) * (after[1] - before[1]) / (after[0] - before[0])
 
-    try:
-        total0, idle0 = sample()
-        time.sleep(window)
-        total1, idle1 = sample()
-        cpus = os.cpu_count() or 1
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    return cpus * (idle1 - idle0) / (total1 - total0)
+
+class OtherLoad:
+    """How many CPUs other processes keep busy, measured while this process works.
+
+    :meth:`poll` compares the machine's busy CPU time (``/proc/stat``) with this process's own CPU
+    time (``time.process_time``, all its threads) over the wall time since the last window closed, and
+    returns the difference in CPUs once the window is at least ``min_window`` seconds long (``/proc/stat``
+    counts in clock ticks, 10 ms, so shorter windows are mostly noise); until then, and where
+    ``/proc/stat`` is not readable, it returns None. Unlike :func:`idle_cpus` it needs no pause: the
+    window is the time the caller spent working anyway.
+    """
+
+    def __init__(self, min_window: float = 0.1) -> None:
+        import time
+
+        self.min_window = float(min_window)
+        self._clock = time.perf_counter
+        self._own = time.process_time
+        self._tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self._start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float] | None:
+        ticks = _cpu_ticks()
+        if ticks is None:
+            return None
+        return self._clock(), (ticks[0] - ticks[1]) / self._tick, self._own()
+
+    def poll(self) -> float | None:
+        """CPUs kept busy by other processes since the last window closed, or None (window too short)."""
+        now = self._snapshot()
+        if now is None or self._start is None:
+            self._start = now
+            return None
+        wall = now[0] - self._start[0]
+        if wall < self.min_window:
+            return None
+        busy, own = now[1] - self._start[1], now[2] - self._start[2]
+        self._start = now
+        return max(0.0, (busy - own) / wall)
 
 
 def default_threads() -> int:

@@ -216,6 +216,7 @@ def test_two_threads_run_a_compact_model_in_bands_that_equal_one_whole_run(name:
 
     one, two = load_onnx(name, threads=1), load_onnx(name, threads=2)
     assert not one.banded and two.banded and two.halo == halo
+    two._load, two.active_threads = None, 2  # both cores free, whatever the machine runs beside the test
     generator = torch.Generator().manual_seed(3)
     # at the limit (exactly MIN_BAND_ROWS rows per band), one row short of it (whole run), odd sizes,
     # and two bands per thread
@@ -225,6 +226,83 @@ def test_two_threads_run_a_compact_model_in_bands_that_equal_one_whole_run(name:
     two.bands_per_thread = 2
     x = torch.rand(1, 3, 4 * MIN_BAND_ROWS + 5, 20, generator=generator)
     assert torch.equal(one(x), two(x))
+
+
+class _FixedLoad:
+    """An OtherLoad stand-in that reports the next figure of a list (None: the window is still open)."""
+
+    def __init__(self, figures):
+        self.figures = list(figures)
+
+    def poll(self):
+        return self.figures.pop(0)
+
+
+def test_bands_follow_the_cores_that_other_processes_leave_free(monkeypatch) -> None:
+    """Two bands while at least 1.5 CPUs are free (of 2), one whole one-thread run below that; a window
+    still open keeps the last choice."""
+    import superres.export
+
+    model = load_onnx("lumanet-x4", threads=2)
+    assert model.banded
+    monkeypatch.setattr(superres.export.os, "cpu_count", lambda: 2)
+    runs: list[int] = []
+    real = model._run_bands
+    monkeypatch.setattr(model, "_run_bands", lambda array, threads: runs.append(threads) or real(array, threads))
+    whole = load_onnx("lumanet-x4", threads=1)
+    x = torch.rand(1, 3, 2 * superres.export.MIN_BAND_ROWS, 16, generator=torch.Generator().manual_seed(0))
+    expected = whole(x)
+    # other processes' CPUs per window: idle, exactly at the limit, just over it, window open, busy, idle
+    model._load = _FixedLoad([0.0, 0.5, 0.51, None, 1.0, 0.2])
+    used = []
+    for _ in range(6):
+        before = len(runs)
+        assert torch.equal(model(x), expected)
+        used.append(runs[-1] if len(runs) > before else 1)
+    assert used == [2, 2, 1, 1, 1, 2]
+    assert model.active_threads == 2
+
+
+def test_other_load_counts_the_machines_busy_time_less_this_processs_own(monkeypatch) -> None:
+    import superres.threads
+    from superres.threads import OtherLoad
+
+    state = {"wall": 0.0, "own": 0.0, "busy_ticks": 0}
+    monkeypatch.setattr(superres.threads, "_cpu_ticks", lambda: (10_000 + state["busy_ticks"], 10_000))
+    load = OtherLoad(0.1)
+    load._clock, load._own, load._tick = (lambda: state["wall"]), (lambda: state["own"]), 100.0
+    load._start = load._snapshot()
+    state.update(wall=0.05, own=0.05, busy_ticks=5)
+    assert load.poll() is None  # the window is shorter than 0.1 s
+    state.update(wall=0.1, own=0.1, busy_ticks=10)  # exactly 0.1 s: one CPU busy, all of it ours
+    assert load.poll() == pytest.approx(0.0)
+    state.update(wall=0.3, own=0.3, busy_ticks=50)  # the next 0.2 s: we used 0.2 CPU-s of 0.4 busy
+    assert load.poll() == pytest.approx(1.0)
+    monkeypatch.setattr(superres.threads, "_cpu_ticks", lambda: None)
+    state.update(wall=1.0)
+    assert load.poll() is None  # /proc/stat unreadable
+
+
+def test_other_load_sees_a_busy_process() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from superres.threads import OtherLoad
+
+    load = OtherLoad(0.1)
+    if load._start is None:
+        pytest.skip("no /proc/stat on this system")
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.5)
+        load.poll()  # the window closes once the spinner runs
+        time.sleep(0.4)
+        others = load.poll()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert others is not None and others >= 0.7, others
 
 
 def test_a_graph_whose_bands_disagree_with_the_whole_keeps_onnxruntimes_pool(tmp_path: Path) -> None:
