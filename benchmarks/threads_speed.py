@@ -25,11 +25,17 @@ spinning workers, no bands). Scenarios: ``idle`` (nothing else
 started by the benchmark; the machine's own load is recorded) and ``busy`` (one extra process spinning
 on a core for the whole measurement). Rounds are interleaved over all rows; the table gives the median
 over rounds.
+
+``--paired`` measures the ratio itself in one process: the worker makes the model with 1 thread and
+with N (the largest ``--threads``; 0 is the default count) under the ``new`` settings and alternates
+calls between them, so the spread between processes (the same code ran at 44 and 53 ms per MP in two
+processes here) cancels out of each round's ratio; the table gives each round's ratio and their median.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -37,6 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = (("lumanet-x4", "onnx"), ("enhanced-x4", "torch"))
@@ -74,6 +81,23 @@ def worker(args: argparse.Namespace) -> None:
             export_onnx(args.model, path)
         net.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     image = samples.astronaut()[128:384, 128:384].astype(np.float32) / 255.0
+    if args.paired:  # the same model made with 1 thread too; calls alternate between the two
+        counts = {"one": 1, "many": net.threads if hasattr(net, "threads") else torch.get_num_threads()}
+        apply_threads(1)
+        nets = {"one": load_for_backend(args.model, backend=args.backend), "many": net}
+        paired: dict[str, list[float]] = {"one": [], "many": []}
+        bands: list[int] = []  # the bands of each N-thread call of a banded onnx model
+        for _ in range(args.reps + 1):  # the first pass warms both up
+            for key, model in nets.items():
+                torch.set_num_threads(counts[key])
+                t = time.perf_counter()
+                out = upscale(model, image, tile=0, precision="fp32")
+                paired[key].append((time.perf_counter() - t) / (out.shape[0] * out.shape[1] / 1e6))
+            if getattr(net, "banded", False):
+                bands.append(net.active_threads)
+        print(json.dumps({key: 1000.0 * statistics.median(v[1:]) for key, v in paired.items()}
+                         | {"threads": counts["many"], "bands": bands[1:]}))
+        return
     upscale(net, image, tile=0, precision="fp32")  # warm-up
     times = []
     for _ in range(args.reps):
@@ -83,16 +107,50 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"ms_per_mp": 1000.0 * statistics.median(times)}))
 
 
-def run_one(model: str, backend: str, threads: int, settings: str, reps: int, tmp: str) -> float:
+def run_one(model: str, backend: str, threads: int, settings: str, reps: int, tmp: str, paired: bool = False) -> Any:
+    """ms per output MP of one fresh worker process (``paired``: a dict, 1 thread and ``threads``)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"):
         env.pop(key, None)
-    if settings == "new":
+    if settings != "old":
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # what superres.cli sets before torch is imported
     cmd = [sys.executable, __file__, "--worker", "--model", model, "--backend", backend, "--threads", str(threads),
-           "--settings", settings, "--reps", str(reps), "--tmp", tmp]
+           "--settings", settings, "--reps", str(reps), "--tmp", tmp] + (["--paired"] if paired else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["ms_per_mp"])
+    result = json.loads(out.strip().splitlines()[-1])
+    return result if paired else float(result["ms_per_mp"])
+
+
+@contextlib.contextmanager
+def scenario_load(scenario: str) -> Iterator[None]:
+    """``busy``: one extra process spinning on a core for the duration; ``idle``: nothing."""
+    busy = None
+    if scenario == "busy":
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(1.0)
+    try:
+        yield
+    finally:
+        if busy is not None:
+            busy.terminate()
+            busy.wait()
+
+
+def machine_line(load_before: tuple[float, float, float]) -> str:
+    """The CPU, the usable CPUs and the load average before and after, for the table's first line."""
+    from superres.devices import cpu_name
+
+    return (f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable CPUs; load average before: "
+            + ", ".join(f"{x:.2f}" for x in load_before) + "; after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+def emit(lines: list[str], out: str | None) -> int:
+    """Print the table and write it to ``out`` when given."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+    return 0
 
 
 def main() -> int:
@@ -107,16 +165,20 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--scenarios", nargs="+", default=["idle", "busy"])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--paired", action="store_true",
+                    help="1 thread against the largest --threads value in the same worker process, calls "
+                         "alternating (process-to-process spread cancels out); a ratio per round, the median of rounds")
     args = ap.parse_args()
     if args.worker:
         args.threads = args.threads[0]
         worker(args)
         return 0
+    if args.paired:
+        return paired_main(args)
 
     import tempfile
 
     sys.path.insert(0, str(REPO))
-    from superres.devices import cpu_name
 
     rows = []
     for scenario in args.scenarios:
@@ -132,11 +194,7 @@ def main() -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in args.scenarios:
-            busy = None
-            if scenario == "busy":
-                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                time.sleep(1.0)
-            try:
+            with scenario_load(scenario):
                 for _ in range(args.rounds):
                     for row in rows:
                         if row[0] != scenario:
@@ -144,13 +202,8 @@ def main() -> int:
                         _, model, backend, n, settings = row
                         results[row].append(run_one(model, backend, n, settings, args.reps, tmp))
                         print(row, f"{results[row][-1]:.0f} ms/MP", file=sys.stderr, flush=True)
-            finally:
-                if busy is not None:
-                    busy.terminate()
-                    busy.wait()
     lines = [
-        f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable CPUs; load average before: "
-        + ", ".join(f"{x:.2f}" for x in load_before) + "; after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        machine_line(load_before),
         "",
         "| scenario | model | threads | pool settings | ms / output MP (median of rounds) | speed-up vs 1 thread |",
         "|---|---|---:|---|---:|---:|",
@@ -161,11 +214,48 @@ def main() -> int:
         one = statistics.median(results[(scenario, model, backend, 1, "new")]) if (scenario, model, backend, 1, "new") in results else ms
         label = "default" if n == 0 else str(n)
         lines.append(f"| {scenario} | {model} {backend} | {label} | {settings} | {ms:.0f} | {one / ms:.2f}x |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(lines, args.out)
+
+
+def paired_main(args: argparse.Namespace) -> int:
+    """The ``--paired`` table: per scenario and model, 1 thread against N in one process per round."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO))
+
+    many = max(args.threads)
+    ratios: dict[tuple, list[float]] = {}
+    times: dict[tuple, list[tuple[float, float]]] = {}
+    calls: dict[tuple, list[int]] = {}  # bands per N-thread call, banded onnx models
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        for scenario in args.scenarios:
+            with scenario_load(scenario):
+                for _ in range(args.rounds):
+                    for model, backend in CASES:
+                        r = run_one(model, backend, many, "new", args.reps, tmp, paired=True)
+                        key = (scenario, model, backend, r["threads"])
+                        ratios.setdefault(key, []).append(r["one"] / r["many"])
+                        calls.setdefault(key, []).extend(r["bands"])
+                        times.setdefault(key, []).append((r["one"], r["many"]))
+                        print(key, f"{r['one']:.0f} / {r['many']:.0f} ms/MP", file=sys.stderr, flush=True)
+    lines = [
+        machine_line(load_before),
+        "",
+        "| scenario | model | threads | ms / output MP, 1 thread | ms / output MP, N threads | speed-up per round | median "
+        "| N-thread calls in bands |",
+        "|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for key, values in ratios.items():
+        scenario, model, backend, n = key
+        one = statistics.median(t[0] for t in times[key])
+        many_ms = statistics.median(t[1] for t in times[key])
+        rounds = ", ".join(f"{v:.2f}" for v in values)
+        banded = calls[key]
+        share = f"{sum(b > 1 for b in banded)} of {len(banded)}" if banded else "-"
+        lines.append(f"| {scenario} | {model} {backend} | {n} | {one:.0f} | {many_ms:.0f} | {rounds} | "
+                     f"{statistics.median(values):.2f}x | {share} |")
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":
