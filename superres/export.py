@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -573,13 +574,20 @@ class OnnxModel:
         bands = max(threads, min(threads * self.bands_per_thread, height // MIN_BAND_ROWS))
         cuts = [round(height * k / bands) for k in range(bands + 1)]
 
-        def band(k: int) -> np.ndarray:
+        whole: list[np.ndarray] = []  # the output, made by the first band to finish; each band copies its rows in
+        lock = threading.Lock()
+
+        def band(k: int) -> None:
             top, bottom = max(0, cuts[k] - halo), min(height, cuts[k + 1] + halo)
             out = self._run(np.ascontiguousarray(array[:, :, top:bottom]))
             scale = out.shape[-2] // (bottom - top)
-            return out[:, :, (cuts[k] - top) * scale:(cuts[k + 1] - top) * scale]
+            with lock:
+                if not whole:
+                    whole.append(np.empty(out.shape[:2] + (height * scale, out.shape[3]), out.dtype))
+            whole[0][:, :, cuts[k] * scale:cuts[k + 1] * scale] = out[:, :, (cuts[k] - top) * scale:(cuts[k + 1] - top) * scale]
 
-        return np.concatenate(list(self._pool.map(band, range(bands))), axis=2)
+        list(self._pool.map(band, range(bands)))  # waits for every band; raises the first band's error
+        return whole[0]
 
     def contract(self) -> "ModelContract":
         """The exported model's contract: its scale and channels, float32 only."""
