@@ -193,6 +193,22 @@ def test_enhanced_with_zero_tail_is_exactly_bicubic(upsampler: str) -> None:
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_enhanced_adds_before_its_one_shuffle_exactly_as_after_two(scale: int, dtype: torch.dtype) -> None:
+    """The pixelshuffle tail adds the bicubic phases before a single shuffle: bit for bit the output of
+    shuffling both and adding (what the layer list says), in fp32 and under bf16 autocast, NCHW and NHWC."""
+    torch.manual_seed(scale)
+    model = build("enhanced", scale=scale, channels=8, blocks=1, tail_init=1.0).eval()
+    for x in (_lr(2, 3, 7, 9), _lr(1, 3, 6, 5).contiguous(memory_format=torch.channels_last)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            features = model.head(x - 0.5)
+            features = features + model.trunk_conv(model.blocks(features))
+            expected = model.bicubic(x) + model.tail(features)
+            out = model(x)
+        assert out.dtype == expected.dtype and torch.equal(out, expected)
+
+
 # --------------------------------------------------------------------------- trainability
 @pytest.mark.parametrize("name", ["baseline", "enhanced"])
 def test_overfits_one_batch(name: str) -> None:
@@ -309,9 +325,10 @@ def test_onnx_export_keeps_depth_to_space(tmp_path) -> None:
     net = build("enhanced", scale=4, channels=4, num_blocks=1).eval()
     export_onnx(net, tmp_path / "m.onnx")
     ops = [node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node]
-    # one for the sub-pixel tail and one for the bicubic base (the fast path, traced, would give
-    # none); and no cubic Resize, which onnxruntime runs ~30x slower than the conv form
-    assert ops.count("DepthToSpace") == 2 and "Resize" not in ops
+    # one, shared by the sub-pixel tail and the bicubic base, which are added before it (the fast
+    # path, traced, would give none); and no cubic Resize, which onnxruntime runs ~30x slower than
+    # the conv form
+    assert ops.count("DepthToSpace") == 1 and "Resize" not in ops
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
