@@ -568,6 +568,10 @@ class OnnxModel:
         Up to :attr:`bands_per_thread` bands a thread, each of at least :data:`MIN_BAND_ROWS` rows of
         its own: more bands than threads let a thread whose core is shared with another process fall
         behind without holding up the rest, at the price of more halo rows computed twice.
+
+        The result is ``N x C x H x W`` laid out as ``N x H x W x C`` (channels_last): each band copies
+        its rows into that layout on its own thread, so the ``H x W x C`` image the caller makes next
+        (:func:`superres.inference.upscale`) is a view rather than one more copy on one thread.
         """
         assert self.halo is not None
         height, halo = array.shape[-2], self.halo
@@ -582,12 +586,13 @@ class OnnxModel:
             out = self._run(np.ascontiguousarray(array[:, :, top:bottom]))
             scale = out.shape[-2] // (bottom - top)
             with lock:
-                if not whole:
-                    whole.append(np.empty(out.shape[:2] + (height * scale, out.shape[3]), out.dtype))
-            whole[0][:, :, cuts[k] * scale:cuts[k + 1] * scale] = out[:, :, (cuts[k] - top) * scale:(cuts[k + 1] - top) * scale]
+                if not whole:  # N x H x W x C in memory, returned as an N x C x H x W view
+                    whole.append(np.empty((out.shape[0], height * scale, out.shape[3], out.shape[1]), out.dtype))
+            rows = out[:, :, (cuts[k] - top) * scale:(cuts[k + 1] - top) * scale]
+            whole[0][:, cuts[k] * scale:cuts[k + 1] * scale] = rows.transpose(0, 2, 3, 1)
 
         list(self._pool.map(band, range(bands)))  # waits for every band; raises the first band's error
-        return whole[0]
+        return whole[0].transpose(0, 3, 1, 2)
 
     def contract(self) -> "ModelContract":
         """The exported model's contract: its scale and channels, float32 only."""

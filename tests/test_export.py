@@ -223,6 +223,8 @@ def test_two_threads_run_a_compact_model_in_bands_that_equal_one_whole_run(name:
     for rows in (2 * MIN_BAND_ROWS, 2 * MIN_BAND_ROWS - 1, 301):
         x = torch.rand(2, 3, rows, 37, generator=generator)
         assert torch.equal(one(x), two(x)), rows
+    # the bands write N x H x W x C memory: the H x W x C image upscale makes next is a view
+    assert two(x).is_contiguous(memory_format=torch.channels_last)
     two.bands_per_thread = 2
     x = torch.rand(1, 3, 4 * MIN_BAND_ROWS + 5, 20, generator=generator)
     assert torch.equal(one(x), two(x))
