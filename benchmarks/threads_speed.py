@@ -224,8 +224,7 @@ def paired_main(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(REPO))
 
     many = max(args.threads)
-    ratios: dict[tuple, list[float]] = {}
-    times: dict[tuple, list[tuple[float, float]]] = {}
+    times: dict[tuple, list[tuple[float, float]]] = {}  # (1 thread, N threads) ms per output MP, per round
     calls: dict[tuple, list[int]] = {}  # bands per N-thread call, banded onnx models
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,7 +234,6 @@ def paired_main(args: argparse.Namespace) -> int:
                     for model, backend in CASES:
                         r = run_one(model, backend, many, "new", args.reps, tmp, paired=True)
                         key = (scenario, model, backend, r["threads"])
-                        ratios.setdefault(key, []).append(r["one"] / r["many"])
                         calls.setdefault(key, []).extend(r["bands"])
                         times.setdefault(key, []).append((r["one"], r["many"]))
                         print(key, f"{r['one']:.0f} / {r['many']:.0f} ms/MP", file=sys.stderr, flush=True)
@@ -246,10 +244,11 @@ def paired_main(args: argparse.Namespace) -> int:
         "| N-thread calls in bands |",
         "|---|---|---:|---:|---:|---|---:|---|",
     ]
-    for key, values in ratios.items():
+    for key, rounds_ms in times.items():
+        values = [t[0] / t[1] for t in rounds_ms]
         scenario, model, backend, n = key
-        one = statistics.median(t[0] for t in times[key])
-        many_ms = statistics.median(t[1] for t in times[key])
+        one = statistics.median(t[0] for t in rounds_ms)
+        many_ms = statistics.median(t[1] for t in rounds_ms)
         rounds = ", ".join(f"{v:.2f}" for v in values)
         banded = calls[key]
         share = f"{sum(b > 1 for b in banded)} of {len(banded)}" if banded else "-"
