@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 
 import superres.threads
 from superres.errors import SuperresError
-from superres.threads import apply_threads, physical_cores, session_options
+from superres.threads import OtherLoad, apply_threads, physical_cores, session_options
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +111,36 @@ def test_cli_upscale_applies_threads(tmp_path: Path, monkeypatch) -> None:
     assert main(["eval", "--data", str(tmp_path / "none"), "--scale", "4", "--threads", "1"]) == 2  # applied, then the error
     assert torch.get_num_threads() == 1
     assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
+
+
+def test_other_load_counts_the_machines_busy_time_less_this_processs_own(monkeypatch) -> None:
+    state = {"wall": 0.0, "own": 0.0, "busy_ticks": 0}
+    monkeypatch.setattr(superres.threads, "_cpu_ticks", lambda: (10_000 + state["busy_ticks"], 10_000))
+    load = OtherLoad(0.1)
+    load._clock, load._own, load._tick = (lambda: state["wall"]), (lambda: state["own"]), 100.0
+    load._start = load._snapshot()
+    state.update(wall=0.05, own=0.05, busy_ticks=5)
+    assert load.poll() is None  # the window is shorter than 0.1 s
+    state.update(wall=0.1, own=0.1, busy_ticks=10)  # exactly 0.1 s: one CPU busy, all of it ours
+    assert load.poll() == pytest.approx(0.0)
+    state.update(wall=0.3, own=0.3, busy_ticks=50)  # the next 0.2 s: we used 0.2 CPU-s of 0.4 busy
+    assert load.poll() == pytest.approx(1.0)
+    monkeypatch.setattr(superres.threads, "_cpu_ticks", lambda: None)
+    state.update(wall=1.0)
+    assert load.poll() is None  # /proc/stat unreadable
+
+
+def test_other_load_sees_a_busy_process() -> None:
+    load = OtherLoad(0.1)
+    if load._start is None:
+        pytest.skip("no /proc/stat on this system")
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.5)
+        load.poll()  # the window closes once the spinner runs
+        time.sleep(0.4)
+        others = load.poll()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert others is not None and others >= 0.7, others
