@@ -959,11 +959,6 @@ def build(name: str) -> NotebookNode:
     return notebook
 
 
-def render(name: str) -> str:
-    """The exact file text of notebook ``name`` without outputs (nbformat's JSON layout, newline at the end)."""
-    return nbformat.writes(build(name)) + "\n"
-
-
 def source_differences(name: str, notebook: NotebookNode) -> list[str]:
     """How ``notebook``'s cells differ from the sources here (ids, kinds, sources, tags); outputs are not compared."""
     expected = build(name).cells
