@@ -3,11 +3,14 @@
 Usage (from the repository root)::
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/tile_speed.py --side 768 --repeats 2
+    PYTHONPATH=. python benchmarks/tile_speed.py --backend onnx --threads 2 --side 1000 --models lumanet-x4
 
-One process, one thread: scikit-image's astronaut photo Lanczos-resized to ``--side`` x ``--side``
-(float RGB), :func:`superres.inference.upscale` in bf16 (fp32 where the CPU has no native bf16) at each
-tile size (0: one whole pass; overlap 16), fastest of ``--repeats`` interleaved passes after a
-warm-up pass, per model.
+One process, ``--threads`` threads (default 1): scikit-image's astronaut photo Lanczos-resized to
+``--side`` x ``--side`` (float RGB), :func:`superres.inference.upscale` at each tile size (0: one
+whole pass; overlap 16), fastest of ``--repeats`` interleaved passes after a warm-up pass, per model.
+``--backend torch`` runs the model in bf16 (fp32 where the CPU has no native bf16); ``--backend
+onnx`` runs its exported graph through onnxruntime (fp32, bands on more than one thread), the
+backend :func:`superres.speed.auto_tile` does not cap.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def main() -> int:
     from skimage import data
 
     from superres.devices import cpu_has_native_bf16, cpu_name
-    from superres.inference import upscale
+    from superres.inference import load_for_backend, upscale
     from superres.modelfile import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -37,16 +40,18 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--models", nargs="+", default=["enhanced-x4", "lumanet-x4-deep", "edsr-baseline-x4"])
     ap.add_argument("--tiles", nargs="+", type=int, default=None)
+    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    torch.set_num_threads(args.threads)
+    precision = "bf16" if cpu_has_native_bf16() and args.backend == "torch" else "fp32"
     img = np.asarray(Image.fromarray(data.astronaut()).resize((args.side, args.side), Image.LANCZOS), dtype=np.float32) / 255
     tiles = list(dict.fromkeys(args.tiles or [0, args.side // 2, 512, 384, 256, 192, 128]))
-    print(f"{cpu_name()}, 1 thread, {precision}, {args.side}x{args.side} input; ms per output MP (fastest of {args.repeats})")
+    print(f"{cpu_name()}, {args.threads} thread(s), {args.backend} {precision}, {args.side}x{args.side} input; ms per output MP (fastest of {args.repeats})")
     print("| model | " + " | ".join("whole" if t == 0 else f"tile {t}" for t in tiles) + " |")
     print("|---|" + "---:|" * len(tiles))
     for name in args.models:
-        net = load_model(name)
+        net = load_model(name) if args.backend == "torch" else load_for_backend(name, backend="onnx")
         scale = int(net.scale)
         best = {t: float("inf") for t in tiles}
         for rep in range(args.repeats + 1):  # pass 0 warms up (oneDNN primitives per shape)

@@ -1,8 +1,8 @@
 """Choices made for the machine: the tile size (``--tile auto``) and the default model of ``upscale``.
 
 ``--tile auto`` (:func:`auto_tile`) takes the largest tile whose working memory fits a budget (on a
-CPU at most :data:`CPU_TILE_CAP` for large images, where smaller tiles were measured faster): a
-fraction of the memory free now (:data:`RAM_FRACTION` of ``MemAvailable`` for the CPU,
+CPU at most :data:`CPU_TILE_CAP` for large images run by torch, where smaller tiles were measured
+faster): a fraction of the memory free now (:data:`RAM_FRACTION` of ``MemAvailable`` for the CPU,
 :data:`GPU_FRACTION` of the free GPU memory). A tile's working memory is estimated from one small
 probe pass of the model (:func:`bytes_per_input_pixel`: the largest activation any layer writes,
 times :data:`LIVE_FACTOR` for the tensors alive around it, plus the output tile and its weighted
@@ -48,6 +48,8 @@ MIN_AUTO_TILE = 64
 #: On a CPU, images larger than 1.5x this run in cores of at most this size: one whole pass over a
 #: 768x768 input was 15-20% slower than 256-384 tiles for enhanced-x4, lumanet-x4-deep and
 #: edsr-baseline-x4 in bf16 (AMD EPYC, 1 thread; activations of a whole image leave the caches).
+#: Torch modules only: through onnxruntime a whole pass was the fastest (19-38% less time than 384 tiles
+#: for the lumanet models on a 1000x1000 input, docs/BENCHMARKS.md).
 CPU_TILE_CAP = 384
 #: The default model's speed budget on a CPU, ms per output megapixel (one thread, as measured).
 CPU_BUDGET_MS_PER_MP = 1000.0
@@ -121,7 +123,9 @@ def auto_tile(
 ) -> int:
     """The core size for ``--tile auto``: 0 (one pass) when the whole image fits the memory budget,
     else the largest core whose tile (core plus ``2 * tile_overlap``) fits, at least :data:`MIN_AUTO_TILE`.
-    On a CPU, images larger than 1.5 x :data:`CPU_TILE_CAP` on a side use cores of at most that size.
+    On a CPU, a torch module on an image larger than 1.5 x :data:`CPU_TILE_CAP` on a side uses cores
+    of at most that size; an onnxruntime graph (:class:`superres.export.OnnxModel`) is not capped:
+    there a whole pass was the fastest (docs/BENCHMARKS.md, "Tile size on the CPU").
 
     ``free`` (bytes) and ``per_pixel`` (bytes per input pixel) default to :func:`available_memory`
     and :func:`bytes_per_input_pixel`; tests pass them.
@@ -129,7 +133,10 @@ def auto_tile(
     free = available_memory(device) if free is None else int(free)
     per_pixel = bytes_per_input_pixel(model, in_channels) if per_pixel is None else float(per_pixel)
     budget = free * (GPU_FRACTION if device.type == "cuda" else RAM_FRACTION)
-    cap = CPU_TILE_CAP if device.type == "cpu" and max(height, width) > 1.5 * CPU_TILE_CAP else None
+    from torch import nn
+
+    capped = device.type == "cpu" and isinstance(model, nn.Module)
+    cap = CPU_TILE_CAP if capped and max(height, width) > 1.5 * CPU_TILE_CAP else None
     if height * width * per_pixel <= budget and cap is None:
         return 0
     side = int(math.isqrt(max(0, int(budget / per_pixel))))

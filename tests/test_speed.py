@@ -53,6 +53,21 @@ def test_auto_tile_caps_large_images_on_the_cpu_only() -> None:
     assert auto_tile(small_model(), 4 * big, 4 * big, 3, Cuda(), free=10**12, per_pixel=1000.0) == 0
 
 
+def test_auto_tile_does_not_cap_an_onnxruntime_graph() -> None:
+    """Through onnxruntime a whole pass was faster than 384 tiles (docs/BENCHMARKS.md): only the
+    memory budget tiles a graph, while a torch module on the same image is capped."""
+    from superres.speed import CPU_TILE_CAP
+
+    class Graph:  # what auto_tile sees of an OnnxModel: not an nn.Module
+        scale, in_channels = 4, 3
+
+    big = 3 * CPU_TILE_CAP
+    assert auto_tile(Graph(), big, big, 3, CPU, free=10**12, per_pixel=1000.0) == 0
+    assert auto_tile(small_model(), big, big, 3, CPU, free=10**12, per_pixel=1000.0) == CPU_TILE_CAP
+    free, overlap = 4 * 200 * 200 * 1000, 16  # the budget still applies: 200 x 200 px of tile
+    assert auto_tile(Graph(), big, big, 3, CPU, tile_overlap=overlap, free=free, per_pixel=1000.0) == 200 - 2 * overlap
+
+
 def test_bytes_per_input_pixel_grows_with_the_widest_layer() -> None:
     narrow = bytes_per_input_pixel(small_model(), 3)
     wide = small_model()
