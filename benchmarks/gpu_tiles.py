@@ -9,8 +9,10 @@ Rows (same model, same random 1000x1000 RGB input, ``--images`` timed images aft
 
 * ``loop fp32``: :func:`superres.inference.upscale_tensor`, one tile per model call (today's path);
 * ``loop bf16`` / ``loop fp16``: the same under autocast (``--precision``);
-* ``batched bf16`` / ``batched fp16``: :func:`superres.batched.upscale_tensor_batched`, up to
-  ``--batch`` equal-shaped tiles per call, channels_last;
+* ``batched bf16`` / ``batched fp16``: :func:`superres.inference.upscale_tensor` with ``batch``, up to
+  ``--batch`` equal-shaped tiles per call (channels_last under autocast on CUDA,
+  :func:`superres.inference.tile_layout`); ``--batch 0`` takes what ``superres upscale`` would,
+  :func:`superres.speed.tile_batch` for the free GPU memory;
 * each batched row's largest difference from ``loop fp32``.
 
 On a CPU (``--device cpu --side 96 --tile 32``) it runs as a smoke test of the script. No figure from
@@ -31,7 +33,6 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     import torch
 
-    from superres.batched import upscale_tensor_batched
     from superres.devices import cpu_name, resolve_device
     from superres.inference import upscale_tensor
     from superres.modelfile import load_model
@@ -47,6 +48,10 @@ def main() -> int:
     args = ap.parse_args()
     device = resolve_device(args.device)
     net = load_model(args.model, device=str(device))
+    if args.batch == 0:
+        from superres.speed import tile_batch
+
+        args.batch = tile_batch(net, args.tile, net.in_channels, device)
     x = torch.rand(1, net.in_channels, args.side, args.side, generator=torch.Generator().manual_seed(0)).to(device)
 
     def sync() -> None:
@@ -56,7 +61,7 @@ def main() -> int:
     rows = [("loop fp32", lambda: upscale_tensor(net, x, tile=args.tile))]
     for prec in args.precisions:
         rows.append((f"loop {prec}", lambda p=prec: upscale_tensor(net, x, tile=args.tile, precision=p)))
-        rows.append((f"batched {prec}", lambda p=prec: upscale_tensor_batched(net, x, tile=args.tile, batch=args.batch, precision=p)))
+        rows.append((f"batched {prec}", lambda p=prec: upscale_tensor(net, x, tile=args.tile, batch=args.batch, precision=p)))
     reference = None
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"{what}; {args.model}, {args.side}x{args.side} input, tile {args.tile}, batch {args.batch}")

@@ -13,8 +13,9 @@ Contract:
 * Tiling is exact for a fully convolutional model whose receptive-field radius ``R`` (input pixels)
   is at most ``ceil(tile_overlap / 2)``: the tiled result equals the untiled one within 1e-4. For a
   larger ``R`` tiles are cross-faded (no seams) but not exact.
-* Device memory is bounded by one tile, ``(tile + 2 * tile_overlap)^2`` input pixels times the batch;
-  the output canvas lives with the input tensor (on the CPU for :func:`upscale`). Host memory:
+* Device memory is bounded by one model call: ``(tile + 2 * tile_overlap)^2`` input pixels times the
+  images in the batch, times the tiles per call (``batch``: 1 on a CPU; on CUDA as many as fit,
+  :func:`superres.speed.tile_batch`); the output canvas lives with the input tensor (on the CPU for :func:`upscale`). Host memory:
   :func:`upscale_tensor_rows` yields the result one row of tiles at a time (the same values), and
   :func:`upscale_files` writes results too large for ``--max-memory`` to disk in strips, so host
   memory is bounded by the tile and the output width (docs/RELIABILITY.md).
@@ -62,7 +63,7 @@ from superres.modelfile import load_model
 from superres.models.contract import describe
 from superres.precision import autocast_for, resolve_precision
 from superres.resize import imresize
-from superres.speed import auto_tile, choose_default_model
+from superres.speed import auto_tile, choose_default_model, tile_batch
 
 if TYPE_CHECKING:
     import torch
@@ -195,11 +196,7 @@ def _tile_call(
         return lambda part: model(part).float()
 
     autocast = autocast_for(device, "fp16" if half else precision)
-    # On the CPU the tile goes in as channels_last (NHWC): oneDNN then runs the convolutions in its
-    # blocked NHWC kernels, 20-25% faster for the residual models (enhanced, baseline) and neutral for
-    # the tiny Y models, with results equal to 1e-6 (docs/BENCHMARKS.md, "CPU inference speed"). Only
-    # the input is converted, so the caller's model is not modified.
-    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    layout = tile_layout(device, "fp16" if half else precision)
 
     def run(part: "torch.Tensor") -> "torch.Tensor":
         with autocast:
@@ -207,6 +204,23 @@ def _tile_call(
             return model(part.contiguous(memory_format=layout)).float()
 
     return run
+
+
+def tile_layout(device: "torch.device", precision: str) -> "torch.memory_format":
+    """The memory format a tile goes into the model in (only the input is converted, so the caller's
+    model is not modified).
+
+    On the CPU channels_last (NHWC): oneDNN then runs the convolutions in its blocked NHWC kernels,
+    20-25% faster for the residual models (enhanced, baseline) and neutral for the tiny Y models, with
+    results equal to 1e-6 (docs/BENCHMARKS.md, "CPU inference speed"). On CUDA channels_last under
+    bf16/fp16 autocast, the layout of cuDNN's tensor-core convolutions (PyTorch's channels_last
+    guidance; not measured here, no GPU was lent), contiguous NCHW in fp32.
+    """
+    import torch
+
+    if device.type == "cpu" or (device.type == "cuda" and precision in ("bf16", "fp16")):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def upscale_tensor(
@@ -218,6 +232,7 @@ def upscale_tensor(
     half: bool = False,
     progress: bool = False,
     precision: str = "fp32",
+    batch: int = 1,
 ) -> "torch.Tensor":
     """Run ``model`` on ``x`` (``N x C x H x W`` float) in overlapping tiles and blend the outputs.
 
@@ -230,6 +245,11 @@ def upscale_tensor(
     weights stay float32 and the model is not modified), ``precision`` (``fp32``, ``bf16``, ``fp16``;
     resolved, see :func:`superres.precision.resolve_precision`) under that autocast. Returns the float32 result on ``x``'s
     device, not clamped (callers that need ``[0, 1]`` clamp).
+
+    ``batch`` (for accelerators; :func:`superres.speed.tile_batch`) runs up to ``batch`` tiles whose
+    input spans have the same height and width (all interior tiles of an evenly split grid, most edge
+    tiles) as one model call, concatenated along the batch axis: the same tiles, context and weights,
+    so the same result within float rounding, with ``batch`` tiles on the model's device at a time.
     """
     import torch
 
@@ -237,6 +257,8 @@ def upscale_tensor(
         raise ValueError(f"upscale_tensor expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
     if tile < 0 or tile_overlap < 0:
         raise SuperresError(f"--tile {tile} / --tile-overlap {tile_overlap}: must be >= 0")
+    if batch < 1:
+        raise SuperresError(f"tile batch {batch}: must be >= 1")
     run = _tile_call(model, x.device, half, precision)
     n, _, height, width = x.shape
     ys, xs = tile_grid(height, tile), tile_grid(width, tile)
@@ -246,29 +268,60 @@ def upscale_tensor(
         _model_scale(model, x.shape, out.shape)
         return out.to(x.device)
 
-    tiles = [(i, j) for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
+    calls = _tile_calls(ys, xs, tile_overlap, height, width, batch)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False, file=sys.stderr)
+        bar = tqdm(total=sum(len(call) for call in calls), desc="tiles", unit="tile", leave=False, file=sys.stderr)
     canvas: torch.Tensor | None = None
     scale = 0
     with torch.inference_mode():
-        for i, j in tiles:
-            (r0, r1, c0, c1), contribution, scale = _weighted_tile(run, model, x, ys, xs, i, j, tile_overlap, scale)
-            if canvas is None:
-                # channels_last (N x H x W x C in memory): the H x W x C result is then a view, not a copy.
-                canvas = torch.empty((n, contribution.shape[1], height * scale, width * scale), dtype=torch.float32,
-                                     device=x.device, memory_format=torch.channels_last).zero_()
-            canvas[:, :, r0:r1, c0:c1] += contribution
-            del contribution
+        for call in calls:
+            spans = [_tile_span(ys, xs, i, j, tile_overlap, height, width) for i, j in call]
+            parts = [x[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in spans]
+            out = run(parts[0] if len(parts) == 1 else torch.cat(parts))
+            for k, ((i, j), span) in enumerate(zip(call, spans)):
+                (r0, r1, c0, c1), contribution, scale = _weigh_tile(
+                    model, out[k * n : (k + 1) * n], span, ys, xs, i, j, tile_overlap, scale, x.device
+                )
+                if canvas is None:
+                    # channels_last (N x H x W x C in memory): the H x W x C result is then a view, not a copy.
+                    canvas = torch.empty((n, contribution.shape[1], height * scale, width * scale), dtype=torch.float32,
+                                         device=x.device, memory_format=torch.channels_last).zero_()
+                canvas[:, :, r0:r1, c0:c1] += contribution
+                del contribution
+            del out
             if bar is not None:
-                bar.update(1)
+                bar.update(len(call))
     if bar is not None:
         bar.close()
     assert canvas is not None
     return canvas
+
+
+def _tile_calls(
+    ys: Sequence[int], xs: Sequence[int], tile_overlap: int, height: int, width: int, batch: int
+) -> list[list[tuple[int, int]]]:
+    """The tiles ``(i, j)`` of the grid ``ys`` x ``xs`` in model calls: one tile per call in row order
+    for ``batch=1``, else up to ``batch`` tiles of equal input span per call (:func:`upscale_tensor`)."""
+    tiles = [(i, j) for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
+    if batch == 1:
+        return [[tile] for tile in tiles]
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i, j in tiles:
+        y0, y1, x0, x1 = _tile_span(ys, xs, i, j, tile_overlap, height, width)
+        groups.setdefault((y1 - y0, x1 - x0), []).append((i, j))
+    return [members[k : k + batch] for members in groups.values() for k in range(0, len(members), batch)]
+
+
+def _tile_span(
+    ys: Sequence[int], xs: Sequence[int], i: int, j: int, tile_overlap: int, height: int, width: int
+) -> tuple[int, int, int, int]:
+    """Input rows and columns ``(y0, y1, x0, x1)`` of tile ``(i, j)``: its core plus ``tile_overlap``
+    of context on each inner side."""
+    return (max(0, ys[i] - tile_overlap), min(height, ys[i + 1] + tile_overlap),
+            max(0, xs[j] - tile_overlap), min(width, xs[j + 1] + tile_overlap))
 
 
 def _weighted_tile(
@@ -279,14 +332,23 @@ def _weighted_tile(
     weight (the core plus the ramps), the weighted output there on ``x``'s device, and the scale
     (``scale=0``: measured on this tile). ``convert`` maps the input part to float first (streaming
     keeps the input as stored: uint8/uint16)."""
-    import torch
-
-    height, width = x.shape[-2:]
-    half_width = tile_overlap // 2
-    y0, y1 = max(0, ys[i] - tile_overlap), min(height, ys[i + 1] + tile_overlap)
-    x0, x1 = max(0, xs[j] - tile_overlap), min(width, xs[j + 1] + tile_overlap)
+    span = _tile_span(ys, xs, i, j, tile_overlap, *x.shape[-2:])
+    y0, y1, x0, x1 = span
     part = x[:, :, y0:y1, x0:x1]
     out = run(part if convert is None else convert(part))
+    return _weigh_tile(model, out, span, ys, xs, i, j, tile_overlap, scale, x.device)
+
+
+def _weigh_tile(
+    model: "Model", out: "torch.Tensor", span: tuple[int, int, int, int], ys: Sequence[int], xs: Sequence[int],
+    i: int, j: int, tile_overlap: int, scale: int, device: "torch.device",
+) -> "tuple[tuple[int, int, int, int], torch.Tensor, int]":
+    """Tile ``(i, j)``'s model output ``out`` (input span ``span``) weighted for blending, as
+    :func:`_weighted_tile` returns it, on ``device``."""
+    import torch
+
+    y0, y1, x0, x1 = span
+    half_width = tile_overlap // 2
     if not scale:
         scale = _model_scale(model, (y1 - y0, x1 - x0), out.shape)
     elif out.shape[-2:] != ((y1 - y0) * scale, (x1 - x0) * scale):
@@ -298,7 +360,7 @@ def _weighted_tile(
     rx = np.nonzero(wx)[0]
     ya, yb, xa, xb = int(ry[0]), int(ry[-1]) + 1, int(rx[0]), int(rx[-1]) + 1
     weight = torch.from_numpy(np.outer(wy[ya:yb], wx[xa:xb]).astype(np.float32)).to(out.device)
-    contribution = (out[:, :, ya:yb, xa:xb] * weight).to(x.device)
+    contribution = (out[:, :, ya:yb, xa:xb] * weight).to(device)
     return (y0 * scale + ya, y0 * scale + yb, x0 * scale + xa, x0 * scale + xb), contribution, scale
 
 
@@ -448,7 +510,8 @@ def _model_scale_attr(model: "Model") -> int:
 
 
 def _run_hwc(
-    model: "Model", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool, precision: str = "fp32"
+    model: "Model", data: np.ndarray, tile: int, tile_overlap: int, half: bool, progress: bool, precision: str = "fp32",
+    batch: int = 1,
 ) -> np.ndarray:
     """float ``H x W x C`` -> model -> float32 ``H*s x W*s x C'`` (not clamped), through CPU tensors.
 
@@ -458,27 +521,28 @@ def _run_hwc(
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1), dtype=np.float32))[None]
-    y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, precision=precision)
+    y = upscale_tensor(model, x, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, precision=precision,
+                       batch=batch)
     return y[0].to("cpu", torch.float32).permute(1, 2, 0).contiguous().numpy()
 
 
 def _upscale_data(
     model: "Model", data: np.ndarray, *, tile: int, tile_overlap: int, half: bool, progress: bool, what: str,
-    precision: str = "fp32",
+    precision: str = "fp32", batch: int = 1,
 ) -> np.ndarray:
     """Upscale float ``H x W x C`` data in [0, 1], matching the image's channels to the model's."""
     channels = data.shape[2]
     model_channels = _model_channels(model)
     scale = _model_scale_attr(model)
     if channels == model_channels:
-        out = _run_hwc(model, data, tile, tile_overlap, half, progress, precision)
+        out = _run_hwc(model, data, tile, tile_overlap, half, progress, precision, batch)
     elif model_channels == 1 and channels == 3:
         ycc = rgb_to_ycbcr(data)
-        y = _run_hwc(model, ycc[:, :, :1], tile, tile_overlap, half, progress, precision)
+        y = _run_hwc(model, ycc[:, :, :1], tile, tile_overlap, half, progress, precision, batch)
         out = _luma_chroma_to_rgb(y, _upscale_chroma(ycc[:, :, 1:], scale))
     elif model_channels == 3 and channels == 1:
         rgb = np.repeat(data, 3, axis=2)
-        out = _run_hwc(model, rgb, tile, tile_overlap, half, progress, precision).mean(axis=2, keepdims=True)
+        out = _run_hwc(model, rgb, tile, tile_overlap, half, progress, precision, batch).mean(axis=2, keepdims=True)
     else:
         raise SuperresError(
             f"{what}: the image has {channels} channel(s) but the model takes {model_channels}; "
@@ -501,6 +565,7 @@ def upscale(
     half: bool = False,
     progress: bool = False,
     precision: str = "fp32",
+    batch: int = 1,
 ) -> Any:
     """Upscale one image with ``model`` (a module, an :class:`~superres.export.OnnxModel`, or a shipped
     model name / model file path; an ``.onnx`` path runs through onnxruntime).
@@ -510,7 +575,8 @@ def upscale(
     None) or a float numpy array ``H x W`` / ``H x W x C`` in [0, 1] (the result is a float32 array of
     the same layout). Values are clamped to [0, 1]. A module passed in is moved to ``device``; see
     the module docstring and docs/INFERENCE.md for tiling and the channel rules. ``precision``
-    (``fp32``, ``bf16``, ``fp16`` or ``auto``, :mod:`superres.precision`) is the autocast the model runs in.
+    (``fp32``, ``bf16``, ``fp16`` or ``auto``, :mod:`superres.precision`) is the autocast the model runs in;
+    ``batch`` the tiles per model call (:func:`upscale_tensor`).
     """
     import torch
 
@@ -528,7 +594,8 @@ def upscale(
         if data.ndim == 2:
             data = data[:, :, None]
         out = _upscale_data(
-            net, data, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what=what, precision=precision
+            net, data, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what=what, precision=precision,
+            batch=batch,
         )
         alpha = None
         if image.alpha is not None:
@@ -550,6 +617,7 @@ def upscale(
         out = _upscale_data(
             net, data if data.ndim == 3 else data[:, :, None],
             tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what="array", precision=precision,
+            batch=batch,
         )
         return out[:, :, 0] if image.ndim == 2 else out
 
@@ -833,6 +901,10 @@ def upscale_files(
             return auto_tile(net, h, w, _model_channels(net), dev, tile_overlap=tile_overlap)
         return tile
 
+    def batch_for(run_tile: int) -> int:
+        """Tiles per model call: more than 1 only on CUDA with tiles smaller than its memory (:func:`superres.speed.tile_batch`)."""
+        return tile_batch(net, run_tile, _model_channels(net), _model_device(net, dev), tile_overlap=tile_overlap)
+
     from tqdm import tqdm
 
     budget = memory_budget(max_memory)
@@ -844,8 +916,9 @@ def upscale_files(
             if animation.is_animation(src):
                 def frame_call(image: Any) -> Any:
                     h, w = image.data.shape[:2]
-                    return upscale(net, image, tile=tile_for(h, w), tile_overlap=tile_overlap, device=dev, half=half,
-                                   precision=precision)
+                    frame_tile = tile_for(h, w)
+                    return upscale(net, image, tile=frame_tile, tile_overlap=tile_overlap, device=dev, half=half,
+                                   precision=precision, batch=batch_for(frame_tile))
 
                 animation.upscale_animation(frame_call, _model_scale_attr(net), src, dst, output_size=size)
                 written.append(dst)
@@ -874,7 +947,7 @@ def upscale_files(
             many_tiles = tiles > _TILE_BAR_MIN_TILES or (tiles > 1 and len(pairs) <= _TILE_BAR_MAX_IMAGES)
             result = upscale(
                 net, image, tile=run_tile, tile_overlap=tile_overlap, device=dev, half=half,
-                progress=progress and many_tiles, precision=precision,
+                progress=progress and many_tiles, precision=precision, batch=batch_for(run_tile),
             )
             result = outputs.finish(result, size.target(h, w, _model_scale_attr(net), str(src)), ext)
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RAM_FRACTION", "GPU_FRACTION", "LIVE_FACTOR", "MIN_AUTO_TILE", "CPU_BUDGET_MS_PER_MP",
     "PURPOSES", "DEFAULT_PHOTO_STRENGTH",
-    "available_memory", "bytes_per_input_pixel", "auto_tile", "choose_default_model", "model_for",
+    "MAX_TILE_BATCH", "available_memory", "bytes_per_input_pixel", "auto_tile", "tile_batch", "choose_default_model",
+    "model_for",
 ]
 
 #: Share of the currently available RAM (CPU) or free GPU memory one tile may use.
@@ -51,6 +52,9 @@ MIN_AUTO_TILE = 64
 #: Torch modules only: through onnxruntime a whole pass was the fastest (19-38% less time than 384 tiles
 #: for the lumanet models on a 1000x1000 input, docs/BENCHMARKS.md).
 CPU_TILE_CAP = 384
+#: Most tiles per model call on a GPU (:func:`tile_batch`): a few tiles already keep it busy; more only
+#: hold more memory.
+MAX_TILE_BATCH = 8
 #: The default model's speed budget on a CPU, ms per output megapixel (one thread, as measured).
 CPU_BUDGET_MS_PER_MP = 1000.0
 #: What ``upscale --for`` accepts (see the module docstring).
@@ -130,9 +134,7 @@ def auto_tile(
     ``free`` (bytes) and ``per_pixel`` (bytes per input pixel) default to :func:`available_memory`
     and :func:`bytes_per_input_pixel`; tests pass them.
     """
-    free = available_memory(device) if free is None else int(free)
-    per_pixel = bytes_per_input_pixel(model, in_channels) if per_pixel is None else float(per_pixel)
-    budget = free * (GPU_FRACTION if device.type == "cuda" else RAM_FRACTION)
+    budget, per_pixel = _tile_budget(model, in_channels, device, free, per_pixel)
     from torch import nn
 
     capped = device.type == "cpu" and isinstance(model, nn.Module)
@@ -142,6 +144,40 @@ def auto_tile(
     side = int(math.isqrt(max(0, int(budget / per_pixel))))
     tile = max(MIN_AUTO_TILE, side - 2 * tile_overlap)
     return tile if cap is None else min(tile, cap)
+
+
+def tile_batch(
+    model: Any,
+    tile: int,
+    in_channels: int,
+    device: "torch.device",
+    *,
+    tile_overlap: int = 16,
+    free: int | None = None,
+    per_pixel: float | None = None,
+) -> int:
+    """Tiles per model call for cores of ``tile`` pixels (``batch`` of
+    :func:`superres.inference.upscale_tensor`).
+
+    1 on a CPU, where one tile at a time keeps the activations in the caches (four 720p frames per
+    call were 3-17% slower per frame than one, docs/BENCHMARKS.md), and for ``tile`` 0 (one pass).
+    On CUDA, as many tiles (core plus ``2 * tile_overlap`` a side) as fit :data:`GPU_FRACTION` of the
+    free GPU memory, 1 to :data:`MAX_TILE_BATCH`: with ``--tile auto`` one tile already fills that
+    budget (batch 1), so batches come with an explicit smaller ``--tile``. ``free`` and ``per_pixel``
+    as for :func:`auto_tile`.
+    """
+    if device.type != "cuda" or tile <= 0:
+        return 1
+    budget, per_pixel = _tile_budget(model, in_channels, device, free, per_pixel)
+    return max(1, min(MAX_TILE_BATCH, int(budget // ((tile + 2 * tile_overlap) ** 2 * per_pixel))))
+
+
+def _tile_budget(model: Any, in_channels: int, device: "torch.device", free: int | None,
+                 per_pixel: float | None) -> tuple[float, float]:
+    """``(bytes the tiles of one model call may take, working bytes per input pixel)`` on ``device``."""
+    free = available_memory(device) if free is None else int(free)
+    per_pixel = bytes_per_input_pixel(model, in_channels) if per_pixel is None else float(per_pixel)
+    return free * (GPU_FRACTION if device.type == "cuda" else RAM_FRACTION), per_pixel
 
 
 def choose_default_model(

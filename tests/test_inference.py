@@ -460,3 +460,29 @@ def test_cli_upscale_error_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.png" in err[0]
+
+
+def test_upscale_files_runs_the_tile_batch_the_device_allows(tmp_path: Path, model_file: Path, monkeypatch) -> None:
+    """``superres upscale`` asks :func:`superres.speed.tile_batch` (more than 1 only on CUDA) for the
+    tiles per model call and passes it down; the files written are the same as one tile per call."""
+    import superres.inference as inference
+    from superres.io import Image, read_raw, write_image
+
+    src = tmp_path / "a.png"
+    write_image(src, Image(smooth_rgb(40, 33), None, 8))
+    common = dict(model=str(model_file), tile=16, tile_overlap=4, device="cpu", half=False, backend="torch",
+                  progress=False)
+    upscale_files([src], out_dir=tmp_path / "one", **common)
+
+    asked, calls = [], []
+    real_upscale_tensor = inference.upscale_tensor
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("batch"))
+        return real_upscale_tensor(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "tile_batch", lambda net, tile, *a, **k: asked.append(tile) or 3)
+    monkeypatch.setattr(inference, "upscale_tensor", spy)
+    upscale_files([src], out_dir=tmp_path / "three", **common)
+    assert asked == [16] and calls == [3]
+    assert np.array_equal(read_raw(tmp_path / "one" / "a.png").pixels, read_raw(tmp_path / "three" / "a.png").pixels)

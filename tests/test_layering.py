@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("superres.modelfile", "superres.precision", "superres.speed"),
     ("superres.export",),
     ("superres.outputs", "superres.animation"),
-    ("superres.inference", "superres.batched", "superres.graphio"),
+    ("superres.inference", "superres.graphio"),
     ("superres.evaluate", "superres.peers", "superres.video"),
     ("superres.benchmark", "superres.compare"),
     ("superres.training",),

@@ -165,24 +165,71 @@ def test_the_shipped_default_on_this_machine_fits_the_budget() -> None:
 
 @pytest.mark.parametrize("tile, batch", [(0, 4), (16, 1), (16, 3), (23, 8)])
 def test_batched_tiles_equal_the_per_tile_loop(tile: int, batch: int) -> None:
-    from superres.batched import upscale_tensor_batched
     from superres.inference import upscale_tensor
 
     net = small_model()
     x = torch.rand(2, 3, 57, 41, generator=torch.Generator().manual_seed(1))
     want = upscale_tensor(net, x, tile=tile, tile_overlap=6)
-    got = upscale_tensor_batched(net, x, tile=tile, tile_overlap=6, batch=batch)
+    got = upscale_tensor(net, x, tile=tile, tile_overlap=6, batch=batch)
     assert got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.allclose(got, upscale_tensor(net, x, tile=0), atol=1e-4)  # exact tiling (radius 3 <= 6/2)
 
 
 def test_batched_tiles_batch_the_equal_shapes() -> None:
-    from superres.batched import upscale_tensor_batched
+    from superres.inference import upscale_tensor
 
     net = small_model()
     calls = []
     net.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
-    upscale_tensor_batched(net, torch.rand(1, 3, 64, 64), tile=16, tile_overlap=4, batch=4)
+    upscale_tensor(net, torch.rand(1, 3, 64, 64), tile=16, tile_overlap=4, batch=4)
     # 4 x 4 tiles in 4 shapes (corners 20x20, top/bottom 20x24, left/right 24x20, interior 24x24), 4 of each
     assert sorted(shape[0] for shape in calls) == [4, 4, 4, 4]
+
+
+def test_batched_tiles_split_a_shape_group_into_calls_of_at_most_batch() -> None:
+    from superres.inference import upscale_tensor
+
+    net = small_model()
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    upscale_tensor(net, torch.rand(1, 3, 64, 64), tile=16, tile_overlap=4, batch=3)
+    assert sorted(calls) == [1, 1, 1, 1, 3, 3, 3, 3]  # each group of 4 equal shapes: 3 + 1
+    calls.clear()
+    upscale_tensor(net, torch.rand(1, 3, 64, 64), tile=16, tile_overlap=4)
+    assert calls == [1] * 16
+    with pytest.raises(SuperresError, match="batch 0"):
+        upscale_tensor(net, torch.rand(1, 3, 64, 64), tile=16, batch=0)
+
+
+class FakeCuda:
+    type = "cuda"
+
+
+def test_tile_batch_fills_the_gpu_budget_and_stays_1_on_the_cpu() -> None:
+    from superres.speed import GPU_FRACTION, MAX_TILE_BATCH, tile_batch
+
+    per_pixel, overlap, tile = 1000.0, 16, 96
+    each = (tile + 2 * overlap) ** 2 * per_pixel
+    free = int(3 * each / GPU_FRACTION)  # exactly three tiles' worth of budget
+    assert tile_batch(small_model(), tile, 3, FakeCuda(), tile_overlap=overlap, free=free, per_pixel=per_pixel) == 3
+    assert tile_batch(small_model(), tile, 3, FakeCuda(), tile_overlap=overlap, free=free - 2, per_pixel=per_pixel) == 2
+    assert tile_batch(small_model(), tile, 3, FakeCuda(), tile_overlap=overlap, free=1, per_pixel=per_pixel) == 1
+    assert tile_batch(small_model(), tile, 3, FakeCuda(), tile_overlap=overlap, free=10**15,
+                      per_pixel=per_pixel) == MAX_TILE_BATCH
+    assert tile_batch(small_model(), 0, 3, FakeCuda(), free=10**15, per_pixel=per_pixel) == 1  # one pass
+    assert tile_batch(small_model(), tile, 3, CPU, free=10**15, per_pixel=per_pixel) == 1
+
+
+def test_tiles_go_in_channels_last_on_the_cpu_and_under_reduced_precision_on_cuda() -> None:
+    from superres.inference import tile_layout
+
+    assert tile_layout(CPU, "fp32") == torch.channels_last
+    assert tile_layout(FakeCuda(), "fp32") == torch.contiguous_format
+    assert tile_layout(FakeCuda(), "bf16") == torch.channels_last
+    assert tile_layout(FakeCuda(), "fp16") == torch.channels_last
+
+    class Mps:
+        type = "mps"
+
+    assert tile_layout(Mps(), "fp16") == torch.contiguous_format
