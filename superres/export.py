@@ -475,8 +475,9 @@ class OnnxModel:
     inner sides that are cut from the output: the layers of such a model are too small to split well
     inside onnxruntime's own pool, while whole bands scale with the cores. Before it is used, the
     split is checked on a probe input against one whole run (equal within 1e-5, else the model keeps
-    onnxruntime's pool); ``banded`` says which way it runs. Inputs with fewer than
-    :data:`MIN_BAND_ROWS` rows per band run whole.
+    onnxruntime's pool); ``banded`` says which way it runs. An input runs in as many bands of at
+    least :data:`MIN_BAND_ROWS` rows as it holds, up to the bands in use; one with fewer than twice
+    that many rows runs whole.
 
     **Other processes.** A band on a core that another process keeps busy finishes last and holds up
     the call (two bands beside one busy process ran slower than one thread). So the bands in use,
@@ -602,8 +603,9 @@ class OnnxModel:
         import torch
 
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        if self._pool is not None and array.shape[-2] >= self.threads * MIN_BAND_ROWS:
-            threads = self._bands_now()
+        if self._pool is not None and array.shape[-2] >= 2 * MIN_BAND_ROWS:
+            # as many bands as the cores free now allow, each of at least MIN_BAND_ROWS rows
+            threads = min(self._bands_now(), array.shape[-2] // MIN_BAND_ROWS)
             if threads > 1:
                 return torch.from_numpy(self._run_bands(array, threads))
         return torch.from_numpy(self._run(array))

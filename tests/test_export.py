@@ -230,6 +230,27 @@ def test_two_threads_run_a_compact_model_in_bands_that_equal_one_whole_run(name:
     assert torch.equal(one(x), two(x))
 
 
+def test_a_short_input_runs_in_as_many_bands_as_it_has_rows_for(monkeypatch) -> None:
+    """With four threads, an input of three bands' worth of rows runs in three bands, not whole; the
+    bands in use bound it too."""
+    from superres.export import MIN_BAND_ROWS
+
+    four, whole = load_onnx("lumanet-x4", threads=4), load_onnx("lumanet-x4", threads=1)
+    assert four.banded
+    runs: list[int] = []
+    real = four._run_bands
+    monkeypatch.setattr(four, "_run_bands", lambda array, threads: runs.append(threads) or real(array, threads))
+    four._load = None
+    generator = torch.Generator().manual_seed(5)
+    for active, rows, bands in ((4, 3 * MIN_BAND_ROWS, 3), (4, 3 * MIN_BAND_ROWS - 1, 2), (2, 3 * MIN_BAND_ROWS, 2),
+                                (4, 2 * MIN_BAND_ROWS - 1, 1), (1, 3 * MIN_BAND_ROWS, 1)):
+        four.active_threads = active
+        x = torch.rand(1, 3, rows, 16, generator=generator)
+        before = len(runs)
+        assert torch.equal(four(x), whole(x)), (active, rows)
+        assert (runs[-1] if len(runs) > before else 1) == bands, (active, rows)
+
+
 class _FixedLoad:
     """An OtherLoad stand-in that reports the next figure of a list (None: the window is still open)."""
 
