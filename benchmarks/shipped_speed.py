@@ -85,8 +85,8 @@ def main() -> int:
     torch.set_num_threads(1)
     import tempfile
 
-    from superres.export import _ort, _session
-    from superres.graphio import UINT8_INPUT, UINT8_OUTPUT, export_uint8_onnx
+    from superres.export import UINT8_INPUT, UINT8_OUTPUT, _ort, _session
+    from superres.graphio import export_uint8_onnx
 
     tmp = tempfile.TemporaryDirectory(prefix="superres-speed-")
     lr = samples.astronaut()[128:384, 128:384].copy()

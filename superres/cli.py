@@ -558,7 +558,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         info = export_uint8_onnx(args.model, Path(args.out), opset=args.opset,
                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
         print(f"wrote {info['path']} ({info['arch']}, x{info['scale']}; uint8 NHWC lr_u8 -> sr_u8; "
-              f"at most {info['max_level_diff']} level from the float graph + rounding)")
+              f"{info['max_level_diff']} levels from the float graph + rounding)")
         return 0
     result = export_onnx(args.model, Path(args.out), opset=args.opset, check_image=args.check_image,
                          progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -69,8 +69,8 @@ if TYPE_CHECKING:
     from superres.models.quant import Int8Conv
 
 __all__ = [
-    "DEFAULT_OPSET", "TOLERANCE", "ExportResult", "quantize_graph", "export_onnx", "OnnxModel",
-    "load_onnx", "check_image_input",
+    "DEFAULT_OPSET", "TOLERANCE", "UINT8_INPUT", "UINT8_OUTPUT", "ExportResult", "quantize_graph", "export_onnx",
+    "add_uint8_io", "OnnxModel", "load_onnx", "check_image_input",
 ]
 
 #: ONNX opset written by default: 17 is read by onnxruntime >= 1.14 and has every op the models use.
@@ -79,6 +79,9 @@ DEFAULT_OPSET = 17
 TOLERANCE = 1e-4
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
+#: Input and output of a graph with 8-bit image input and output (:func:`add_uint8_io`).
+UINT8_INPUT = "lr_u8"
+UINT8_OUTPUT = "sr_u8"
 #: Size the model is traced at; the check runs at other sizes to prove the axes are really dynamic.
 _TRACE_SIZE = (24, 28)
 
@@ -400,17 +403,63 @@ def export_onnx(
     )
 
 
+def add_uint8_io(proto: Any) -> Any:
+    """Wrap the float graph ``proto`` (input ``lr``, output ``sr``, NCHW float in [0, 1]) with uint8
+    NHWC input :data:`UINT8_INPUT` and output :data:`UINT8_OUTPUT`. Returns ``proto``, changed.
+
+    The conversions are the float pipeline's own, op for op, so the wrapped graph gives the samples
+    of the float graph followed by :func:`superres.io.to_integer`, bit for bit: ``Cast`` and ``Div``
+    by 255 before the network (:func:`superres.io.to_float`), and after it ``Mul`` by 255 and
+    ``QuantizeLinear`` with step 1, which rounds half to even and saturates to [0, 255] in one pass
+    (NaN becomes 0, as ``to_integer`` makes it).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    old_in = next(i for i in graph.input if i.name == INPUT_NAME)
+    old_out = next(o for o in graph.output if o.name == OUTPUT_NAME)
+    dims_in = [d.dim_param or d.dim_value for d in old_in.type.tensor_type.shape.dim]  # N, C, h, w
+    dims_out = [d.dim_param or d.dim_value for d in old_out.type.tensor_type.shape.dim]
+    new_in = helper.make_tensor_value_info(UINT8_INPUT, TensorProto.UINT8, [dims_in[0], dims_in[2], dims_in[3], dims_in[1]])
+    new_out = helper.make_tensor_value_info(UINT8_OUTPUT, TensorProto.UINT8, [dims_out[0], dims_out[2], dims_out[3], dims_out[1]])
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(255.0, np.float32), "io/levels"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "io/step"),
+        numpy_helper.from_array(np.array(0, np.uint8), "io/zero_point"),
+    ])
+    pre = [
+        helper.make_node("Transpose", [UINT8_INPUT], ["io/lr_nchw"], perm=[0, 3, 1, 2], name="io/Transpose_in"),
+        helper.make_node("Cast", ["io/lr_nchw"], ["io/lr_float"], to=TensorProto.FLOAT, name="io/Cast"),
+        helper.make_node("Div", ["io/lr_float", "io/levels"], [INPUT_NAME], name="io/Div"),
+    ]
+    post = [
+        helper.make_node("Mul", [OUTPUT_NAME, "io/levels"], ["io/sr_levels"], name="io/Mul"),
+        helper.make_node("QuantizeLinear", ["io/sr_levels", "io/step", "io/zero_point"], ["io/sr_nchw"], name="io/Quantize"),
+        helper.make_node("Transpose", ["io/sr_nchw"], [UINT8_OUTPUT], perm=[0, 2, 3, 1], name="io/Transpose_out"),
+    ]
+    nodes = pre + list(graph.node) + post
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.input.remove(old_in)
+    graph.input.insert(0, new_in)
+    graph.output.remove(old_out)
+    graph.output.insert(0, new_out)
+    return proto
+
+
 # --------------------------------------------------------------------------- running
-def _session(ort: Any, path: Path, threads: int | None) -> Any:
-    """An onnxruntime CPU session with ``threads`` intra-op threads (None: the count of
-    :func:`superres.threads.apply_threads`, else torch's) and no spinning workers.
+def _session(ort: Any, path: Path, threads: int | None, graph: bytes | None = None) -> Any:
+    """An onnxruntime CPU session for the file ``path`` (or for the serialized ``graph``, made from
+    it) with ``threads`` intra-op threads (None: the count of :func:`superres.threads.apply_threads`,
+    else torch's) and no spinning workers.
 
     Following torch's count (itself set by ``--threads``, ``OMP_NUM_THREADS`` or ``torch.set_num_threads``)
     keeps the two backends comparable and stops onnxruntime from taking every core on a shared machine.
     """
     options = session_options(ort, threads)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path) if graph is None else graph, sess_options=options,
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise SuperresError(f"{path}: onnxruntime cannot load the file ({str(exc).strip().splitlines()[0]})") from None
 
@@ -492,14 +541,22 @@ class OnnxModel:
         if not self.path.is_file():
             raise SuperresError(f"{self.path}: ONNX file not found")
         self.threads = int(threads if threads is not None else current_threads())
+        # The file is read once: its sessions are made from these bytes, which :meth:`run_uint8` wraps
+        # later (the file of an on-the-fly export, :func:`load_onnx`, is gone by then).
+        self._graph = self.path.read_bytes()
         # A graph that may run in bands gets a one-thread session; any other one onnxruntime's pool.
         radius = None
         if self.threads > 1:
             import onnx
 
-            radius = receptive_radius(onnx.load(str(self.path), load_external_data=False).graph)
+            try:
+                radius = receptive_radius(onnx.load_from_string(self._graph).graph)
+            except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and kin: a damaged file
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise SuperresError(f"{self.path}: not a readable ONNX file ({reason})") from None
             radius = radius if radius is not None and radius <= MAX_BAND_HALO else None
-        self.session = _session(ort, self.path, self.threads if radius is None else 1)
+        self.session = _session(ort, self.path, self.threads if radius is None else 1, graph=self._graph)
+        self._uint8_session: Any = None
         self.halo: int | None = None
         self.bands_per_thread = 1
         self.active_threads = self.threads
@@ -523,7 +580,8 @@ class OnnxModel:
         if names != [INPUT_NAME]:
             raise SuperresError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {names}")
         if radius is not None and not self._try_bands(radius):
-            self.session = _session(ort, self.path, self.threads)  # the probe disagreed: onnxruntime's own pool
+            self.session = _session(ort, self.path, self.threads, graph=self._graph)  # the probe disagreed: onnxruntime's own pool
+        self.session_threads = self.threads if self._pool is None else 1
 
     @property
     def banded(self) -> bool:
@@ -563,7 +621,37 @@ class OnnxModel:
     def _run(self, array: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
 
-    def _run_bands(self, array: np.ndarray, threads: int) -> np.ndarray:
+    def _run_uint8(self, array: np.ndarray) -> np.ndarray:
+        return self._uint8_session.run([UINT8_OUTPUT], {UINT8_INPUT: array})[0]
+
+    def _bands_for(self, rows: int) -> int:
+        """Bands for an input of ``rows`` rows: the bands in use now, each of at least
+        :data:`MIN_BAND_ROWS` rows; 1 (a whole run) when not banded or too short."""
+        if self._pool is None or rows < 2 * MIN_BAND_ROWS:
+            return 1
+        return min(self._bands_now(), rows // MIN_BAND_ROWS)
+
+    def run_uint8(self, pixels: np.ndarray) -> np.ndarray:
+        """``h x w x C`` uint8 samples (``C`` = :attr:`in_channels`) -> the ``H x W x C`` uint8 samples
+        of the upscaled image, through the graph wrapped with the 8-bit conversions
+        (:func:`add_uint8_io`, made the first time): the samples that ``superres.io.to_integer`` makes
+        of this model's clipped float output for ``superres.io.to_float(pixels)``, bit for bit, with
+        the conversions inside onnxruntime. Runs in bands like :meth:`__call__`.
+        """
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != self.in_channels:
+            raise ValueError(f"run_uint8 expects h x w x {self.in_channels} uint8 samples, got {pixels.shape} {pixels.dtype}")
+        if self._uint8_session is None:
+            import onnx
+
+            graph = add_uint8_io(onnx.load_from_string(self._graph)).SerializeToString()
+            self._uint8_session = _session(_ort(), self.path, self.session_threads, graph=graph)
+        array = np.ascontiguousarray(pixels)[None]
+        threads = self._bands_for(array.shape[1])
+        if threads > 1:
+            return self._run_bands(array, threads, uint8=True)[0]
+        return self._run_uint8(array)[0]
+
+    def _run_bands(self, array: np.ndarray, threads: int, *, uint8: bool = False) -> np.ndarray:
         """``array`` in horizontal bands, each with :attr:`halo` rows of context, run on ``threads`` threads.
 
         Up to :attr:`bands_per_thread` bands a thread, each of at least :data:`MIN_BAND_ROWS` rows of
@@ -573,9 +661,14 @@ class OnnxModel:
         The result is ``N x C x H x W`` laid out as ``N x H x W x C`` (channels_last): each band copies
         its rows into that layout on its own thread, so the ``H x W x C`` image the caller makes next
         (:func:`superres.inference.upscale`) is a view rather than one more copy on one thread.
+
+        ``uint8``: ``array`` is the ``N x h x w x C`` uint8 input of :meth:`run_uint8`, and the result
+        ``N x H x W x C`` uint8.
         """
         assert self.halo is not None
-        height, halo = array.shape[-2], self.halo
+        axis = 1 if uint8 else 2  # the rows
+        run = self._run_uint8 if uint8 else self._run
+        height, halo = array.shape[axis], self.halo
         bands = max(threads, min(threads * self.bands_per_thread, height // MIN_BAND_ROWS))
         cuts = [round(height * k / bands) for k in range(bands + 1)]
 
@@ -584,16 +677,17 @@ class OnnxModel:
 
         def band(k: int) -> None:
             top, bottom = max(0, cuts[k] - halo), min(height, cuts[k + 1] + halo)
-            out = self._run(np.ascontiguousarray(array[:, :, top:bottom]))
-            scale = out.shape[-2] // (bottom - top)
+            out = run(np.ascontiguousarray(array[:, top:bottom] if uint8 else array[:, :, top:bottom]))
+            if not uint8:
+                out = out.transpose(0, 2, 3, 1)  # N x H x W x C: the layout of the result's memory
+            scale = out.shape[1] // (bottom - top)
             with lock:
-                if not whole:  # N x H x W x C in memory, returned as an N x C x H x W view
-                    whole.append(np.empty((out.shape[0], height * scale, out.shape[3], out.shape[1]), out.dtype))
-            rows = out[:, :, (cuts[k] - top) * scale:(cuts[k + 1] - top) * scale]
-            whole[0][:, cuts[k] * scale:cuts[k + 1] * scale] = rows.transpose(0, 2, 3, 1)
+                if not whole:
+                    whole.append(np.empty((out.shape[0], height * scale) + out.shape[2:], out.dtype))
+            whole[0][:, cuts[k] * scale:cuts[k + 1] * scale] = out[:, (cuts[k] - top) * scale:(cuts[k + 1] - top) * scale]
 
         list(self._pool.map(band, range(bands)))  # waits for every band; raises the first band's error
-        return whole[0].transpose(0, 3, 1, 2)
+        return whole[0] if uint8 else whole[0].transpose(0, 3, 1, 2)  # float: an N x C x H x W view
 
     def contract(self) -> "ModelContract":
         """The exported model's contract: its scale and channels, float32 only."""
@@ -603,11 +697,9 @@ class OnnxModel:
         import torch
 
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        if self._pool is not None and array.shape[-2] >= 2 * MIN_BAND_ROWS:
-            # as many bands as the cores free now allow, each of at least MIN_BAND_ROWS rows
-            threads = min(self._bands_now(), array.shape[-2] // MIN_BAND_ROWS)
-            if threads > 1:
-                return torch.from_numpy(self._run_bands(array, threads))
+        threads = self._bands_for(array.shape[-2])
+        if threads > 1:
+            return torch.from_numpy(self._run_bands(array, threads))
         return torch.from_numpy(self._run(array))
 
     def __repr__(self) -> str:

@@ -8,15 +8,16 @@ graph on the decoded pixels. (A model's bicubic base, e.g. ``lumanet``'s, is alr
 exported graph as a fixed conv + DepthToSpace.) Only models whose channels are the image's (RGB
 models for RGB photos) are offered; a 1-channel Y model's colour conversion is not in the graph.
 
-The float graph is exported and verified first (:func:`superres.export.export_onnx`), then wrapped:
-``Transpose -> DequantizeLinear(1/255)`` before ``lr`` and ``QuantizeLinear(1/255) -> Transpose``
-after ``sr`` (one 8-bit level is a quantization step of 1/255: QuantizeLinear does the x255, the
-round-half-to-even and the saturation to [0, 255] in one pass). The wrapped file is checked against the float graph followed
-by :func:`superres.io.to_integer` on a random image and a photo: at most one 8-bit level apart
-(float rounding at exact halves), or nothing is written.
+The float graph is exported and verified first (:func:`superres.export.export_onnx`), then wrapped
+(:func:`superres.export.add_uint8_io`): ``Transpose -> Cast -> Div(255)`` before ``lr``, the float
+pipeline's own conversion, and ``Mul(255) -> QuantizeLinear(step 1) -> Transpose`` after ``sr``
+(QuantizeLinear rounds half to even and saturates to [0, 255] in one pass). The wrapped file is
+checked against the float graph followed by :func:`superres.io.to_integer` on a random image and a
+photo: the same samples, bit for bit, or nothing is written.
 
-``superres upscale`` does not use these files yet (its images are float in memory, io.py); the
-speed of the in-graph conversions is in docs/BENCHMARKS.md ("Inference at the hardware limit").
+``superres upscale --backend onnx`` runs the same wrapping in memory for 8-bit RGB images that fit
+in one pass (:meth:`superres.export.OnnxModel.run_uint8`); the speed of the in-graph conversions is
+in docs/BENCHMARKS.md ("Inference at the hardware limit").
 """
 
 from __future__ import annotations
@@ -33,53 +34,17 @@ from superres.export import (
     DEFAULT_OPSET,
     INPUT_NAME,
     OUTPUT_NAME,
+    UINT8_INPUT,
+    UINT8_OUTPUT,
     _ort,
     _session,
+    add_uint8_io,
     check_image_input,
     export_onnx,
 )
 from superres.io import atomic_write, to_integer
 
-__all__ = ["UINT8_INPUT", "UINT8_OUTPUT", "add_uint8_io", "export_uint8_onnx"]
-
-UINT8_INPUT = "lr_u8"
-UINT8_OUTPUT = "sr_u8"
-
-
-def add_uint8_io(proto: Any) -> Any:
-    """Wrap the float graph ``proto`` (input ``lr``, output ``sr``, NCHW float in [0, 1]) with uint8
-    NHWC input and output (module docstring). Returns ``proto``, changed."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = proto.graph
-    old_in = next(i for i in graph.input if i.name == INPUT_NAME)
-    old_out = next(o for o in graph.output if o.name == OUTPUT_NAME)
-    dims_in = [d.dim_param or d.dim_value for d in old_in.type.tensor_type.shape.dim]  # N, C, h, w
-    dims_out = [d.dim_param or d.dim_value for d in old_out.type.tensor_type.shape.dim]
-    new_in = helper.make_tensor_value_info(UINT8_INPUT, TensorProto.UINT8, [dims_in[0], dims_in[2], dims_in[3], dims_in[1]])
-    new_out = helper.make_tensor_value_info(UINT8_OUTPUT, TensorProto.UINT8, [dims_out[0], dims_out[2], dims_out[3], dims_out[1]])
-    # One level of 8 bits is a quantization step of 1/255 with zero point 0: DequantizeLinear is the
-    # float conversion, QuantizeLinear the x255 + round-half-to-even + saturation to [0, 255] in one op.
-    graph.initializer.extend([
-        numpy_helper.from_array(np.array(1.0 / 255.0, np.float32), "io/step"),
-        numpy_helper.from_array(np.array(0, np.uint8), "io/zero_point"),
-    ])
-    pre = [
-        helper.make_node("Transpose", [UINT8_INPUT], ["io/lr_nchw"], perm=[0, 3, 1, 2], name="io/Transpose_in"),
-        helper.make_node("DequantizeLinear", ["io/lr_nchw", "io/step", "io/zero_point"], [INPUT_NAME], name="io/Dequantize"),
-    ]
-    post = [
-        helper.make_node("QuantizeLinear", [OUTPUT_NAME, "io/step", "io/zero_point"], ["io/sr_nchw"], name="io/Quantize"),
-        helper.make_node("Transpose", ["io/sr_nchw"], [UINT8_OUTPUT], perm=[0, 2, 3, 1], name="io/Transpose_out"),
-    ]
-    nodes = pre + list(graph.node) + post
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.input.remove(old_in)
-    graph.input.insert(0, new_in)
-    graph.output.remove(old_out)
-    graph.output.insert(0, new_out)
-    return proto
+__all__ = ["export_uint8_onnx"]
 
 
 def _reference(session: Any, lr_u8: np.ndarray) -> np.ndarray:
@@ -128,6 +93,6 @@ def export_uint8_onnx(model: str | os.PathLike[str], out: str | os.PathLike[str]
                 if got.shape != want.shape or got.dtype != np.uint8:
                     raise SuperresError(f"{out}: the uint8 graph returns {got.shape} {got.dtype}, expected {want.shape} uint8")
                 worst = max(worst, int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max()))
-            if worst > 1:
+            if worst:
                 raise SuperresError(f"{out}: the uint8 graph differs from the float graph + rounding by {worst} levels; nothing written")
     return {"path": str(out), "arch": result.arch, "scale": result.scale, "max_level_diff": worst}

@@ -44,7 +44,7 @@ from superres import animation, outputs
 from superres.color import rgb_to_ycbcr, ycbcr_matrix
 from superres.devices import resolve_device
 from superres.errors import SuperresError
-from superres.export import load_onnx
+from superres.export import OnnxModel, load_onnx
 from superres.io import (
     Image,
     PNG_LEVEL,
@@ -56,6 +56,7 @@ from superres.io import (
     to_integer,
     write_image,
     write_image_rows,
+    write_samples,
 )
 from superres.metadata import read_metadata
 from superres import modelfile
@@ -68,8 +69,6 @@ from superres.speed import auto_tile, choose_default_model, tile_batch
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from superres.export import OnnxModel
 
     #: What the functions below run: a torch module, or an exported file run by onnxruntime.
     Model = nn.Module | OnnxModel
@@ -555,6 +554,24 @@ def _upscale_data(
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def _upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """An ``H x W x 1`` float alpha plane upscaled by ``scale`` with MATLAB bicubic, clipped to [0, 1]."""
+    alpha = np.asarray(alpha, dtype=np.float32)
+    out = np.asarray(imresize(alpha, scale=scale), dtype=np.float32).reshape(alpha.shape[0] * scale, alpha.shape[1] * scale, 1)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _runs_in_uint8(model: "Model", raw: Any, tile: int, out_hw: tuple[int, int]) -> bool:
+    """Whether ``superres upscale`` runs ``raw`` (a :class:`superres.io.RawImage`) through the 8-bit
+    graph of an onnx model (:meth:`superres.export.OnnxModel.run_uint8`): 8-bit samples with the
+    model's 3 channels, one pass (``tile`` covers the image), written at the model's own size. The
+    samples written are those of the float path, bit for bit, with the conversions in onnxruntime."""
+    h, w, c = raw.pixels.shape
+    return (isinstance(model, OnnxModel) and raw.pixels.dtype == np.uint8 and c == model.in_channels == 3
+            and len(tile_grid(h, tile)) == 2 and len(tile_grid(w, tile)) == 2
+            and tuple(out_hw) == (h * model.scale, w * model.scale))
+
+
 def upscale(
     model: "Model | str | os.PathLike[str]",
     image: Any,
@@ -597,12 +614,7 @@ def upscale(
             net, data, tile=tile, tile_overlap=tile_overlap, half=half, progress=progress, what=what, precision=precision,
             batch=batch,
         )
-        alpha = None
-        if image.alpha is not None:
-            scale = _model_scale_attr(net)
-            alpha_in = np.asarray(image.alpha, dtype=np.float32)
-            alpha = np.asarray(imresize(alpha_in, scale=scale), dtype=np.float32).reshape(out.shape[0], out.shape[1], 1)
-            alpha = np.clip(alpha, 0.0, 1.0, out=alpha)
+        alpha = None if image.alpha is None else _upscale_alpha(image.alpha, _model_scale_attr(net))
         return Image(data=out, alpha=alpha, bit_depth=image.bit_depth, path=None)
 
     if isinstance(image, np.ndarray):
@@ -940,16 +952,26 @@ def upscale_files(
                                    png_level=png_level)
                 written.append(dst)
                 continue
+            h, w = raw.pixels.shape[:2]
+            out_hw = size.target(h, w, _model_scale_attr(net), str(src))
+            if _runs_in_uint8(net, raw, run_tile, out_hw):
+                samples = net.run_uint8(raw.pixels)
+                if raw.alpha is not None:
+                    alpha = to_integer(_upscale_alpha(to_float(raw.alpha), net.scale), 8)
+                    samples = np.concatenate([samples, alpha], axis=2)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                writer.submit(src, dst, write_samples, dst, samples, 3, 8, raw.alpha is not None,
+                              metadata=read_metadata(src), png_level=png_level)
+                continue
             image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)
             del raw
-            h, w = image.data.shape[:2]
             tiles = (len(tile_grid(h, run_tile)) - 1) * (len(tile_grid(w, run_tile)) - 1)
             many_tiles = tiles > _TILE_BAR_MIN_TILES or (tiles > 1 and len(pairs) <= _TILE_BAR_MAX_IMAGES)
             result = upscale(
                 net, image, tile=run_tile, tile_overlap=tile_overlap, device=dev, half=half,
                 progress=progress and many_tiles, precision=precision, batch=batch_for(run_tile),
             )
-            result = outputs.finish(result, size.target(h, w, _model_scale_attr(net), str(src)), ext)
+            result = outputs.finish(result, out_hw, ext)
             dst.parent.mkdir(parents=True, exist_ok=True)
             writer.submit(src, dst, write_image, dst, result, metadata=read_metadata(src), png_level=png_level)
     written += writer.close()

@@ -69,6 +69,7 @@ __all__ = [
     "to_integer",
     "write_image",
     "write_image_rows",
+    "write_samples",
 ]
 
 #: Suffixes that :func:`list_images` collects and :func:`write_image` can write.
@@ -651,12 +652,46 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
     of the source) is written where the format holds it: ICC profile, DPI, EXIF.
     """
     path = Path(path)
+    has_alpha = image.alpha is not None
+    _check_writable(path, image.channels, image.bit_depth, has_alpha)
+    check_png_level(png_level)
+    write_samples(path, image.to_integer(include_alpha=True), image.channels, image.bit_depth, has_alpha,
+                  jpeg_quality=jpeg_quality, metadata=metadata, png_level=png_level)
+
+
+def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, bit_depth: int, has_alpha: bool, *,
+                  jpeg_quality: int = 95, metadata: dict | None = None, png_level: int = PNG_LEVEL) -> None:
+    """:func:`write_image` for samples already as the file stores them: ``H x W x (channels + alpha)``
+    of ``uint8`` (8), ``uint16`` (16) or ``float32`` (32), alpha last. Same formats, checks and
+    atomic write; for callers that have the integer samples (``superres upscale`` through an 8-bit
+    graph, :meth:`superres.export.OnnxModel.run_uint8`)."""
+    path = Path(path)
+    dtype = {8: np.uint8, 16: np.uint16, 32: np.float32}.get(bit_depth)
+    if samples.ndim != 3 or samples.shape[2] != channels + int(has_alpha) or samples.dtype != dtype:
+        raise ValueError(f"write_samples: {samples.shape} {samples.dtype} samples for {channels} channel(s)"
+                         f"{' + alpha' if has_alpha else ''} at {bit_depth} bits")
+    fmt = _check_writable(path, channels, bit_depth, has_alpha)
+    check_png_level(png_level)
+    try:
+        with atomic_write(path) as tmp:
+            if fmt == "TIFF":
+                _write_tiff(tmp, samples, channels, has_alpha, metadata)
+            elif fmt == "PNG" and bit_depth == 16:
+                _write_png16(tmp, samples, channels, has_alpha, png_level)
+            else:
+                _write_pillow(tmp, samples, fmt, jpeg_quality, metadata, png_level)
+    except OSError as exc:
+        raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
+
+
+def _check_writable(path: Path, channels: int, depth: int, has_alpha: bool) -> str:
+    """The Pillow/tifffile format for ``path``'s suffix, or a :class:`SuperresError` saying why an
+    image of ``channels`` channels at ``depth`` bits (with alpha or not) cannot be written there."""
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise SuperresError(
             f"{path}: unsupported output format {path.suffix or '(no suffix)'!r}; use .png, .jpg, .webp, .bmp or .tif"
         )
-    channels, depth, has_alpha = image.channels, image.bit_depth, image.alpha is not None
     if fmt in ("JPEG", "BMP", "WEBP"):
         if depth != 8:
             raise SuperresError(
@@ -674,19 +709,7 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
             raise SuperresError(
                 f"{path}: PNG holds gray or RGB (plus alpha) and this image has {channels} bands; write it as .tif"
             )
-
-    check_png_level(png_level)
-    samples = image.to_integer(include_alpha=True)
-    try:
-        with atomic_write(path) as tmp:
-            if fmt == "TIFF":
-                _write_tiff(tmp, samples, channels, has_alpha, metadata)
-            elif fmt == "PNG" and depth == 16:
-                _write_png16(tmp, samples, channels, has_alpha, png_level)
-            else:
-                _write_pillow(tmp, samples, fmt, jpeg_quality, metadata, png_level)
-    except OSError as exc:
-        raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
+    return fmt
 
 
 def _write_pillow(tmp: Path, samples: np.ndarray, fmt: str, jpeg_quality: int, metadata: dict | None = None,

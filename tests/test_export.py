@@ -308,3 +308,75 @@ def test_a_graph_whose_bands_disagree_with_the_whole_keeps_onnxruntimes_pool(tmp
     assert not model.banded
     x = torch.rand(1, 3, 200, 20)
     assert torch.allclose(model(x), OnnxModel(path, threads=1)(x))
+
+
+def test_run_uint8_gives_the_float_path_samples_bit_for_bit_whole_and_in_bands() -> None:
+    """The 8-bit graph is the float graph + ``to_integer`` of its clipped output, op for op; in bands
+    too (at the smallest banded height, one row short of it, an odd height)."""
+    from superres.export import MIN_BAND_ROWS
+    from superres.inference import upscale
+    from superres.io import to_float, to_integer
+
+    one, two = load_onnx("lumanet-x4", threads=1), load_onnx("lumanet-x4", threads=2)
+    two._load, two.active_threads = None, 2
+    runs: list[int] = []
+    real = two._run_bands
+    two._run_bands = lambda array, threads, **kw: runs.append(threads) or real(array, threads, **kw)
+    rng = np.random.default_rng(4)
+    for rows in (2 * MIN_BAND_ROWS, 2 * MIN_BAND_ROWS - 1, 141):
+        pixels = rng.integers(0, 256, (rows, 37, 3), dtype=np.uint8)
+        want = to_integer(upscale(one, to_float(pixels), tile=0), 8)
+        for model in (one, two):
+            got = model.run_uint8(pixels)
+            assert got.dtype == np.uint8 and np.array_equal(got, want), rows
+    assert runs == [2, 2]  # the two heights of at least 2 x MIN_BAND_ROWS ran in two bands
+    with pytest.raises(ValueError, match="uint8"):
+        one.run_uint8(np.zeros((8, 8, 3), np.uint16))
+
+
+def test_superres_upscale_runs_8_bit_rgb_through_the_uint8_graph(tmp_path: Path, monkeypatch) -> None:
+    """``--backend onnx`` on 8-bit RGB(A) in one pass: the 8-bit graph, the same file bytes' samples
+    as the float path; 16-bit, tiled or resized outputs keep the float path."""
+    from superres.export import OnnxModel
+    from superres.inference import upscale, upscale_files
+    from superres.io import Image, read_raw, to_integer, write_image
+    from superres.outputs import OutputSize
+
+    calls: list[tuple] = []
+    real = OnnxModel.run_uint8
+    monkeypatch.setattr(OnnxModel, "run_uint8", lambda self, pixels: calls.append(pixels.shape) or real(self, pixels))
+    rng = np.random.default_rng(6)
+    src = tmp_path / "in"
+    rgb = rng.random((30, 26, 3), dtype=np.float32)
+    alpha = rng.random((30, 26, 1), dtype=np.float32)
+    write_image(src / "rgb8.png", Image(rgb, None, 8))
+    write_image(src / "rgba8.png", Image(rgb, alpha, 8))
+    write_image(src / "rgb16.png", Image(rgb, None, 16))
+    common = dict(model="lumanet-x4", backend="onnx", device="cpu", half=False, progress=False, tile="auto")
+    upscale_files([src], out_dir=tmp_path / "out", **common)
+    assert sorted(calls) == [(30, 26, 3), (30, 26, 3)]  # the two 8-bit files, not the 16-bit one
+
+    net = load_onnx("lumanet-x4", threads=1)
+    for name in ("rgb8.png", "rgba8.png"):
+        source = read_raw(src / name)
+        image = Image(source.pixels.astype(np.float32) / 255, None if source.alpha is None else
+                      source.alpha.astype(np.float32) / 255, 8)
+        want = upscale(net, image, tile=0)
+        got = read_raw(tmp_path / "out" / name)
+        assert np.array_equal(got.pixels, to_integer(want.data, 8)), name
+        if source.alpha is not None:
+            assert np.array_equal(got.alpha, to_integer(want.alpha, 8))
+    calls.clear()
+    upscale_files([src / "rgb8.png"], out_dir=tmp_path / "tiled", **{**common, "tile": 16})
+    upscale_files([src / "rgb8.png"], out_dir=tmp_path / "resized", output_size=OutputSize(outscale=2.0), **common)
+    assert calls == []
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_damaged_onnx_file_is_one_error_naming_it(tmp_path: Path, threads: int) -> None:
+    """Two threads parse the graph for bands before onnxruntime loads it: either way, one
+    ``SuperresError`` naming the file (``superres upscale`` prints it as one line, exit 2)."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(SuperresError, match="bad.onnx: "):
+        OnnxModel(bad, threads=threads)
