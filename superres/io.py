@@ -34,7 +34,10 @@ with ``maxval`` 255 or 65535; float32 has enough precision for this to be the id
 16-bit levels, so 16-bit files survive read -> write bit for bit.
 
 Writes are atomic (:func:`atomic_write`): a temporary file in the same folder is renamed into place
-only when it is complete, so an interrupted or failed write never leaves half a file.
+only when it is complete, so an interrupted or failed write never leaves half a file. PNG (8 and
+16 bit, with ICC profile, DPI and EXIF) is written by :mod:`superres.pngenc` (one row filter,
+deflate on several threads: about 2-3x faster than Pillow for large outputs), TIFF by tifffile, the
+other formats by Pillow.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from superres.errors import SuperresError
+from superres.pngenc import write_png
 from superres.metadata import pillow_options, tiff_options
 
 __all__ = [
@@ -676,10 +680,11 @@ def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, b
         with atomic_write(path) as tmp:
             if fmt == "TIFF":
                 _write_tiff(tmp, samples, channels, has_alpha, metadata)
-            elif fmt == "PNG" and bit_depth == 16:
-                _write_png16(tmp, samples, channels, has_alpha, png_level)
+            elif fmt == "PNG":
+                with open(tmp, "wb") as handle:
+                    write_png(handle, samples, level=png_level, metadata=metadata)
             else:
-                _write_pillow(tmp, samples, fmt, jpeg_quality, metadata, png_level)
+                _write_pillow(tmp, samples, fmt, jpeg_quality, metadata)
     except OSError as exc:
         raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
 
@@ -712,8 +717,7 @@ def _check_writable(path: Path, channels: int, depth: int, has_alpha: bool) -> s
     return fmt
 
 
-def _write_pillow(tmp: Path, samples: np.ndarray, fmt: str, jpeg_quality: int, metadata: dict | None = None,
-                  png_level: int = PNG_LEVEL) -> None:
+def _write_pillow(tmp: Path, samples: np.ndarray, fmt: str, jpeg_quality: int, metadata: dict | None = None) -> None:
     from PIL import Image as PILImage
 
     array = samples[:, :, 0] if samples.shape[2] == 1 else samples  # L, LA, RGB, RGBA inferred from shape
@@ -721,20 +725,7 @@ def _write_pillow(tmp: Path, samples: np.ndarray, fmt: str, jpeg_quality: int, m
     options: dict = {"quality": int(jpeg_quality), "subsampling": 0} if fmt == "JPEG" else {}
     if fmt == "WEBP":
         options = {"quality": int(jpeg_quality), "method": 4}
-    if fmt == "PNG":
-        options = {"compress_level": png_level}
     im.save(tmp, format=fmt, **options, **pillow_options(fmt, metadata))
-
-
-def _write_png16(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool, png_level: int = PNG_LEVEL) -> None:
-    import png
-
-    height, width, planes = samples.shape
-    writer = png.Writer(width, height, greyscale=channels == 1, alpha=has_alpha, bitdepth=16, compression=png_level)
-    # PNG stores 16-bit samples big-endian; hand pypng packed rows so it does not loop per value.
-    packed = samples.astype(">u2").reshape(height, width * planes).view(np.uint8)
-    with open(tmp, "wb") as handle:
-        writer.write_packed(handle, (row.tobytes() for row in packed))
 
 
 def _write_tiff(tmp: Path, samples: np.ndarray, channels: int, has_alpha: bool, metadata: dict | None = None) -> None:

@@ -8,7 +8,7 @@ otherwise a viewer would rotate the result a second time. Which output formats h
 ========  ===  ===  ====
 format    ICC  DPI  EXIF
 ========  ===  ===  ====
-PNG       yes  yes  yes   (8-bit; 16-bit PNG, written by pypng, keeps none of them)
+PNG       yes  yes  yes   (8- and 16-bit)
 JPEG      yes  yes  yes
 WebP      yes  no   yes
 TIFF      yes  yes  no

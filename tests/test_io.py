@@ -421,15 +421,17 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
 
 
-def test_write_image_failure_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("suffix, writer", [(".png", "write_png"), (".jpg", "_write_pillow")])
+def test_write_image_failure_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str,
+                                                    writer: str) -> None:
     import superres.io as sio
 
-    def broken_writer(tmp: Path, *args: object) -> None:
-        tmp.write_bytes(b"\x89PNG partial")
+    def broken_writer(target, *args: object, **kwargs: object) -> None:  # a path (Pillow) or an open file (PNG)
+        target.write(b"partial") if hasattr(target, "write") else target.write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sio, "_write_pillow", broken_writer)
-    target = tmp_path / "out.png"
+    monkeypatch.setattr(sio, writer, broken_writer)
+    target = tmp_path / f"out{suffix}"
     with pytest.raises(SuperresError, match=rf"^{target}: cannot write image \(No space left on device\)$"):
         write_image(target, Image.from_array(random_samples((4, 4, 3), 8)))
     assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "superres"
 
 #: Bottom to top. A name covers the module and, for a package, everything in it.
 LAYERS: list[tuple[str, ...]] = [
-    ("superres.errors", "superres.scales", "superres.color", "superres.packages", "superres.progress"),
+    ("superres.errors", "superres.scales", "superres.color", "superres.packages", "superres.progress",
+     "superres.pngenc"),
     ("superres.io", "superres.resize", "superres.metrics", "superres.devices", "superres.metadata",
      "superres.threads"),
     ("superres.config", "superres.losses", "superres.models", "superres.data", "superres.backbones", "superres.perceptual",
