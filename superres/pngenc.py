@@ -39,6 +39,14 @@ IDAT_BYTES = 1 << 20
 _COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # planes -> gray, gray + alpha, RGB, RGBA
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _chunk(out: BinaryIO, kind: bytes, data: bytes | memoryview) -> None:
     out.write(struct.pack(">I", len(data)))
     out.write(kind)
@@ -95,14 +103,14 @@ def write_png(out: BinaryIO, samples: np.ndarray, *, level: int = 6, metadata: d
     """Write ``samples`` (``H x W x planes``, uint8 or uint16; 1-4 planes: gray, gray + alpha, RGB,
     RGBA) to ``out`` as a PNG at zlib ``level`` (0-9), with ``metadata``'s ``icc_profile``, ``dpi``
     and ``exif`` (:func:`superres.metadata.read_metadata`'s keys). ``threads`` deflate slices at
-    once (None: the CPUs of the machine, at most 4)."""
+    once (None: the CPUs this process may use, at most 4)."""
     if samples.ndim != 3 or samples.shape[2] not in _COLOR_TYPES or samples.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_png: expected H x W x 1-4 uint8/uint16 samples, got {samples.shape} {samples.dtype}")
     if not 0 <= level <= 9:
         raise ValueError(f"write_png: zlib level {level} is not 0-9")
     height, width, planes = samples.shape
     depth = 16 if samples.dtype == np.uint16 else 8
-    threads = min(4, os.cpu_count() or 1) if threads is None else max(1, int(threads))
+    threads = min(4, _usable_cpus()) if threads is None else max(1, int(threads))
     out.write(b"\x89PNG\r\n\x1a\n")
     _chunk(out, b"IHDR", struct.pack(">IIBBBBB", width, height, depth, _COLOR_TYPES[planes], 0, 0, 0))
     meta = metadata or {}
