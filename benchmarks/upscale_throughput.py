@@ -10,7 +10,9 @@ fastest pass of each method is kept: on a shared machine other processes only ev
 * **photos**: ``--images`` 1 MP (1000 x 1000) PNG photos (crops and flips of scikit-image's
   astronaut and coffee), upscaled x4 by ``--model`` (default ``lumanet-x4``) into PNGs.
   *naive*: for each file ``read_image`` -> ``superres.upscale`` -> ``write_image``, one after the
-  other. *superres*: :func:`superres.inference.upscale_files` (the result of one image is encoded
+  other, in the precision ``superres upscale`` picks (``precision="auto"``: bf16 for ``lumanet-x4``
+  on a CPU with native bf16; before 2026-12-06 13:50 UTC the naive loop ran fp32, the API's default,
+  against the command's bf16). *superres*: :func:`superres.inference.upscale_files` (the result of one image is encoded
   by a background thread while the next runs). Both write PNGs at each of ``--png-levels`` (zlib
   levels; 1 is ``superres upscale``'s default, 6 Pillow's), a row each. Reported as images/s.
 * **video**: a 720p (1280 x 720) H.264 clip of ``--frames`` frames at 25 fps, upscaled by a tiny
@@ -80,7 +82,7 @@ def naive_photos(net, paths: list[Path], out: Path, png_level: int) -> None:
     from superres.io import read_image, write_image
 
     for path in paths:
-        write_image(out / path.name, upscale(net, read_image(path), tile=256), png_level=png_level)
+        write_image(out / path.name, upscale(net, read_image(path), tile=256, precision="auto"), png_level=png_level)
 
 
 def ours_photos(model: str, paths: list[Path], out: Path, png_level: int) -> None:
