@@ -50,6 +50,7 @@ from superres.io import (
     PNG_LEVEL,
     STREAM_SUFFIXES,
     check_png_level,
+    check_writable,
     list_images,
     read_raw,
     to_float,
@@ -941,6 +942,9 @@ def upscale_files(
                 raise
             except Exception as exc:  # a decoder error deep in Pillow/tifffile: name the file
                 raise SuperresError(f"{src}: cannot read the image ({type(exc).__name__}: {exc})") from None
+            # What the output file cannot hold (alpha in a JPEG, 16 bits in a BMP ...) is refused before
+            # the model runs; the result has the image's channels and depth (8 bits for --ext jpg/webp).
+            check_writable(dst, raw.pixels.shape[2], 8 if ext in ("jpg", "webp") else raw.bit_depth, raw.alpha is not None)
             run_tile = tile_for(*raw.pixels.shape[:2])
             if _needs_strips(net, raw, src, dst, tile=run_tile, tile_overlap=tile_overlap, budget=budget):
                 if not size.native:

@@ -63,6 +63,7 @@ __all__ = [
     "RawImage",
     "atomic_write",
     "check_png_level",
+    "check_writable",
     "list_images",
     "max_pixels",
     "read_array",
@@ -657,7 +658,7 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
     """
     path = Path(path)
     has_alpha = image.alpha is not None
-    _check_writable(path, image.channels, image.bit_depth, has_alpha)
+    check_writable(path, image.channels, image.bit_depth, has_alpha)
     check_png_level(png_level)
     write_samples(path, image.to_integer(include_alpha=True), image.channels, image.bit_depth, has_alpha,
                   jpeg_quality=jpeg_quality, metadata=metadata, png_level=png_level)
@@ -674,7 +675,7 @@ def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, b
     if samples.ndim != 3 or samples.shape[2] != channels + int(has_alpha) or samples.dtype != dtype:
         raise ValueError(f"write_samples: {samples.shape} {samples.dtype} samples for {channels} channel(s)"
                          f"{' + alpha' if has_alpha else ''} at {bit_depth} bits")
-    fmt = _check_writable(path, channels, bit_depth, has_alpha)
+    fmt = check_writable(path, channels, bit_depth, has_alpha)
     check_png_level(png_level)
     try:
         with atomic_write(path) as tmp:
@@ -689,9 +690,10 @@ def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, b
         raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
 
 
-def _check_writable(path: Path, channels: int, depth: int, has_alpha: bool) -> str:
+def check_writable(path: str | os.PathLike, channels: int, depth: int, has_alpha: bool) -> str:
     """The Pillow/tifffile format for ``path``'s suffix, or a :class:`SuperresError` saying why an
     image of ``channels`` channels at ``depth`` bits (with alpha or not) cannot be written there."""
+    path = Path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise SuperresError(

@@ -348,17 +348,48 @@ def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch):
     assert rank_device("auto") == "auto"
 
 
-def test_a_write_that_fails_in_the_background_is_counted(tmp_path, capsys, model_file):
+def test_a_write_that_fails_in_the_background_is_counted(tmp_path, capsys, model_file, monkeypatch):
+    import superres.io as sio
+
     src = tmp_path / "in"
-    write_image(src / "a.png", Image(_rgb(8, 8), np.ones((8, 8, 1), np.float32) * 0.5, 8))  # alpha: not in JPEG
-    write_image(src / "b.png", Image(_rgb(8, 8, 1), None, 8))
-    write_image(src / "c.png", Image(_rgb(8, 8, 2), None, 8))
+    for k, name in enumerate(("a.png", "b.png", "c.png")):
+        write_image(src / name, Image(_rgb(8, 8, k), None, 8))
+    real, calls = sio._write_pillow, []
+
+    def disk_full_once(tmp, *args, **kwargs):  # the first JPEG written (a.png's: files go in order) fails
+        calls.append(tmp)
+        if len(calls) == 1:
+            tmp.write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        return real(tmp, *args, **kwargs)
+
+    monkeypatch.setattr(sio, "_write_pillow", disk_full_once)
     out = tmp_path / "o"
     code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
                                  "--quiet", "--device", "cpu", "--ext", "jpg"])
     assert code == 2
-    assert "JPEG cannot hold the alpha channel" in err and "1 of 3 file(s) failed" in err
+    assert "a.jpg: cannot write image (No space left on device)" in err and "1 of 3 file(s) failed" in err
     assert sorted(p.name for p in out.iterdir()) == ["b.jpg", "c.jpg"]  # no temporary file left
+
+
+def test_an_output_that_cannot_hold_the_image_is_refused_before_the_model_runs(tmp_path, capsys, model_file,
+                                                                               monkeypatch):
+    """Alpha for a JPEG: the file is reported and skipped without running the model on it."""
+    import superres.inference as inference
+
+    src = tmp_path / "in"
+    write_image(src / "a.png", Image(_rgb(8, 8), np.ones((8, 8, 1), np.float32) * 0.5, 8))  # alpha: not in JPEG
+    write_image(src / "b.png", Image(_rgb(8, 8, 1), None, 8))
+    runs = []
+    real = inference.upscale
+    monkeypatch.setattr(inference, "upscale", lambda net, image, **kw: runs.append(image.data.shape) or real(net, image, **kw))
+    out = tmp_path / "o"
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
+                                 "--quiet", "--device", "cpu", "--ext", "jpg"])
+    assert code == 2
+    assert "a.png" in err and "JPEG cannot hold the alpha channel" in err and "1 of 2 file(s) failed" in err
+    assert runs == [(8, 8, 3)]  # b.png only
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg"]
 
 
 def test_eval_runs_on_the_auto_device_by_default(tmp_path, capsys, model_file):
