@@ -16,9 +16,9 @@ Contract:
 * Device memory is bounded by one model call: ``(tile + 2 * tile_overlap)^2`` input pixels times the
   images in the batch, times the tiles per call (``batch``: 1 on a CPU; on CUDA as many as fit,
   :func:`superres.speed.tile_batch`); the output canvas lives with the input tensor (on the CPU for
-  :func:`upscale`). Host memory: :func:`upscale_tensor_rows` yields the result one row of tiles at a time (the same values), and
-  :func:`upscale_files` writes results too large for ``--max-memory`` to disk in strips, so host
-  memory is bounded by the tile and the output width (docs/RELIABILITY.md).
+  :func:`upscale`). Host memory: :func:`upscale_tensor_rows` yields the result one row of tiles at a
+  time (the same values), and :func:`upscale_files` writes results too large for ``--max-memory`` to
+  disk in strips, so host memory is bounded by the tile and the output width (docs/RELIABILITY.md).
 * Both backends (``torch``: an ``nn.Module``; ``onnx``: an exported graph through onnxruntime on the
   CPU) go through the same :func:`upscale_tensor`, so their results agree within 1e-4.
 * Channels: equal counts run directly; a 1-channel model on RGB runs on BT.601 Y with Cb/Cr upscaled
