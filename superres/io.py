@@ -53,7 +53,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from superres.errors import SuperresError
-from superres.pngenc import write_png
+from superres.pngenc import write_png, write_png_rows
 from superres.metadata import pillow_options, tiff_options
 
 __all__ = [
@@ -762,7 +762,7 @@ def write_image_rows(
     ``bit_depth`` stores them: uint8, uint16, float32), atomically, holding one band at a time.
 
     For outputs too large for memory (``superres upscale`` decides). PNG (8/16-bit gray or RGB) is
-    written row by row through pypng; TIFF as 256 x 256 zlib-compressed tiles, so any depth and any
+    written band by band (:func:`superres.pngenc.write_png_rows`); TIFF as 256 x 256 zlib-compressed tiles, so any depth and any
     number of bands. No alpha. JPEG and BMP cannot be written this way (refused, naming the file).
     """
     path = Path(path)
@@ -801,18 +801,8 @@ def write_image_rows(
 
 def _write_png_rows(tmp: Path, height: int, width: int, channels: int, bit_depth: int, bands: Iterator[np.ndarray],
                     png_level: int = PNG_LEVEL) -> None:
-    import png
-
-    writer = png.Writer(width, height, greyscale=channels == 1, alpha=False, bitdepth=bit_depth, compression=png_level)
-
-    def rows() -> Iterator[bytes]:
-        for band in bands:
-            packed = band.astype(">u2") if bit_depth == 16 else band
-            for row in packed.reshape(band.shape[0], -1):
-                yield row.tobytes()
-
     with open(tmp, "wb") as handle:
-        writer.write_packed(handle, rows())
+        write_png_rows(handle, height, width, channels, np.uint16 if bit_depth == 16 else np.uint8, bands, level=png_level)
 
 
 def _write_tiff_tiles(tmp: Path, height: int, width: int, channels: int, dtype: type, bands: Iterator[np.ndarray]) -> None:

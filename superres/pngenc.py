@@ -26,11 +26,11 @@ import os
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 
-__all__ = ["SLICE_BYTES", "IDAT_BYTES", "write_png"]
+__all__ = ["SLICE_BYTES", "IDAT_BYTES", "write_png", "write_png_rows"]
 
 #: Filtered bytes per deflate slice (at least one row): slices are compressed in parallel.
 SLICE_BYTES = 4 << 20
@@ -54,17 +54,24 @@ def _chunk(out: BinaryIO, kind: bytes, data: bytes | memoryview) -> None:
     out.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
 
 
-def _filtered(samples: np.ndarray) -> np.ndarray:
-    """The PNG scanlines of ``samples`` (``H x W x planes`` uint8/uint16), each a filter byte and the
-    row's bytes: ``None`` (0) for the first row, ``Up`` (2, byte-wise difference modulo 256 to the
-    row above) for the others."""
-    height = samples.shape[0]
+def _row_bytes(samples: np.ndarray) -> np.ndarray:
+    """``samples`` (``H x W x planes`` uint8/uint16) as ``H`` rows of the bytes PNG stores (16 bits big-endian)."""
     rows = np.ascontiguousarray(samples, dtype=">u2" if samples.dtype == np.uint16 else np.uint8)
-    rows = rows.reshape(height, -1).view(np.uint8)
-    lines = np.empty((height, rows.shape[1] + 1), np.uint8)
-    lines[0, 0] = 0
-    lines[0, 1:] = rows[0]
-    lines[1:, 0] = 2
+    return rows.reshape(samples.shape[0], -1).view(np.uint8)
+
+
+def _filtered(rows: np.ndarray, above: np.ndarray | None = None) -> np.ndarray:
+    """The PNG scanlines of ``rows`` (:func:`_row_bytes`), each a filter byte and the row's bytes:
+    ``Up`` (2, the byte-wise difference modulo 256 to the row above) for every row with a row above,
+    ``None`` (0) for the image's first row (``above`` None: ``rows`` starts the image; else the last
+    row of the previous band)."""
+    lines = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+    lines[:, 0] = 2
+    if above is None:
+        lines[0, 0] = 0
+        lines[0, 1:] = rows[0]
+    else:
+        np.subtract(rows[0], above, out=lines[0, 1:])
     np.subtract(rows[1:], rows[:-1], out=lines[1:, 1:])  # uint8 arithmetic wraps modulo 256, as Up asks
     return lines
 
@@ -98,19 +105,8 @@ def _deflate(lines: np.ndarray, level: int, threads: int) -> list[bytes]:
     return [bytes((cmf, flg)), *bodies, struct.pack(">I", adler)]
 
 
-def write_png(out: BinaryIO, samples: np.ndarray, *, level: int = 6, metadata: dict[str, Any] | None = None,
-              threads: int | None = None) -> None:
-    """Write ``samples`` (``H x W x planes``, uint8 or uint16; 1-4 planes: gray, gray + alpha, RGB,
-    RGBA) to ``out`` as a PNG at zlib ``level`` (0-9), with ``metadata``'s ``icc_profile``, ``dpi``
-    and ``exif`` (:func:`superres.metadata.read_metadata`'s keys). ``threads`` deflate slices at
-    once (None: the CPUs this process may use, at most 4)."""
-    if samples.ndim != 3 or samples.shape[2] not in _COLOR_TYPES or samples.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"write_png: expected H x W x 1-4 uint8/uint16 samples, got {samples.shape} {samples.dtype}")
-    if not 0 <= level <= 9:
-        raise ValueError(f"write_png: zlib level {level} is not 0-9")
-    height, width, planes = samples.shape
-    depth = 16 if samples.dtype == np.uint16 else 8
-    threads = min(4, _usable_cpus()) if threads is None else max(1, int(threads))
+def _header(out: BinaryIO, height: int, width: int, planes: int, depth: int, metadata: dict[str, Any] | None) -> None:
+    """The signature, ``IHDR`` and the metadata chunks (module docstring)."""
     out.write(b"\x89PNG\r\n\x1a\n")
     _chunk(out, b"IHDR", struct.pack(">IIBBBBB", width, height, depth, _COLOR_TYPES[planes], 0, 0, 0))
     meta = metadata or {}
@@ -122,7 +118,54 @@ def write_png(out: BinaryIO, samples: np.ndarray, *, level: int = 6, metadata: d
     if meta.get("exif"):
         exif = bytes(meta["exif"])
         _chunk(out, b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
-    stream = b"".join(_deflate(_filtered(samples), level, threads))
+
+
+def _check(planes: int, dtype: Any, level: int) -> None:
+    if planes not in _COLOR_TYPES or dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_png: expected 1-4 planes of uint8/uint16 samples, got {planes} of {np.dtype(dtype)}")
+    if not 0 <= level <= 9:
+        raise ValueError(f"write_png: zlib level {level} is not 0-9")
+
+
+def write_png_rows(out: BinaryIO, height: int, width: int, planes: int, dtype: Any, bands: Iterable[np.ndarray], *,
+                   level: int = 6, metadata: dict[str, Any] | None = None) -> None:
+    """:func:`write_png` for an image that arrives as bands of rows (``rows x width x planes`` of
+    ``dtype``), holding one band (and its compressed bytes, at most :data:`IDAT_BYTES` more) at a time:
+    the same filter, one deflate stream on the calling thread. The caller checks that the bands add
+    up to ``height`` rows of the right shape (``superres.io.write_image_rows`` does)."""
+    _check(planes, np.dtype(dtype), level)
+    _header(out, height, width, planes, 16 if np.dtype(dtype) == np.uint16 else 8, metadata)
+    packer = zlib.compressobj(level)
+    pending = bytearray()
+    above = None
+    for band in bands:
+        if not len(band):
+            continue
+        rows = _row_bytes(band)
+        pending += packer.compress(_filtered(rows, above))
+        above = rows[-1].copy()
+        while len(pending) >= IDAT_BYTES:
+            _chunk(out, b"IDAT", bytes(pending[:IDAT_BYTES]))
+            del pending[:IDAT_BYTES]
+    pending += packer.flush()
+    for start in range(0, len(pending), IDAT_BYTES):
+        _chunk(out, b"IDAT", bytes(pending[start:start + IDAT_BYTES]))
+    _chunk(out, b"IEND", b"")
+
+
+def write_png(out: BinaryIO, samples: np.ndarray, *, level: int = 6, metadata: dict[str, Any] | None = None,
+              threads: int | None = None) -> None:
+    """Write ``samples`` (``H x W x planes``, uint8 or uint16; 1-4 planes: gray, gray + alpha, RGB,
+    RGBA) to ``out`` as a PNG at zlib ``level`` (0-9), with ``metadata``'s ``icc_profile``, ``dpi``
+    and ``exif`` (:func:`superres.metadata.read_metadata`'s keys). ``threads`` deflate slices at
+    once (None: the CPUs this process may use, at most 4)."""
+    if samples.ndim != 3:
+        raise ValueError(f"write_png: expected H x W x planes samples, got shape {samples.shape}")
+    _check(samples.shape[2], samples.dtype, level)
+    height, width, planes = samples.shape
+    threads = min(4, _usable_cpus()) if threads is None else max(1, int(threads))
+    _header(out, height, width, planes, 16 if samples.dtype == np.uint16 else 8, metadata)
+    stream = b"".join(_deflate(_filtered(_row_bytes(samples)), level, threads))
     view = memoryview(stream)
     for start in range(0, len(view), IDAT_BYTES):
         _chunk(out, b"IDAT", view[start:start + IDAT_BYTES])

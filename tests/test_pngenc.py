@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 import superres.pngenc as pngenc
-from superres.pngenc import write_png
+from superres.pngenc import write_png, write_png_rows
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -115,3 +115,22 @@ def test_a_photo_compresses_like_pillow_and_noise_goes_in_idat_chunks_of_bounded
 def test_what_png_cannot_hold_is_refused(samples: np.ndarray, level: int) -> None:
     with pytest.raises(ValueError, match="write_png"):
         write_png(io.BytesIO(), samples, level=level)
+
+
+@pytest.mark.parametrize("sixteen", [False, True])
+def test_rows_in_bands_decode_like_the_whole_image(sixteen: bool, monkeypatch) -> None:
+    """Bands of 1, 0 (skipped), 7 and the rest rows: the Up filter runs across band boundaries, and
+    the IDAT chunks stay bounded (a small limit here, so the image spans many)."""
+    monkeypatch.setattr(pngenc, "IDAT_BYTES", 500)
+    rng = np.random.default_rng(1)
+    dtype = np.uint16 if sixteen else np.uint8
+    samples = rng.integers(0, 65536 if sixteen else 256, (40, 23, 3)).astype(dtype)
+    cuts = [0, 1, 1, 8, 40]
+    out = io.BytesIO()
+    write_png_rows(out, 40, 23, 3, dtype, (samples[a:b] for a, b in zip(cuts[:-1], cuts[1:])), level=1)
+    assert np.array_equal(_pypng(out.getvalue()), samples)
+    chunks = _chunks(out.getvalue())
+    idat = [p for k, p in chunks if k == b"IDAT"]
+    assert len(idat) > 1 and max(len(p) for p in idat) <= 500
+    lines = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(40, -1)
+    assert lines[0, 0] == 0 and (lines[1:, 0] == 2).all()
