@@ -755,7 +755,8 @@ def _needs_strips(
     The estimates count the arrays the two paths allocate, not the process around them (Python,
     torch, the model: a few hundred MB). In one piece: the float input and its tensor copy, the
     float32 output canvas, the integer output, and the alpha plane with its float64 resize. In
-    strips: the input as stored, the canvas of one row of tiles, and two integer copies of it.
+    strips: the input as stored, the canvas of one row of tiles, and three integer copies of it (the
+    samples, a copy, and the PNG encoder's filtered rows).
     """
     if budget is None:
         return False
@@ -786,7 +787,7 @@ def _needs_strips(
     if why_not is not None:
         raise SuperresError(f"{src}: {needs}, and {why_not}; {hint}")
     rows = _strip_rows(h, tile, tile_overlap, scale)
-    strips = h * w * c * raw.pixels.dtype.itemsize + rows * w * scale * (max(c, run_c) * 4 + 2 * c * out_item)
+    strips = h * w * c * raw.pixels.dtype.itemsize + rows * w * scale * (max(c, run_c) * 4 + 3 * c * out_item)
     if strips > budget:
         raise SuperresError(
             f"{src}: {needs}, and about {_mb(strips)} in strips of --tile {tile}; use a smaller --tile or {hint}"
