@@ -581,7 +581,6 @@ class OnnxModel:
             raise SuperresError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {names}")
         if radius is not None and not self._try_bands(radius):
             self.session = _session(ort, self.path, self.threads, graph=self._graph)  # the probe disagreed: onnxruntime's own pool
-        self.session_threads = self.threads if self._pool is None else 1
 
     @property
     def banded(self) -> bool:
@@ -644,7 +643,8 @@ class OnnxModel:
             import onnx
 
             graph = add_uint8_io(onnx.load_from_string(self._graph)).SerializeToString()
-            self._uint8_session = _session(_ort(), self.path, self.session_threads, graph=graph)
+            # the threads of the float session: one per band when banded, else onnxruntime's pool
+            self._uint8_session = _session(_ort(), self.path, 1 if self.banded else self.threads, graph=graph)
         array = np.ascontiguousarray(pixels)[None]
         threads = self._bands_for(array.shape[1])
         if threads > 1:
