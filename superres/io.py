@@ -658,10 +658,10 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
     """
     path = Path(path)
     has_alpha = image.alpha is not None
-    check_writable(path, image.channels, image.bit_depth, has_alpha)
-    check_png_level(png_level)
-    write_samples(path, image.to_integer(include_alpha=True), image.channels, image.bit_depth, has_alpha,
-                  jpeg_quality=jpeg_quality, metadata=metadata, png_level=png_level)
+    fmt = check_writable(path, image.channels, image.bit_depth, has_alpha)
+    check_png_level(png_level)  # both refused before the samples are made
+    _write_checked(path, fmt, image.to_integer(include_alpha=True), image.channels, has_alpha, jpeg_quality, metadata,
+                   png_level)
 
 
 def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, bit_depth: int, has_alpha: bool, *,
@@ -677,6 +677,12 @@ def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, b
                          f"{' + alpha' if has_alpha else ''} at {bit_depth} bits")
     fmt = check_writable(path, channels, bit_depth, has_alpha)
     check_png_level(png_level)
+    _write_checked(path, fmt, samples, channels, has_alpha, jpeg_quality, metadata, png_level)
+
+
+def _write_checked(path: Path, fmt: str, samples: np.ndarray, channels: int, has_alpha: bool, jpeg_quality: int,
+                   metadata: dict | None, png_level: int) -> None:
+    """Write ``samples`` to ``path`` as ``fmt`` (:func:`check_writable`'s answer), atomically."""
     try:
         with atomic_write(path) as tmp:
             if fmt == "TIFF":
