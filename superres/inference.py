@@ -65,7 +65,7 @@ from superres.modelfile import load_model
 from superres.models.contract import describe
 from superres.precision import autocast_for, resolve_precision
 from superres.resize import imresize
-from superres.speed import auto_tile, choose_default_model, tile_batch
+from superres.speed import auto_tile, bytes_per_input_pixel, choose_default_model, tile_batch
 
 if TYPE_CHECKING:
     import torch
@@ -909,15 +909,23 @@ def upscale_files(
     if on_start is not None:
         on_start(str(_model_device(net, dev)))
 
+    probed: list[float] = []  # the model's working bytes per input pixel: one probe pass for the whole run
+
+    def per_pixel() -> float:
+        if not probed:
+            probed.append(bytes_per_input_pixel(net, _model_channels(net)))
+        return probed[0]
+
     def tile_for(h: int, w: int) -> int:
         """``tile``, or for ``auto`` the largest tile that fits the memory budget (:func:`superres.speed.auto_tile`)."""
         if tile == "auto":
-            return auto_tile(net, h, w, _model_channels(net), dev, tile_overlap=tile_overlap)
+            return auto_tile(net, h, w, _model_channels(net), dev, tile_overlap=tile_overlap, per_pixel=per_pixel())
         return tile
 
     def batch_for(run_tile: int) -> int:
         """Tiles per model call: more than 1 only on CUDA with tiles smaller than its memory (:func:`superres.speed.tile_batch`)."""
-        return tile_batch(net, run_tile, _model_channels(net), _model_device(net, dev), tile_overlap=tile_overlap)
+        return tile_batch(net, run_tile, _model_channels(net), _model_device(net, dev), tile_overlap=tile_overlap,
+                          per_pixel=per_pixel())
 
     from tqdm import tqdm
 
