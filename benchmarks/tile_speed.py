@@ -4,9 +4,10 @@ Usage (from the repository root)::
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/tile_speed.py --side 768 --repeats 2
     PYTHONPATH=. python benchmarks/tile_speed.py --backend onnx --threads 2 --side 1000 --models lumanet-x4
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/tile_speed.py --shapes 360x640 480x854 576x1024 --tiles 0 384
 
 One process, ``--threads`` threads (default 1): scikit-image's astronaut photo Lanczos-resized to
-``--side`` x ``--side`` (float RGB), :func:`superres.inference.upscale` at each tile size (0: one
+``--side`` x ``--side`` (or each ``--shapes`` H x W; float RGB), :func:`superres.inference.upscale` at each tile size (0: one
 whole pass; overlap 16), fastest of ``--repeats`` interleaved passes after a warm-up pass, per model.
 ``--backend torch`` runs the model in bf16 (fp32 where the CPU has no native bf16); ``--backend
 onnx`` runs its exported graph through onnxruntime (fp32, bands on more than one thread), the
@@ -37,6 +38,8 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--side", type=int, default=768)
+    ap.add_argument("--shapes", nargs="+", default=None, metavar="HxW",
+                    help="input sizes, a row each per model (instead of --side x --side)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--models", nargs="+", default=["enhanced-x4", "lumanet-x4-deep", "edsr-baseline-x4"])
     ap.add_argument("--tiles", nargs="+", type=int, default=None)
@@ -45,23 +48,25 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     precision = "bf16" if cpu_has_native_bf16() and args.backend == "torch" else "fp32"
-    img = np.asarray(Image.fromarray(data.astronaut()).resize((args.side, args.side), Image.LANCZOS), dtype=np.float32) / 255
-    tiles = list(dict.fromkeys(args.tiles or [0, args.side // 2, 512, 384, 256, 192, 128]))
-    print(f"{cpu_name()}, {args.threads} thread(s), {args.backend} {precision}, {args.side}x{args.side} input; ms per output MP (fastest of {args.repeats})")
-    print("| model | " + " | ".join("whole" if t == 0 else f"tile {t}" for t in tiles) + " |")
-    print("|---|" + "---:|" * len(tiles))
+    shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes] if args.shapes else [(args.side, args.side)]
+    tiles = list(dict.fromkeys(args.tiles or [0, max(shapes[0]) // 2, 512, 384, 256, 192, 128]))
+    print(f"{cpu_name()}, {args.threads} thread(s), {args.backend} {precision}; ms per output MP (fastest of {args.repeats})")
+    print("| model | input (H x W) | " + " | ".join("whole" if t == 0 else f"tile {t}" for t in tiles) + " |")
+    print("|---|---|" + "---:|" * len(tiles))
     for name in args.models:
         net = load_model(name) if args.backend == "torch" else load_for_backend(name, backend="onnx")
         scale = int(net.scale)
-        best = {t: float("inf") for t in tiles}
-        for rep in range(args.repeats + 1):  # pass 0 warms up (oneDNN primitives per shape)
-            for t in tiles:
-                start = time.perf_counter()
-                upscale(net, img, tile=t, precision=precision)
-                if rep:
-                    best[t] = min(best[t], time.perf_counter() - start)
-        mp = (args.side * scale) ** 2 / 1e6
-        print(f"| {name} | " + " | ".join(f"{best[t] / mp * 1000:.0f}" for t in tiles) + " |", flush=True)
+        for h, w in shapes:
+            img = np.asarray(Image.fromarray(data.astronaut()).resize((w, h), Image.LANCZOS), dtype=np.float32) / 255
+            best = {t: float("inf") for t in tiles}
+            for rep in range(args.repeats + 1):  # pass 0 warms up (oneDNN primitives per shape)
+                for t in tiles:
+                    start = time.perf_counter()
+                    upscale(net, img, tile=t, precision=precision)
+                    if rep:
+                        best[t] = min(best[t], time.perf_counter() - start)
+            mp = h * w * scale * scale / 1e6
+            print(f"| {name} | {h}x{w} | " + " | ".join(f"{best[t] / mp * 1000:.0f}" for t in tiles) + " |", flush=True)
     print("load average after: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0
 

@@ -46,12 +46,18 @@ GPU_FRACTION = 0.5
 LIVE_FACTOR = 3
 #: ``--tile auto`` never goes below this core size (smaller tiles cost more in context than they save).
 MIN_AUTO_TILE = 64
-#: On a CPU, images larger than 1.5x this run in cores of at most this size: one whole pass over a
-#: 768x768 input was 15-20% slower than 256-384 tiles for enhanced-x4, lumanet-x4-deep and
-#: edsr-baseline-x4 in bf16 (AMD EPYC, 1 thread; activations of a whole image leave the caches).
+#: On a CPU, images of more pixels than a square of 1.5x this side (:data:`CPU_WHOLE_PIXELS`) run in
+#: cores of at most this size: one whole pass over a 768x768 input was 15-20% slower than 256-384
+#: tiles for enhanced-x4, lumanet-x4-deep and edsr-baseline-x4 in bf16 (AMD EPYC, 1 thread;
+#: activations of a whole image leave the caches).
 #: Torch modules only: through onnxruntime a whole pass was the fastest (19-38% less time than 384 tiles
 #: for the lumanet models on a 1000x1000 input, docs/BENCHMARKS.md).
 CPU_TILE_CAP = 384
+#: Images of at most this many pixels stay whole on a CPU whatever their longest side: the caches
+#: care about the activations' size, not the shape. A 360x640 frame (230k pixels) ran 0-26% faster
+#: whole than in 384 tiles, 480x854 (410k) 4-33% faster in tiles (lumanet-x4, lumanet-x4-deep,
+#: enhanced-x4, bf16, 1 thread, docs/BENCHMARKS.md "Tile size on the CPU").
+CPU_WHOLE_PIXELS = int(1.5 * CPU_TILE_CAP) ** 2
 #: Most tiles per model call on a GPU (:func:`tile_batch`): a few tiles already keep it busy; more only
 #: hold more memory.
 MAX_TILE_BATCH = 8
@@ -127,8 +133,8 @@ def auto_tile(
 ) -> int:
     """The core size for ``--tile auto``: 0 (one pass) when the whole image fits the memory budget,
     else the largest core whose tile (core plus ``2 * tile_overlap``) fits, at least :data:`MIN_AUTO_TILE`.
-    On a CPU, a torch module on an image larger than 1.5 x :data:`CPU_TILE_CAP` on a side uses cores
-    of at most that size; an onnxruntime graph (:class:`superres.export.OnnxModel`) is not capped:
+    On a CPU, a torch module on an image of more than :data:`CPU_WHOLE_PIXELS` pixels uses cores of
+    at most :data:`CPU_TILE_CAP`; an onnxruntime graph (:class:`superres.export.OnnxModel`) is not capped:
     there a whole pass was the fastest (docs/BENCHMARKS.md, "Tile size on the CPU").
 
     ``free`` (bytes) and ``per_pixel`` (bytes per input pixel) default to :func:`available_memory`
@@ -138,7 +144,7 @@ def auto_tile(
     from torch import nn
 
     capped = device.type == "cpu" and isinstance(model, nn.Module)
-    cap = CPU_TILE_CAP if capped and max(height, width) > 1.5 * CPU_TILE_CAP else None
+    cap = CPU_TILE_CAP if capped and height * width > CPU_WHOLE_PIXELS else None
     if height * width * per_pixel <= budget and cap is None:
         return 0
     side = int(math.isqrt(max(0, int(budget / per_pixel))))

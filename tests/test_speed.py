@@ -41,11 +41,18 @@ def test_auto_tile_respects_a_small_budget() -> None:
 
 
 def test_auto_tile_caps_large_images_on_the_cpu_only() -> None:
-    from superres.speed import CPU_TILE_CAP
+    from superres.speed import CPU_TILE_CAP, CPU_WHOLE_PIXELS
 
-    big = int(1.5 * CPU_TILE_CAP) + 1
-    assert auto_tile(small_model(), big, 100, 3, CPU, free=10**12, per_pixel=1000.0) == CPU_TILE_CAP
-    assert auto_tile(small_model(), big - 1, big - 1, 3, CPU, free=10**12, per_pixel=1000.0) == 0
+    side = int(1.5 * CPU_TILE_CAP)
+    assert CPU_WHOLE_PIXELS == side * side
+    assert auto_tile(small_model(), side, side, 3, CPU, free=10**12, per_pixel=1000.0) == 0  # exactly at the limit
+    assert auto_tile(small_model(), side, side + 1, 3, CPU, free=10**12, per_pixel=1000.0) == CPU_TILE_CAP
+    # the pixel count decides, not the longest side: a 360p frame stays whole, a long strip of the
+    # same area too, and a frame just over the count is capped
+    assert auto_tile(small_model(), 360, 640, 3, CPU, free=10**12, per_pixel=1000.0) == 0
+    assert auto_tile(small_model(), 100, CPU_WHOLE_PIXELS // 100, 3, CPU, free=10**12, per_pixel=1000.0) == 0
+    assert auto_tile(small_model(), 480, 854, 3, CPU, free=10**12, per_pixel=1000.0) == CPU_TILE_CAP
+    big = side + 1
 
     class Cuda:
         type = "cuda"
