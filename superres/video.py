@@ -48,6 +48,8 @@ from superres.resize import imresize
 from superres.speed import auto_tile, choose_default_model
 
 if TYPE_CHECKING:
+    import torch
+
     from superres.inference import Model
     from superres.outputs import OutputSize
 
@@ -108,31 +110,47 @@ def _import_av():
 
 # --------------------------------------------------------------------------- frames
 def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | str", tile_overlap: int, half: bool,
-                   out_hw: tuple[int, int], precision: str = "fp32") -> np.ndarray:
-    """``N`` uint8 ``H x W x 3`` frames -> uint8 ``N x H' x W' x 3`` at ``out_hw``. A 3-channel model
-    runs on the whole batch at once (:func:`superres.inference.upscale_tensor`); other models frame
-    by frame through :func:`superres.inference.upscale` (the channel rules)."""
+                   precision: str = "fp32") -> "torch.Tensor":
+    """``N`` uint8 ``H x W x 3`` frames -> the model's float ``N x 3 x H' x W'`` output (unclamped, on
+    the model's device; :func:`_to_frames` makes frames of it). A 3-channel model runs on the whole
+    batch at once (:func:`superres.inference.upscale_tensor`); other models frame by frame through
+    :func:`superres.inference.upscale` (the channel rules)."""
     import torch
 
-
-    if tile == "auto":  # the largest tile whose memory fits the budget, for this batch of frames
-        h, w = frames[0].shape[:2]
-        tile = auto_tile(net, h * len(frames), w, _model_channels(net), _model_device(net, torch.device("cpu")),
-                         tile_overlap=tile_overlap)
+    if tile == "auto":
+        tile = _clip_tile(net, frames[0].shape[:2], len(frames), tile_overlap)
     if _model_channels(net) == 3:
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        y = upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, half=half, precision=precision)
-    else:
-        y = torch.stack([
-            torch.from_numpy(upscale(net, f.astype(np.float32) / 255.0, tile=tile, tile_overlap=tile_overlap,
-                                     device="cpu", half=half, precision=precision)).permute(2, 0, 1)
-            for f in frames
-        ])
+        return upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, half=half, precision=precision)
+    return torch.stack([
+        torch.from_numpy(upscale(net, f.astype(np.float32) / 255.0, tile=tile, tile_overlap=tile_overlap,
+                                 device="cpu", half=half, precision=precision)).permute(2, 0, 1)
+        for f in frames
+    ])
+
+
+def _to_frames(y: "torch.Tensor", out_hw: tuple[int, int]) -> np.ndarray:
+    """A float ``N x 3 x H' x W'`` model output -> uint8 ``N x H x W x 3`` frames (contiguous) at
+    ``out_hw``: clamped to [0, 1], resized with :func:`superres.resize.imresize` where ``out_hw``
+    differs, rounded."""
+    import torch
+
     with torch.inference_mode():
         y = y.clamp(0.0, 1.0)
         if tuple(y.shape[-2:]) != tuple(out_hw):
             y = imresize(y.float(), size=tuple(out_hw)).clamp_(0.0, 1.0)
-        return y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def _clip_tile(net: "Model", hw: tuple[int, int], batch: int, tile_overlap: int) -> int:
+    """``--tile auto`` for a clip: the largest tile whose memory fits the budget for a batch of
+    ``batch`` frames of ``hw`` (:func:`superres.speed.auto_tile`, one probe pass). A clip's frames
+    all have one size, so :func:`upscale_video` resolves it once, not per batch."""
+    import torch
+
+    h, w = hw
+    return auto_tile(net, h * batch, w, _model_channels(net), _model_device(net, torch.device("cpu")),
+                     tile_overlap=tile_overlap)
 
 
 def _native_scale(net: "Model") -> int:
@@ -144,7 +162,7 @@ def _default_codec(dst: Path) -> str:
     return "libvpx-vp9" if dst.suffix.lower() == ".webm" else "libx264"
 
 
-def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_overlap: int = 16, half: bool = False,
+def upscale_video(net: "Model", src: Path, dst: Path, *, tile: "int | str" = 0, tile_overlap: int = 16, half: bool = False,
                   output_size: "OutputSize | None" = None, codec: str | None = None, crf: int | None = None,
                   batch: int | None = None, progress: bool = True,
                   frame_range: "tuple[int, int | None] | None" = None, precision: str = "fp32") -> dict[str, Any]:
@@ -193,6 +211,8 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
         if lo is not None:
             inp.seek(lo, stream=vs, backward=True)  # the keyframe at or before lo
         h, w = vs.codec_context.height, vs.codec_context.width
+        if tile == "auto" and h > 0 and w > 0:
+            tile = _clip_tile(net, (h, w), batch, tile_overlap)
         out_h, out_w = size.target(h, w, _native_scale(net), str(src))
         out_h, out_w = max(2, out_h - out_h % 2), max(2, out_w - out_w % 2)
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)
@@ -247,12 +267,17 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                         yield take()
 
                 def model(item: tuple) -> tuple:
-                    """The model stage (this thread): a batch of RGB frames -> the upscaled batch."""
+                    """The model stage (this thread): a batch of RGB frames -> the upscaled batch. On
+                    a GPU the batch leaves as uint8 frames (a quarter of the bytes to copy back); on
+                    the CPU as the float output, made into frames by the encode stage, so that the
+                    model stage, the one that bounds the pipeline, does only the model's work."""
                     nonlocal count
                     if item[0] != "video":
                         return item
                     result = _upscale_batch(net, item[2], tile=tile, tile_overlap=tile_overlap, half=half,
-                                            out_hw=(out_h, out_w), precision=precision)
+                                            precision=precision)
+                    if result.device.type != "cpu":
+                        result = _to_frames(result, (out_h, out_w))
                     count += len(item[2])
                     bar.update(len(item[2]))
                     return ("video", item[1], result)
@@ -265,7 +290,8 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
                     elif item[0] == "audio":
                         out.mux(item[1])
                     else:
-                        _encode_frames(av, ovs, out, item[1], item[2])
+                        pixels = item[2] if isinstance(item[2], np.ndarray) else _to_frames(item[2], (out_h, out_w))
+                        _encode_frames(av, ovs, out, item[1], pixels)
 
                 _Pipeline(decoded, model, encode).run()
             except SuperresError:
@@ -281,7 +307,7 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: int = 0, tile_ove
 def _encode_frames(av: Any, ovs: Any, out: Any, stamps: Sequence[tuple], pixels: np.ndarray) -> None:
     """Encode upscaled uint8 frames (``N x H x W x 3``) with their ``(pts, time_base)`` and mux the packets."""
     for (pts, time_base), rgb in zip(stamps, pixels):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         for packet in ovs.encode(frame):
             out.mux(packet)
@@ -374,7 +400,7 @@ class _Pipeline:
             raise self.errors[0]
 
 
-def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, tile: int = 0, tile_overlap: int = 16,
+def upscale_videos(inputs: Sequence[Path], *, model: str | None, out_dir: Path, tile: "int | str" = 0, tile_overlap: int = 16,
                    device: str = "auto", half: bool = False, existing: str = "error", suffix: str = "",
                    ext: str = "auto", output_size: "OutputSize | None" = None, codec: str | None = None,
                    crf: int | None = None, batch: int | None = None, progress: bool = True,

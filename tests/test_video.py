@@ -364,3 +364,52 @@ def test_frames_are_batched_on_a_gpu_only(model_file):
     net = load_for_backend(str(model_file), device="cpu")
     assert video.default_batch(net) == 1
     assert video.default_batch(net.to("meta")) == video.DEFAULT_BATCH > 1
+
+
+def test_tile_auto_is_resolved_once_per_clip(tmp_path, model_file, monkeypatch):
+    """``--tile auto`` on a clip: one memory probe for the whole clip (its frames share one size),
+    sized for a batch of frames, and every batch runs with that tile."""
+    import superres.video as video
+    from superres.inference import load_for_backend
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, width=64, height=48, seconds=1, audio=False)
+    probes, tiles = [], []
+    real_batch = video._upscale_batch
+
+    def counted(net, height, width, *args, **kwargs):
+        probes.append((height, width))
+        return 40  # a tile smaller than the frame, so a wrong resolution would show in the tiles
+
+    def seen(net, frames, **kwargs):
+        tiles.append(kwargs["tile"])
+        return real_batch(net, frames, **kwargs)
+
+    monkeypatch.setattr(video, "auto_tile", counted)
+    monkeypatch.setattr(video, "_upscale_batch", seen)
+    net = load_for_backend(str(model_file))
+    result = video.upscale_video(net, clip, tmp_path / "out.mp4", tile="auto", batch=4, progress=False)
+    assert result["frames"] == FPS
+    assert probes == [(48 * 4, 64)]  # one probe, for a batch of 4 frames of 48 x 64
+    assert tiles == [40] * -(-FPS // 4)  # 7 batches (the last of 1 frame), all with the clip's tile
+
+
+def test_model_output_becomes_contiguous_uint8_frames():
+    """The encode stage's conversion (the model stage hands it the float output on a CPU): clamped,
+    x 255 rounded to the nearest level, N x H x W x 3 contiguous, resized with imresize only where the
+    requested size differs."""
+    import superres.video as video
+    from superres.resize import imresize
+
+    y = torch.tensor([-0.5, 0.0, 0.6 / 255, 1.49 / 255, 1.51 / 255, 0.5, 254.6 / 255, 1.0, 1.7]).reshape(1, 1, 3, 3)
+    y = y.repeat(2, 3, 1, 1)
+    frames = video._to_frames(y.clone(), (3, 3))
+    assert frames.shape == (2, 3, 3, 3) and frames.dtype == np.uint8 and frames.flags.c_contiguous
+    assert frames[0, :, :, 0].ravel().tolist() == [0, 0, 1, 1, 2, 128, 255, 255, 255]
+    assert (frames[1] == frames[0]).all() and (frames[..., 2] == frames[..., 0]).all()
+    rng = torch.Generator().manual_seed(0)
+    z = torch.rand(1, 3, 8, 10, generator=rng) * 1.2 - 0.1
+    resized = video._to_frames(z.clone(), (4, 5))
+    expected = imresize(z.clamp(0, 1), size=(4, 5)).clamp(0, 1).mul(255).round().to(torch.uint8)
+    assert resized.shape == (1, 4, 5, 3)
+    assert (torch.from_numpy(resized).permute(0, 3, 1, 2) == expected).all()
