@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -60,13 +61,13 @@ def make_photos(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def make_clip(path: Path, frames: int) -> None:
+def make_clip(path: Path, frames: int, width: int = 1280, height: int = 720) -> None:
     import av
 
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 1280, 720, "yuv420p"
-        yy, xx = np.mgrid[0:720, 0:1280]
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        yy, xx = np.mgrid[0:height, 0:width]
         for k in range(frames):
             rgb = np.stack([(xx + 4 * k) % 256, (yy + 2 * k) % 256, (xx // 5 + yy // 7 + k) % 256], -1)
             frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")
@@ -92,7 +93,7 @@ def ours_photos(model: str, paths: list[Path], out: Path, png_level: int) -> Non
                   existing="overwrite", png_level=png_level)
 
 
-def naive_video(net, src: Path, dst: Path, crf: int) -> None:
+def naive_video(net, src: Path, dst: Path, crf: int, tile: int, precision: str, out_size: tuple[int, int]) -> None:
     import av
 
     from superres import upscale
@@ -100,16 +101,47 @@ def naive_video(net, src: Path, dst: Path, crf: int) -> None:
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vs = inp.streams.video[0]
         ovs = out.add_stream("libx264", rate=vs.average_rate)
-        ovs.width, ovs.height, ovs.pix_fmt = 2560, 1440, "yuv420p"
+        (ovs.width, ovs.height), ovs.pix_fmt = out_size, "yuv420p"
         ovs.options = {"crf": str(crf)}
         for frame in inp.decode(vs):
             rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255
-            sr = np.round(upscale(net, rgb, tile=0) * 255).astype(np.uint8)
+            sr = np.round(upscale(net, rgb, tile=tile, precision=precision) * 255).astype(np.uint8)
             new = av.VideoFrame.from_ndarray(sr, format="rgb24")
             for packet in ovs.encode(new):
                 out.mux(packet)
         for packet in ovs.encode():
             out.mux(packet)
+
+
+def video_job(label: str, net, model: str, clip: Path, size: tuple[int, int], scale: int, tmp: Path,
+              repeats: int, batch: dict) -> tuple:
+    """Both methods on one clip, ``repeats`` rounds, the order swapped every round. Both run the model
+    as ``superres upscale`` does: the precision ``--precision auto`` resolves to for ``model`` and the
+    tile ``--tile auto`` gives for the clip's frames (the naive loop is handed that tile; the pipeline
+    resolves ``auto`` itself, its probe pass inside its time)."""
+    import torch
+
+    from superres.precision import resolve_precision
+    from superres.speed import auto_tile
+    from superres.video import upscale_video
+
+    cpu = torch.device("cpu")
+    precision, _ = resolve_precision("auto", cpu, model)
+    w, h = size
+    tile = auto_tile(net, h, w, 3, cpu)
+    times = {"naive": [], "superres": []}
+    cpu_time = {"naive": [], "superres": []}
+    for r in range(repeats):
+        for name in (("naive", "superres") if r % 2 == 0 else ("superres", "naive")):
+            dst = tmp / f"{name}.mp4"
+            t, c = time.perf_counter(), time.process_time()
+            if name == "naive":
+                naive_video(net, clip, dst, 23, tile, precision, (w * scale, h * scale))
+            else:
+                upscale_video(net, clip, dst, tile="auto", crf=23, progress=False, precision=precision, **batch)
+            times[name].append(time.perf_counter() - t)
+            cpu_time[name].append(time.process_time() - c)
+    return (f"{label}, {precision}, tile {tile}", times, cpu_time)
 
 
 def main() -> None:
@@ -119,8 +151,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--model", default="lumanet-x4")
-    parser.add_argument("--jobs", nargs="+", choices=("photos", "video"), default=["photos", "video"],
-                        help="which jobs to run (default: both)")
+    parser.add_argument("--jobs", nargs="+", choices=("photos", "video", "video360"),
+                        default=["photos", "video", "video360"], help="which jobs to run (default: all three)")
+    parser.add_argument("--video-model", default="lumanet-x4",
+                        help="shipped model of the video360 job (default lumanet-x4)")
     parser.add_argument("--png-levels", type=int, nargs="+", default=[1, 6],
                         help="PNG zlib levels of the photo job, each run by both methods (default: 1, the "
                              "default of superres upscale, and 6, Pillow's)")
@@ -134,11 +168,10 @@ def main() -> None:
     from superres.inference import load_for_backend
     from superres.models import build
     from superres.modelfile import save_model
-    from superres.video import upscale_video
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    rows = []
+    rows, video_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "photos" in args.jobs:
@@ -162,28 +195,25 @@ def main() -> None:
                 rows.append((f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model}), PNG level {level}, "
                              f"{sizes[level]:.1f} MB per output", "images/s",
                              args.images / best["naive", level], args.images / best["superres", level]))
-        if "video" not in args.jobs:
-            args.frames = 0
-        if args.frames:
+        batch = {} if args.batch is None else {"batch": args.batch}
+        if args.frames and "video" in args.jobs:
             clip = tmp / "clip.mp4"
             make_clip(clip, args.frames)
             torch.manual_seed(0)
             model_file = save_model(tmp / "tiny.safetensors", build("enhanced", scale=2, channels=8, blocks=1),
                                     arch="enhanced", args={"channels": 8, "blocks": 1})
             tiny = load_for_backend(str(model_file))
-            batch = {} if args.batch is None else {"batch": args.batch}
-            best = {"naive": float("inf"), "superres": float("inf")}
-            for _ in range(args.repeats):
-                for name in ("naive", "superres"):
-                    dst = tmp / f"{name}.mp4"
-                    t = time.perf_counter()
-                    if name == "naive":
-                        naive_video(tiny, clip, dst, 23)
-                    else:
-                        upscale_video(tiny, clip, dst, tile=0, crf=23, progress=False, **batch)
-                    best[name] = min(best[name], time.perf_counter() - t)
-            rows.append((f"{args.frames} frames 1280x720 H.264 -> x2 H.264 (tiny enhanced)", "frames/s",
-                         args.frames / best["naive"], args.frames / best["superres"]))
+            label, times, cpu_time = video_job(f"{args.frames} frames 1280x720 H.264 -> x2 H.264 (tiny enhanced", tiny,
+                                     str(model_file), clip, (1280, 720), 2, tmp, args.repeats, batch)
+            video_rows.append((label + ")", times, cpu_time))
+        if args.frames and "video360" in args.jobs:
+            clip = tmp / "clip360.mp4"
+            make_clip(clip, args.frames, 640, 360)
+            net = load_for_backend(args.video_model)
+            scale = int(getattr(net, "scale", 4))
+            label, times, cpu_time = video_job(f"{args.frames} frames 640x360 H.264 -> x{scale} H.264 ({args.video_model}", net,
+                                     args.video_model, clip, (640, 360), scale, tmp, args.repeats, batch)
+            video_rows.append((label + ")", times, cpu_time))
     load_after = os.getloadavg()
     print(f"CPU: {cpu_name()}; torch threads: {args.threads}; load average (1 min) {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after; fastest of {args.repeats} interleaved passes\n")
@@ -191,6 +221,23 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for job, unit, naive, ours in rows:
         print(f"| {job} | {unit} | {naive:.3f} | {ours:.3f} | {ours / naive:.2f}x |")
+    if video_rows:
+        print("\nVideo, frames/s (fastest pass of each method), and the ratio of each round (naive time over "
+              "superres time, rounds in order):\n")
+        print("| job | naive loop | superres upscale | ratio (fastest) | per round | median | CPUs busy, naive / "
+              "superres | bound |")
+        print("|---|---:|---:|---:|---|---:|---|---:|")
+        cpus = len(os.sched_getaffinity(0))
+        for job, times, cpu_time in video_rows:
+            ratios = [a / b for a, b in zip(times["naive"], times["superres"])]
+            busy = {k: statistics.median(c / t for c, t in zip(cpu_time[k], times[k])) for k in times}
+            # both methods do the same work (CPU seconds): with every CPU busy the naive time could
+            # shrink by at most cpus / (the CPUs it kept busy)
+            bound = cpus * statistics.median(cpu_time["naive"]) / statistics.median(cpu_time["superres"]) / busy["naive"]
+            print(f"| {job} | {args.frames / min(times['naive']):.3f} | {args.frames / min(times['superres']):.3f} | "
+                  f"{min(times['naive']) / min(times['superres']):.2f}x | {', '.join(f'{x:.2f}' for x in ratios)} | "
+                  f"{statistics.median(ratios):.2f}x | {busy['naive']:.2f} / {busy['superres']:.2f} of {cpus} | "
+                  f"{bound:.2f}x |")
 
 
 if __name__ == "__main__":

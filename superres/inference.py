@@ -66,6 +66,7 @@ from superres.models.contract import describe
 from superres.precision import autocast_for, resolve_precision
 from superres.resize import imresize
 from superres.speed import auto_tile, bytes_per_input_pixel, choose_default_model, tile_batch
+from superres.threads import writer_threads
 
 if TYPE_CHECKING:
     import torch
@@ -932,6 +933,7 @@ def upscale_files(
     budget = memory_budget(max_memory)
     written: list[Path] = []
     writer = outputs.BackgroundWriter(failures)
+    png_threads = writer_threads()  # the writer deflates beside the next image's model run
     bar = tqdm(pairs, desc="upscale", unit="image", disable=not progress, file=sys.stderr)
     for src, dst in bar:
         with outputs.recorded(failures, src, writer):
@@ -974,7 +976,7 @@ def upscale_files(
                     samples = np.concatenate([samples, alpha], axis=2)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 writer.submit(src, dst, write_samples, dst, samples, 3, 8, raw.alpha is not None,
-                              metadata=read_metadata(src), png_level=png_level)
+                              metadata=read_metadata(src), png_level=png_level, png_threads=png_threads)
                 continue
             image = Image(to_float(raw.pixels), None if raw.alpha is None else to_float(raw.alpha), raw.bit_depth, src)
             del raw
@@ -986,7 +988,8 @@ def upscale_files(
             )
             result = outputs.finish(result, out_hw, ext)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            writer.submit(src, dst, write_image, dst, result, metadata=read_metadata(src), png_level=png_level)
+            writer.submit(src, dst, write_image, dst, result, metadata=read_metadata(src), png_level=png_level,
+                          png_threads=png_threads)
     written += writer.close()
     bar.close()
     return written

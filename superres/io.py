@@ -645,7 +645,7 @@ def check_png_level(level: int, what: str = "PNG compression level") -> int:
 
 
 def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95, metadata: dict | None = None,
-                png_level: int = PNG_LEVEL) -> None:
+                png_level: int = PNG_LEVEL, png_threads: int | None = None) -> None:
     """Write ``image`` to ``path`` in the format its suffix names, atomically.
 
     Keeps what the file format can keep and refuses what it cannot, rather than silently losing it:
@@ -653,19 +653,22 @@ def write_image(path: str | os.PathLike, image: Image, *, jpeg_quality: int = 95
     RGB, any number of bands goes to TIFF), alpha (PNG/TIFF; not JPEG/BMP). JPEG is written at
     ``jpeg_quality`` with 4:4:4 chroma, since SR outputs are about fine detail; WebP (8-bit RGB or
     RGBA; gray is stored as RGB) at the same quality, PNG at zlib level ``png_level`` (0-9; the
-    pixels are the same at every level). ``metadata`` (:func:`superres.metadata.read_metadata`
-    of the source) is written where the format holds it: ICC profile, DPI, EXIF.
+    pixels are the same at every level), deflated on ``png_threads`` threads (None: up to 4, one
+    per usable CPU; :func:`superres.pngenc.write_png`). ``metadata``
+    (:func:`superres.metadata.read_metadata` of the source) is written where the format holds it:
+    ICC profile, DPI, EXIF.
     """
     path = Path(path)
     has_alpha = image.alpha is not None
     fmt = check_writable(path, image.channels, image.bit_depth, has_alpha)
     check_png_level(png_level)  # both refused before the samples are made
     _write_checked(path, fmt, image.to_integer(include_alpha=True), image.channels, has_alpha, jpeg_quality, metadata,
-                   png_level)
+                   png_level, png_threads)
 
 
 def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, bit_depth: int, has_alpha: bool, *,
-                  jpeg_quality: int = 95, metadata: dict | None = None, png_level: int = PNG_LEVEL) -> None:
+                  jpeg_quality: int = 95, metadata: dict | None = None, png_level: int = PNG_LEVEL,
+                  png_threads: int | None = None) -> None:
     """:func:`write_image` for samples already as the file stores them: ``H x W x (channels + alpha)``
     of ``uint8`` (8), ``uint16`` (16) or ``float32`` (32), alpha last. Same formats, checks and
     atomic write; for callers that have the integer samples (``superres upscale`` through an 8-bit
@@ -677,11 +680,11 @@ def write_samples(path: str | os.PathLike, samples: np.ndarray, channels: int, b
                          f"{' + alpha' if has_alpha else ''} at {bit_depth} bits")
     fmt = check_writable(path, channels, bit_depth, has_alpha)
     check_png_level(png_level)
-    _write_checked(path, fmt, samples, channels, has_alpha, jpeg_quality, metadata, png_level)
+    _write_checked(path, fmt, samples, channels, has_alpha, jpeg_quality, metadata, png_level, png_threads)
 
 
 def _write_checked(path: Path, fmt: str, samples: np.ndarray, channels: int, has_alpha: bool, jpeg_quality: int,
-                   metadata: dict | None, png_level: int) -> None:
+                   metadata: dict | None, png_level: int, png_threads: int | None = None) -> None:
     """Write ``samples`` to ``path`` as ``fmt`` (:func:`check_writable`'s answer), atomically."""
     try:
         with atomic_write(path) as tmp:
@@ -689,7 +692,7 @@ def _write_checked(path: Path, fmt: str, samples: np.ndarray, channels: int, has
                 _write_tiff(tmp, samples, channels, has_alpha, metadata)
             elif fmt == "PNG":
                 with open(tmp, "wb") as handle:
-                    write_png(handle, samples, level=png_level, metadata=metadata)
+                    write_png(handle, samples, level=png_level, metadata=metadata, threads=png_threads)
             else:
                 _write_pillow(tmp, samples, fmt, jpeg_quality, metadata)
     except OSError as exc:

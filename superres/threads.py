@@ -156,6 +156,19 @@ def current_threads() -> int:
     return torch.get_num_threads()
 
 
+def writer_threads() -> int:
+    """Threads for the work done beside a running model, such as deflating the previous result's PNG
+    in ``superres upscale``'s background writer: the usable CPUs (affinity) less the model's
+    threads (:func:`current_threads`), at least 1. Deflating on every CPU there took time from the
+    model's own threads: the photo job ran 13% faster with one deflate thread beside a one-thread
+    model on two CPUs (docs/BENCHMARKS.md, "upscale throughput")."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - current_threads())
+
+
 def session_options(ort: Any, threads: int | None = None) -> Any:
     """onnxruntime ``SessionOptions``: ``threads`` intra-op threads (None: :func:`current_threads`),
     one inter-op thread, no spinning workers, errors-only logging."""

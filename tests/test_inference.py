@@ -403,6 +403,32 @@ def test_upscale_files_keeps_format_depth_channels_alpha(tmp_path: Path, model_f
     assert read_raw(out / "single.tif").pixels.dtype == np.uint16
 
 
+def test_upscale_files_deflates_pngs_on_the_cpus_the_model_leaves(tmp_path: Path, model_file: Path, monkeypatch) -> None:
+    """The background writer's PNGs are deflated on the CPUs the model's threads leave free
+    (:func:`superres.threads.writer_threads`), while a PNG written outside it keeps every CPU."""
+    import superres.io as io
+    import superres.threads as threads
+    from superres.io import Image, write_image
+
+    seen = []
+    real = io.write_png
+
+    def recorded(handle, samples, **kwargs):
+        seen.append(kwargs.get("threads"))
+        return real(handle, samples, **kwargs)
+
+    write_image(tmp_path / "in" / "a.png", Image(smooth_rgb(20, 16), None, 8))
+    monkeypatch.setattr(io, "write_png", recorded)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    for model_threads, expected in ((1, 2), (3, 1)):
+        monkeypatch.setattr(threads, "_threads", model_threads)
+        upscale_files([tmp_path / "in"], model=str(model_file), out_dir=tmp_path / f"out{model_threads}", tile=0,
+                      device="cpu", progress=False)
+        assert seen[-1] == expected
+    write_image(tmp_path / "direct.png", Image(smooth_rgb(4, 4), None, 8))
+    assert seen[-1] is None
+
+
 def test_upscale_files_reports_a_bad_file_and_writes_nothing_for_it(tmp_path: Path, model_file: Path) -> None:
     from superres.io import Image, write_image
 

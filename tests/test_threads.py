@@ -144,3 +144,14 @@ def test_other_load_sees_a_busy_process() -> None:
         busy.kill()
         busy.wait()
     assert others is not None and others >= 0.7, others
+
+
+def test_writer_threads_leave_the_model_its_threads(monkeypatch):
+    """The background writer's deflate threads: the usable CPUs less the model's threads, at least 1
+    (exactly 1 when the model has every CPU, or more than there are)."""
+    import superres.threads as threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for model, expected in ((1, 3), (3, 1), (4, 1), (6, 1)):
+        monkeypatch.setattr(threads, "_threads", model)
+        assert threads.writer_threads() == expected
