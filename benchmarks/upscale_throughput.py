@@ -2,30 +2,41 @@
 
 Usage (from the repository root)::
 
-    OMP_NUM_THREADS=1 python benchmarks/upscale_throughput.py --threads 1 --images 6 --frames 50 --repeats 2
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/upscale_throughput.py --threads 1 --images 6 --frames 100 --repeats 4
 
-Two jobs, each run by both methods in the same process, alternating, ``--repeats`` times (the
-fastest pass of each method is kept: on a shared machine other processes only ever add time):
+Each job is run by both methods in the same process, ``--repeats`` rounds, the order of the two
+swapped every round. Reported per job: the rate of each method's fastest pass, the ratio of the
+two fastest passes, the ratio of each round (naive time over superres time) and their median, and
+how many CPUs each method kept busy (process CPU time over wall time, median of the rounds) with
+the bound that gives: both methods do about the same CPU work, so with every CPU busy the naive
+time could shrink at most by (CPUs) / (CPUs the naive loop kept busy), corrected by the ratio of
+the two methods' CPU times.
+
+Both methods run the model as ``superres upscale`` does by default: the precision ``--precision
+auto`` resolves to for the model here (``superres.precision.resolve_precision``: bf16 for the
+shipped models with a bf16 profile on a CPU with native bf16, fp32 otherwise) and, for the video
+jobs, the tile ``--tile auto`` gives (the naive loop is handed that tile; the pipeline resolves
+``auto`` itself). Jobs (``--jobs``, default all):
 
 * **photos**: ``--images`` 1 MP (1000 x 1000) PNG photos (crops and flips of scikit-image's
-  astronaut and coffee), upscaled x4 by ``--model`` (default ``lumanet-x4``) into PNGs.
-  *naive*: for each file ``read_image`` -> ``superres.upscale`` -> ``write_image``, one after the
-  other, in the precision ``superres upscale`` picks (``precision="auto"``: bf16 for ``lumanet-x4``
-  on a CPU with native bf16; before 2026-12-06 13:50 UTC the naive loop ran fp32, the API's default,
-  against the command's bf16). *superres*: :func:`superres.inference.upscale_files` (the result of one image is encoded
-  by a background thread while the next runs). Both write PNGs at each of ``--png-levels`` (zlib
-  levels; 1 is ``superres upscale``'s default, 6 Pillow's), a row each. Reported as images/s.
+  astronaut and coffee), upscaled x4 by ``--model`` (default ``lumanet-x4``) at tile 256 into PNGs
+  at each of ``--png-levels`` (zlib levels; 1 is ``superres upscale``'s default, 6 Pillow's), a row
+  each. *naive*: for each file ``read_image`` -> ``superres.upscale`` -> ``write_image``, one after
+  the other. *superres*: :func:`superres.inference.upscale_files` (the result of one image is
+  encoded by a background thread while the next runs). Images/s.
 * **video**: a 720p (1280 x 720) H.264 clip of ``--frames`` frames at 25 fps, upscaled by a tiny
   RGB x2 network (``enhanced``, 8 channels, one block; random weights: speed does not depend on
-  them) to 2560 x 1440 H.264 (``--crf 23``). *naive*: decode a frame, ``superres.upscale`` it,
-  encode it, in one thread. *superres*: :func:`superres.video.upscale_video` (a decode thread,
-  the model on batches of frames in the main thread, an encode thread; bounded queues between
-  them). Reported as frames/s.
+  them; no bf16 profile, so fp32) to 2560 x 1440 H.264 (``--crf 23``). *naive*: decode a frame,
+  ``superres.upscale`` it, encode it, in one thread. *superres*: :func:`superres.video.upscale_video`
+  (a decode thread, the model on batches of frames in the main thread, an encode thread; bounded
+  queues between them). Frames/s.
+* **video360**: the same at 640 x 360 with the shipped ``--video-model`` (default ``lumanet-x4``,
+  x4 to 2560 x 1440). Frames/s.
 
 ``--threads`` is torch's thread count for both methods (FFmpeg's decoder and libx264 pick their
-own threads, the same in both); ``--jobs`` runs one job only, ``--batch`` sets the video batch.
+own threads, the same in both); ``--batch`` sets the video batch.
 
-Prints a Markdown table with the CPU (``superres.devices.cpu_name``), the thread count and the load
+Prints Markdown tables with the CPU (``superres.devices.cpu_name``), the thread count and the load
 average before and after, for docs/BENCHMARKS.md.
 """
 
@@ -113,12 +124,38 @@ def naive_video(net, src: Path, dst: Path, crf: int, tile: int, precision: str, 
             out.mux(packet)
 
 
-def video_job(label: str, net, model: str, clip: Path, size: tuple[int, int], scale: int, tmp: Path,
-              repeats: int, batch: dict) -> tuple:
-    """Both methods on one clip, ``repeats`` rounds, the order swapped every round. Both run the model
-    as ``superres upscale`` does: the precision ``--precision auto`` resolves to for ``model`` and the
-    tile ``--tile auto`` gives for the clip's frames (the naive loop is handed that tile; the pipeline
-    resolves ``auto`` itself, its probe pass inside its time)."""
+def rounds(methods: dict, repeats: int) -> dict:
+    """Run each of ``methods`` (name -> callable) once per round, ``repeats`` rounds, the order
+    reversed every other round; ``{name: [(wall s, process CPU s), ...]}``."""
+    runs = {name: [] for name in methods}
+    names = list(methods)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t, c = time.perf_counter(), time.process_time()
+            methods[name]()
+            runs[name].append((time.perf_counter() - t, time.process_time() - c))
+    return runs
+
+
+def row(job: str, units: int, runs: dict) -> str:
+    """One Markdown row: rates of the fastest passes, their ratio, each round's ratio and the
+    median, CPUs kept busy and the bound they give (module docstring)."""
+    naive, ours = runs["naive"], runs["superres"]
+    ratios = [a[0] / b[0] for a, b in zip(naive, ours)]
+    busy = {k: statistics.median(c / t for t, c in v) for k, v in runs.items()}
+    cpus = len(os.sched_getaffinity(0))
+    work = statistics.median(c for _, c in naive) / statistics.median(c for _, c in ours)
+    bound = cpus / busy["naive"] * work
+    fast_naive, fast_ours = min(t for t, _ in naive), min(t for t, _ in ours)
+    return (f"| {job} | {units / fast_naive:.3f} | {units / fast_ours:.3f} | {fast_naive / fast_ours:.2f}x | "
+            f"{', '.join(f'{x:.2f}' for x in ratios)} | **{statistics.median(ratios):.2f}x** | "
+            f"{busy['naive']:.2f} / {busy['superres']:.2f} of {cpus} | {bound:.2f}x |")
+
+
+def video_job(net, model: str, clip: Path, size: tuple[int, int], scale: int, tmp: Path, repeats: int,
+              batch: dict) -> tuple[str, dict]:
+    """Both methods on one clip (:func:`rounds`), the model run as ``superres upscale`` runs it
+    (module docstring). Returns ``("precision, tile", runs)``."""
     import torch
 
     from superres.precision import resolve_precision
@@ -129,19 +166,12 @@ def video_job(label: str, net, model: str, clip: Path, size: tuple[int, int], sc
     precision, _ = resolve_precision("auto", cpu, model)
     w, h = size
     tile = auto_tile(net, h, w, 3, cpu)
-    times = {"naive": [], "superres": []}
-    cpu_time = {"naive": [], "superres": []}
-    for r in range(repeats):
-        for name in (("naive", "superres") if r % 2 == 0 else ("superres", "naive")):
-            dst = tmp / f"{name}.mp4"
-            t, c = time.perf_counter(), time.process_time()
-            if name == "naive":
-                naive_video(net, clip, dst, 23, tile, precision, (w * scale, h * scale))
-            else:
-                upscale_video(net, clip, dst, tile="auto", crf=23, progress=False, precision=precision, **batch)
-            times[name].append(time.perf_counter() - t)
-            cpu_time[name].append(time.process_time() - c)
-    return (f"{label}, {precision}, tile {tile}", times, cpu_time)
+    runs = rounds({
+        "naive": lambda: naive_video(net, clip, tmp / "naive.mp4", 23, tile, precision, (w * scale, h * scale)),
+        "superres": lambda: upscale_video(net, clip, tmp / "superres.mp4", tile="auto", crf=23, progress=False,
+                                          precision=precision, **batch),
+    }, repeats)
+    return f"{precision}, tile {tile}", runs
 
 
 def main() -> None:
@@ -171,30 +201,23 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    rows, video_rows = [], []
+    table = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "photos" in args.jobs:
             (tmp / "photos").mkdir()
             paths = make_photos(tmp / "photos", args.images)
             net = load_for_backend(args.model)
-            best = {(name, level): float("inf") for level in args.png_levels for name in ("naive", "superres")}
-            sizes = {}
-            for _ in range(args.repeats):
-                for name, level in best:
-                    out = tmp / f"out_{name}_{level}"
-                    out.mkdir(exist_ok=True)
-                    t = time.perf_counter()
-                    if name == "naive":
-                        naive_photos(net, paths, out, level)
-                    else:
-                        ours_photos(args.model, paths, out, level)
-                    best[name, level] = min(best[name, level], time.perf_counter() - t)
-                    sizes[level] = sum(p.stat().st_size for p in out.iterdir()) / len(paths) / 1e6
             for level in args.png_levels:
-                rows.append((f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model}), PNG level {level}, "
-                             f"{sizes[level]:.1f} MB per output", "images/s",
-                             args.images / best["naive", level], args.images / best["superres", level]))
+                for name in ("naive", "superres"):
+                    (tmp / f"out_{name}_{level}").mkdir()
+                runs = rounds({
+                    "naive": lambda: naive_photos(net, paths, tmp / f"out_naive_{level}", level),
+                    "superres": lambda: ours_photos(args.model, paths, tmp / f"out_superres_{level}", level),
+                }, args.repeats)
+                size = sum(p.stat().st_size for p in (tmp / f"out_superres_{level}").iterdir()) / len(paths) / 1e6
+                table.append(row(f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model}), PNG level {level}, "
+                                 f"{size:.1f} MB per output; images/s", args.images, runs))
         batch = {} if args.batch is None else {"batch": args.batch}
         if args.frames and "video" in args.jobs:
             clip = tmp / "clip.mp4"
@@ -203,41 +226,25 @@ def main() -> None:
             model_file = save_model(tmp / "tiny.safetensors", build("enhanced", scale=2, channels=8, blocks=1),
                                     arch="enhanced", args={"channels": 8, "blocks": 1})
             tiny = load_for_backend(str(model_file))
-            label, times, cpu_time = video_job(f"{args.frames} frames 1280x720 H.264 -> x2 H.264 (tiny enhanced", tiny,
-                                     str(model_file), clip, (1280, 720), 2, tmp, args.repeats, batch)
-            video_rows.append((label + ")", times, cpu_time))
+            how, runs = video_job(tiny, str(model_file), clip, (1280, 720), 2, tmp, args.repeats, batch)
+            table.append(row(f"{args.frames} frames 1280x720 H.264 -> x2 H.264 (tiny enhanced, {how}); frames/s",
+                             args.frames, runs))
         if args.frames and "video360" in args.jobs:
             clip = tmp / "clip360.mp4"
             make_clip(clip, args.frames, 640, 360)
             net = load_for_backend(args.video_model)
             scale = int(getattr(net, "scale", 4))
-            label, times, cpu_time = video_job(f"{args.frames} frames 640x360 H.264 -> x{scale} H.264 ({args.video_model}", net,
-                                     args.video_model, clip, (640, 360), scale, tmp, args.repeats, batch)
-            video_rows.append((label + ")", times, cpu_time))
+            how, runs = video_job(net, args.video_model, clip, (640, 360), scale, tmp, args.repeats, batch)
+            table.append(row(f"{args.frames} frames 640x360 H.264 -> x{scale} H.264 ({args.video_model}, {how}); "
+                             "frames/s", args.frames, runs))
     load_after = os.getloadavg()
     print(f"CPU: {cpu_name()}; torch threads: {args.threads}; load average (1 min) {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after; fastest of {args.repeats} interleaved passes\n")
-    print("| job | unit | naive loop | superres upscale | ratio |")
-    print("|---|---|---:|---:|---:|")
-    for job, unit, naive, ours in rows:
-        print(f"| {job} | {unit} | {naive:.3f} | {ours:.3f} | {ours / naive:.2f}x |")
-    if video_rows:
-        print("\nVideo, frames/s (fastest pass of each method), and the ratio of each round (naive time over "
-              "superres time, rounds in order):\n")
-        print("| job | naive loop | superres upscale | ratio (fastest) | per round | median | CPUs busy, naive / "
-              "superres | bound |")
-        print("|---|---:|---:|---:|---|---:|---|---:|")
-        cpus = len(os.sched_getaffinity(0))
-        for job, times, cpu_time in video_rows:
-            ratios = [a / b for a, b in zip(times["naive"], times["superres"])]
-            busy = {k: statistics.median(c / t for c, t in zip(cpu_time[k], times[k])) for k in times}
-            # both methods do the same work (CPU seconds): with every CPU busy the naive time could
-            # shrink by at most cpus / (the CPUs it kept busy)
-            bound = cpus * statistics.median(cpu_time["naive"]) / statistics.median(cpu_time["superres"]) / busy["naive"]
-            print(f"| {job} | {args.frames / min(times['naive']):.3f} | {args.frames / min(times['superres']):.3f} | "
-                  f"{min(times['naive']) / min(times['superres']):.2f}x | {', '.join(f'{x:.2f}' for x in ratios)} | "
-                  f"{statistics.median(ratios):.2f}x | {busy['naive']:.2f} / {busy['superres']:.2f} of {cpus} | "
-                  f"{bound:.2f}x |")
+          f"{load_after[0]:.2f} after; {args.repeats} rounds, the order swapped every round\n")
+    print("| job; unit | naive loop (fastest) | superres upscale (fastest) | ratio (fastest) | ratio per round | "
+          "median ratio | CPUs busy, naive / superres | CPU bound |")
+    print("|---|---:|---:|---:|---|---:|---|---:|")
+    for line in table:
+        print(line)
 
 
 if __name__ == "__main__":
