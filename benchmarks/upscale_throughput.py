@@ -34,7 +34,9 @@ jobs, the tile ``--tile auto`` gives (the naive loop is handed that tile; the pi
   x4 to 2560 x 1440). Frames/s.
 
 ``--threads`` is torch's thread count for both methods (FFmpeg's decoder and libx264 pick their
-own threads, the same in both); ``--batch`` sets the video batch.
+own threads, the same in both); ``--batch`` sets the video batch; ``--compare-writer`` adds a third
+method to the photo rounds, ``superres upscale`` with its background PNG writer deflating on every
+CPU (as before 2026-12-06), and its row against the same naive passes.
 
 Prints Markdown tables with the CPU (``superres.devices.cpu_name``), the thread count and the load
 average before and after, for docs/BENCHMARKS.md.
@@ -97,9 +99,19 @@ def naive_photos(net, paths: list[Path], out: Path, png_level: int) -> None:
         write_image(out / path.name, upscale(net, read_image(path), tile=256, precision="auto"), png_level=png_level)
 
 
-def ours_photos(model: str, paths: list[Path], out: Path, png_level: int) -> None:
+def ours_photos(model: str, paths: list[Path], out: Path, png_level: int, **writer) -> None:
+    """``superres upscale``'s path; ``png_threads=None`` runs its background writer with every CPU
+    (``superres.threads.writer_threads`` replaced for the call), the behaviour before 2026-12-06."""
+    import superres.inference as inference
     from superres.inference import upscale_files
 
+    if writer:
+        real = inference.writer_threads
+        inference.writer_threads = lambda: writer["png_threads"]
+        try:
+            return ours_photos(model, paths, out, png_level)
+        finally:
+            inference.writer_threads = real
     upscale_files([paths[0].parent], model=model, out_dir=out, tile=256, device="cpu", progress=False,
                   existing="overwrite", png_level=png_level)
 
@@ -188,6 +200,8 @@ def main() -> None:
     parser.add_argument("--png-levels", type=int, nargs="+", default=[1, 6],
                         help="PNG zlib levels of the photo job, each run by both methods (default: 1, the "
                              "default of superres upscale, and 6, Pillow's)")
+    parser.add_argument("--compare-writer", action="store_true",
+                        help="photos: also run superres upscale with its PNG writer deflating on every CPU (a row of its own)")
     parser.add_argument("--batch", type=int, default=None, help="frames per model batch for the video job "
                         "(default: upscale_video's)")
     args = parser.parse_args()
@@ -211,13 +225,20 @@ def main() -> None:
             for level in args.png_levels:
                 for name in ("naive", "superres"):
                     (tmp / f"out_{name}_{level}").mkdir()
-                runs = rounds({
+                methods = {
                     "naive": lambda: naive_photos(net, paths, tmp / f"out_naive_{level}", level),
                     "superres": lambda: ours_photos(args.model, paths, tmp / f"out_superres_{level}", level),
-                }, args.repeats)
+                }
+                if args.compare_writer:  # the writer as before 2026-12-06 16:10 UTC: deflate on every CPU
+                    methods["every CPU"] = lambda: ours_photos(args.model, paths, tmp / f"out_superres_{level}",
+                                                               level, png_threads=None)
+                runs = rounds(methods, args.repeats)
                 size = sum(p.stat().st_size for p in (tmp / f"out_superres_{level}").iterdir()) / len(paths) / 1e6
-                table.append(row(f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model}), PNG level {level}, "
-                                 f"{size:.1f} MB per output; images/s", args.images, runs))
+                job = f"{args.images} photos 1000x1000 PNG -> x4 PNG ({args.model}), PNG level {level}, {size:.1f} MB per output"
+                table.append(row(f"{job}; images/s", args.images, runs))
+                if args.compare_writer:
+                    table.append(row(f"{job}, the writer deflating on every CPU; images/s", args.images,
+                                     {"naive": runs["naive"], "superres": runs["every CPU"]}))
         batch = {} if args.batch is None else {"batch": args.batch}
         if args.frames and "video" in args.jobs:
             clip = tmp / "clip.mp4"
