@@ -801,9 +801,10 @@ def _mb(size: int) -> str:
 
 
 def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_overlap: int, half: bool,
-                       precision: str = "fp32", png_level: int = PNG_LEVEL) -> None:
+                       precision: str = "fp32", png_level: int = PNG_LEVEL, metadata: dict | None = None) -> None:
     """Upscale ``raw`` band by band straight into ``dst``: the same pixels :func:`upscale` gives
-    (same float conversion, tiles, blending, clamping and rounding), in memory bounded by the tile."""
+    (same float conversion, tiles, blending, clamping and rounding), in memory bounded by the tile,
+    with the source's ``metadata`` (ICC profile, DPI, EXIF) as a whole write carries it."""
     import torch
 
     pixels = raw.pixels
@@ -828,7 +829,8 @@ def _upscale_in_strips(model: "Model", raw: Any, dst: Path, *, tile: int, tile_o
             samples = to_integer(data, raw.bit_depth)
             yield np.array(samples, copy=True) if samples is data or samples.base is not None else samples
 
-    write_image_rows(dst, pixels.shape[0] * scale, pixels.shape[1] * scale, c, raw.bit_depth, bands(), png_level=png_level)
+    write_image_rows(dst, pixels.shape[0] * scale, pixels.shape[1] * scale, c, raw.bit_depth, bands(), png_level=png_level,
+                     metadata=metadata)
 
 
 def upscale_files(
@@ -964,7 +966,7 @@ def upscale_files(
                 writer.drain()  # a result too large for memory: nothing else held while it streams
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 _upscale_in_strips(net, raw, dst, tile=run_tile, tile_overlap=tile_overlap, half=half, precision=precision,
-                                   png_level=png_level)
+                                   png_level=png_level, metadata=read_metadata(src))
                 written.append(dst)
                 continue
             h, w = raw.pixels.shape[:2]

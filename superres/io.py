@@ -765,7 +765,7 @@ _STREAM_TILE = 256
 
 def write_image_rows(
     path: str | os.PathLike, height: int, width: int, channels: int, bit_depth: int, bands: Iterable[np.ndarray],
-    *, png_level: int = PNG_LEVEL,
+    *, png_level: int = PNG_LEVEL, metadata: dict | None = None,
 ) -> None:
     """Write an image that arrives as bands of rows (``rows x width x channels`` samples as a file of
     ``bit_depth`` stores them: uint8, uint16, float32), atomically, holding one band at a time.
@@ -773,6 +773,8 @@ def write_image_rows(
     For outputs too large for memory (``superres upscale`` decides). PNG (8/16-bit gray or RGB) is
     written band by band (:func:`superres.pngenc.write_png_rows`); TIFF as 256 x 256 zlib-compressed tiles, so any depth and any
     number of bands. No alpha. JPEG and BMP cannot be written this way (refused, naming the file).
+    ``metadata`` (:func:`superres.metadata.read_metadata` of the source: ICC profile, DPI, EXIF) is
+    written as :func:`write_image` writes it.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -801,20 +803,22 @@ def write_image_rows(
     try:
         with atomic_write(path) as tmp:
             if suffix == ".png":
-                _write_png_rows(tmp, height, width, channels, bit_depth, checked(bands), png_level)
+                _write_png_rows(tmp, height, width, channels, bit_depth, checked(bands), png_level, metadata)
             else:
-                _write_tiff_tiles(tmp, height, width, channels, dtype, checked(bands))
+                _write_tiff_tiles(tmp, height, width, channels, dtype, checked(bands), metadata)
     except OSError as exc:
         raise SuperresError(f"{path}: cannot write image ({exc.strerror or exc})") from None
 
 
 def _write_png_rows(tmp: Path, height: int, width: int, channels: int, bit_depth: int, bands: Iterator[np.ndarray],
-                    png_level: int = PNG_LEVEL) -> None:
+                    png_level: int = PNG_LEVEL, metadata: dict | None = None) -> None:
     with open(tmp, "wb") as handle:
-        write_png_rows(handle, height, width, channels, np.uint16 if bit_depth == 16 else np.uint8, bands, level=png_level)
+        write_png_rows(handle, height, width, channels, np.uint16 if bit_depth == 16 else np.uint8, bands, level=png_level,
+                       metadata=metadata)
 
 
-def _write_tiff_tiles(tmp: Path, height: int, width: int, channels: int, dtype: type, bands: Iterator[np.ndarray]) -> None:
+def _write_tiff_tiles(tmp: Path, height: int, width: int, channels: int, dtype: type, bands: Iterator[np.ndarray],
+                      metadata: dict | None = None) -> None:
     import tifffile
 
     size = _STREAM_TILE
@@ -840,7 +844,7 @@ def _write_tiff_tiles(tmp: Path, height: int, width: int, channels: int, dtype: 
         options["extrasamples"] = ["unspecified"] * (channels - 1)
     tifffile.imwrite(
         tmp, tiles(), shape=shape, dtype=dtype, tile=(size, size), photometric="rgb" if channels == 3 else "minisblack",
-        compression="zlib", metadata=None, **options,
+        compression="zlib", metadata=None, **options, **tiff_options(metadata),
     )
 
 

@@ -238,6 +238,47 @@ def test_icc_dpi_and_exif_are_carried_with_orientation_reset(tmp_path, capsys, m
         assert im.info.get("icc_profile") == icc and im.getexif().get(0x0112) == 1
 
 
+def test_results_written_in_strips_keep_icc_dpi_and_exif(tmp_path, capsys, model_file, monkeypatch):
+    """A result too large for --max-memory is written band by band (PNG rows, TIFF tiles): it
+    carries the same ICC profile, DPI and EXIF (orientation applied and reset) as a whole write."""
+    from PIL import Image as PILImage
+    from PIL import ImageCms
+
+    import superres.inference as inference
+
+    calls = []
+    real = inference._upscale_in_strips
+
+    def spy(model, raw, dst, **kwargs):
+        calls.append(dst.name)
+        return real(model, raw, dst, **kwargs)
+
+    monkeypatch.setattr(inference, "_upscale_in_strips", spy)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = (_rgb(300, 420) * 255).astype(np.uint8)
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "superres-test-camera"
+    src = tmp_path / "in"
+    src.mkdir()
+    PILImage.fromarray(pixels).save(src / "big.png", icc_profile=icc, dpi=(72, 72), exif=exif)
+    PILImage.fromarray(pixels).save(src / "big.tif", icc_profile=icc, dpi=(150, 150))
+    out = tmp_path / "o"
+    # 5 MB: less than the whole result needs (about 10 MB), more than strips of 64-pixel tiles (2.4-3.2 MB)
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out), "--device", "cpu",
+                                 "--quiet", "--tile", "64", "--max-memory", "5"])
+    assert code == 0, err
+    assert sorted(calls) == ["big.png", "big.tif"]
+    for name, dpi, has_exif in [("big.png", 72, True), ("big.tif", 150, False)]:
+        with PILImage.open(out / name) as im:
+            assert im.size == ((600, 840) if has_exif else (840, 600)), name
+            assert im.info.get("icc_profile") == icc, name
+            assert round(float(im.info["dpi"][0])) == dpi, name
+            if has_exif:
+                got = im.getexif()
+                assert got.get(0x0112) == 1 and got.get(0x010F) == "superres-test-camera", name
+
+
 def test_onnx_model_file_is_recognised_without_backend(tmp_path, capsys, model_file):
     pytest.importorskip("onnxruntime")
     from superres.export import export_onnx
