@@ -172,10 +172,12 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: "int | str" = 0, 
     Three stages overlap (:class:`_Pipeline`): a decode thread demuxes, decodes and converts batches
     of ``batch`` frames (None: :func:`default_batch`) to RGB; the calling thread runs the model on
     each batch (``precision``: a resolved :mod:`superres.precision`, applied under autocast); an
-    encode thread converts, encodes and muxes the results and the audio packets. FFmpeg's codecs
+    encode thread converts the results to uint8 frames (on a GPU the model stage does that),
+    encodes and muxes them and the audio packets. FFmpeg's codecs
     (through PyAV) and torch do their work outside the GIL, so where cores are idle the three run at
     the same time; on a fully busy CPU they only share it (docs/BENCHMARKS.md). The queues between the stages hold at
-    most :data:`QUEUE_BATCHES` batches each, so memory stays bounded whatever the clip's length;
+    most :data:`QUEUE_BATCHES` batches each (a CPU result waits as float32, 12 bytes per output
+    pixel), so memory stays bounded whatever the clip's length;
     frames keep their decoding order and timestamps. An error in any stage (or an interruption)
     stops the other two, removes the temporary output (nothing is left at ``dst``) and is raised
     here: an FFmpeg error as :class:`SuperresError` naming ``src``.
