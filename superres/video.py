@@ -109,7 +109,7 @@ def _import_av():
 
 
 # --------------------------------------------------------------------------- frames
-def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | str", tile_overlap: int, half: bool,
+def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: int, tile_overlap: int, half: bool,
                    precision: str = "fp32") -> "torch.Tensor":
     """``N`` uint8 ``H x W x 3`` frames -> the model's float ``N x 3 x H' x W'`` output (unclamped, on
     the model's device; :func:`_to_frames` makes frames of it). A 3-channel model runs on the whole
@@ -117,8 +117,6 @@ def _upscale_batch(net: "Model", frames: Sequence[np.ndarray], *, tile: "int | s
     :func:`superres.inference.upscale` (the channel rules)."""
     import torch
 
-    if tile == "auto":
-        tile = _clip_tile(net, frames[0].shape[:2], len(frames), tile_overlap)
     if _model_channels(net) == 3:
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
         return upscale_tensor(net, x, tile=tile, tile_overlap=tile_overlap, half=half, precision=precision)
@@ -213,7 +211,7 @@ def upscale_video(net: "Model", src: Path, dst: Path, *, tile: "int | str" = 0, 
         if lo is not None:
             inp.seek(lo, stream=vs, backward=True)  # the keyframe at or before lo
         h, w = vs.codec_context.height, vs.codec_context.width
-        if tile == "auto" and h > 0 and w > 0:
+        if tile == "auto":
             tile = _clip_tile(net, (h, w), batch, tile_overlap)
         out_h, out_w = size.target(h, w, _native_scale(net), str(src))
         out_h, out_w = max(2, out_h - out_h % 2), max(2, out_w - out_w % 2)
