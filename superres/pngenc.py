@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 
-__all__ = ["SLICE_BYTES", "IDAT_BYTES", "write_png", "write_png_rows"]
+__all__ = ["SLICE_BYTES", "IDAT_BYTES", "usable_cpus", "write_png", "write_png_rows"]
 
 #: Filtered bytes per deflate slice (at least one row): slices are compressed in parallel.
 SLICE_BYTES = 4 << 20
@@ -39,7 +39,7 @@ IDAT_BYTES = 1 << 20
 _COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # planes -> gray, gray + alpha, RGB, RGBA
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one, else the machine's)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -163,7 +163,7 @@ def write_png(out: BinaryIO, samples: np.ndarray, *, level: int = 6, metadata: d
         raise ValueError(f"write_png: expected H x W x planes samples, got shape {samples.shape}")
     _check(samples.shape[2], samples.dtype, level)
     height, width, planes = samples.shape
-    threads = min(4, _usable_cpus()) if threads is None else max(1, int(threads))
+    threads = min(4, usable_cpus()) if threads is None else max(1, int(threads))
     _header(out, height, width, planes, 16 if samples.dtype == np.uint16 else 8, metadata)
     stream = b"".join(_deflate(_filtered(_row_bytes(samples)), level, threads))
     view = memoryview(stream)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from superres.errors import SuperresError
+from superres.pngenc import usable_cpus
 
 __all__ = [
     "physical_cores", "idle_cpus", "OtherLoad", "default_threads", "apply_threads", "current_threads", "session_options",
@@ -163,11 +164,7 @@ def writer_threads() -> int:
     model's own threads: with one deflate thread beside a one-thread model on two CPUs the photo
     job's median ratio to the naive loop rose from 1.18x to 1.29x (docs/BENCHMARKS.md, "upscale
     throughput")."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - current_threads())
+    return max(1, usable_cpus() - current_threads())
 
 
 def session_options(ort: Any, threads: int | None = None) -> Any:
