@@ -203,33 +203,53 @@ def test_webp_in_a_folder_is_upscaled_and_written(tmp_path, capsys, model_file):
     assert q.pixels.shape == (20, 24, 3) and q.alpha is not None
 
 
-def test_icc_dpi_and_exif_are_carried_with_orientation_reset(tmp_path, capsys, model_file):
+def _write_tagged(folder: Path, pixels: np.ndarray, cases: list) -> bytes:
+    """``pixels`` saved in ``folder`` as each ``(name, dpi, has_exif)`` of ``cases``: with an sRGB ICC
+    profile, that DPI and, where ``has_exif``, EXIF orientation 6 (rotate 90 degrees clockwise to
+    display) and a camera make. Returns the profile."""
     from PIL import Image as PILImage
     from PIL import ImageCms
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    pixels = (_rgb(10, 16) * 255).astype(np.uint8)
     exif = PILImage.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif[0x0112] = 6
     exif[0x010F] = "superres-test-camera"  # Make
-    src = tmp_path / "in"
-    src.mkdir()
-    PILImage.fromarray(pixels).save(src / "photo.jpg", quality=95, icc_profile=icc, dpi=(300, 300), exif=exif)
-    PILImage.fromarray(pixels).save(src / "photo2.png", icc_profile=icc, dpi=(72, 72), exif=exif)
-    PILImage.fromarray(pixels).save(src / "photo3.tif", icc_profile=icc, dpi=(150, 150))
-    out = tmp_path / "o"
-    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
-                                 "--device", "cpu", "--quiet"])
-    assert code == 0, err
-    for name, dpi, has_exif in [("photo.jpg", 300, True), ("photo2.png", 72, True), ("photo3.tif", 150, False)]:
-        with PILImage.open(out / name) as im:
-            # EXIF orientation 6 applied: 16 x 10 stored is 10 x 16 upright, 20 x 32 at x2
-            assert im.size == ((20, 32) if has_exif else (32, 20)), name
+    folder.mkdir()
+    for name, dpi, has_exif in cases:
+        options = {"quality": 95} if name.endswith(".jpg") else {}
+        if has_exif:
+            options["exif"] = exif
+        PILImage.fromarray(pixels).save(folder / name, icc_profile=icc, dpi=(dpi, dpi), **options)
+    return icc
+
+
+def _assert_tagged(folder: Path, cases: list, icc: bytes, size: tuple[int, int]) -> None:
+    """Each output of ``cases`` (:func:`_write_tagged`) carries the profile and its DPI; one with EXIF
+    is upright (orientation 6 applied, so the ``size`` W x H of the stored pixels at scale comes out
+    as H x W) with orientation reset to 1 and the make kept."""
+    from PIL import Image as PILImage
+
+    for name, dpi, has_exif in cases:
+        with PILImage.open(folder / name) as im:
+            assert im.size == (size[::-1] if has_exif else size), name
             assert im.info.get("icc_profile") == icc, name
             assert round(float(im.info["dpi"][0])) == dpi, name
             if has_exif:
                 got = im.getexif()
                 assert got.get(0x0112) == 1 and got.get(0x010F) == "superres-test-camera", name
+
+
+def test_icc_dpi_and_exif_are_carried_with_orientation_reset(tmp_path, capsys, model_file):
+    from PIL import Image as PILImage
+
+    src = tmp_path / "in"
+    cases = [("photo.jpg", 300, True), ("photo2.png", 72, True), ("photo3.tif", 150, False)]
+    icc = _write_tagged(src, (_rgb(10, 16) * 255).astype(np.uint8), cases)
+    out = tmp_path / "o"
+    code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out),
+                                 "--device", "cpu", "--quiet"])
+    assert code == 0, err
+    _assert_tagged(out, cases, icc, (32, 20))  # 16 x 10 stored, x2
     # --ext webp keeps the profile and the EXIF
     code, _, err = _run(capsys, ["upscale", str(src / "photo.jpg"), "--model", str(model_file), "--out", str(out),
                                  "--device", "cpu", "--quiet", "--ext", "webp"])
@@ -241,9 +261,6 @@ def test_icc_dpi_and_exif_are_carried_with_orientation_reset(tmp_path, capsys, m
 def test_results_written_in_strips_keep_icc_dpi_and_exif(tmp_path, capsys, model_file, monkeypatch):
     """A result too large for --max-memory is written band by band (PNG rows, TIFF tiles): it
     carries the same ICC profile, DPI and EXIF (orientation applied and reset) as a whole write."""
-    from PIL import Image as PILImage
-    from PIL import ImageCms
-
     import superres.inference as inference
 
     calls = []
@@ -254,29 +271,16 @@ def test_results_written_in_strips_keep_icc_dpi_and_exif(tmp_path, capsys, model
         return real(model, raw, dst, **kwargs)
 
     monkeypatch.setattr(inference, "_upscale_in_strips", spy)
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    pixels = (_rgb(300, 420) * 255).astype(np.uint8)
-    exif = PILImage.Exif()
-    exif[0x0112] = 6
-    exif[0x010F] = "superres-test-camera"
     src = tmp_path / "in"
-    src.mkdir()
-    PILImage.fromarray(pixels).save(src / "big.png", icc_profile=icc, dpi=(72, 72), exif=exif)
-    PILImage.fromarray(pixels).save(src / "big.tif", icc_profile=icc, dpi=(150, 150))
+    cases = [("big.png", 72, True), ("big.tif", 150, False)]
+    icc = _write_tagged(src, (_rgb(300, 420) * 255).astype(np.uint8), cases)
     out = tmp_path / "o"
     # 5 MB: less than the whole result needs (about 10 MB), more than strips of 64-pixel tiles (2.4-3.2 MB)
     code, _, err = _run(capsys, ["upscale", str(src), "--model", str(model_file), "--out", str(out), "--device", "cpu",
                                  "--quiet", "--tile", "64", "--max-memory", "5"])
     assert code == 0, err
     assert sorted(calls) == ["big.png", "big.tif"]
-    for name, dpi, has_exif in [("big.png", 72, True), ("big.tif", 150, False)]:
-        with PILImage.open(out / name) as im:
-            assert im.size == ((600, 840) if has_exif else (840, 600)), name
-            assert im.info.get("icc_profile") == icc, name
-            assert round(float(im.info["dpi"][0])) == dpi, name
-            if has_exif:
-                got = im.getexif()
-                assert got.get(0x0112) == 1 and got.get(0x010F) == "superres-test-camera", name
+    _assert_tagged(out, cases, icc, (840, 600))  # 420 x 300 stored, x2
 
 
 def test_onnx_model_file_is_recognised_without_backend(tmp_path, capsys, model_file):
